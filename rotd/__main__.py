@@ -1,0 +1,5 @@
+"""``python -m rotd``: the same as the ``rotd`` command."""
+
+from rotd.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""The database engine interface that the rotation protocol is written against.
+
+One module per database family implements it: ``postgres`` on asyncpg, ``mysql`` on aiomysql
+(MySQL, MariaDB and their Aurora flavours). A family's module is the only place that imports
+its driver; it translates every driver error into :class:`rotd.errors.DatabaseError`.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Family(StrEnum):
+    POSTGRES = "postgres"
+    MYSQL = "mysql"
+
+
+# The engine names of AWS's documented secret format, and the family that serves each.
+ENGINE_FAMILIES: dict[str, Family] = {
+    "postgres": Family.POSTGRES,
+    "aurora-postgresql": Family.POSTGRES,
+    "mysql": Family.MYSQL,
+    "aurora-mysql": Family.MYSQL,
+    "mariadb": Family.MYSQL,
+}
+
+DEFAULT_PORTS: dict[Family, int] = {Family.POSTGRES: 5432, Family.MYSQL: 3306}
+
+
+class TlsMode(StrEnum):
+    DISABLE = "disable"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+@dataclass(frozen=True)
+class Tls:
+    mode: TlsMode = TlsMode.PREFER
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a database answers, as reached from this host."""
+
+    family: Family
+    host: str
+    port: int
+    dbname: str | None
+    tls: Tls = Tls()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Login:
+    """A username and password at an endpoint. The password never appears in a repr."""
+
+    endpoint: Endpoint
+    username: str
+    password: str = field(repr=False)
+
+
+class Session(Protocol):
+    """An open connection to a database as one login.
+
+    Every method has a deadline and raises :class:`rotd.errors.DatabaseError` on failure,
+    with a category an operator can act on and no secret in its message.
+    """
+
+    @property
+    def username(self) -> str: ...
+
+    async def close(self) -> None:
+        """Close the connection; never raises."""
+
+    async def check_username(self, name: str) -> None:
+        """Raise a NAME_TOO_LONG error when ``name`` does not fit this server's limit."""
+
+    async def set_own_password(self, new_password: str) -> None:
+        """Change the password of the logged-in user (single user strategy)."""
+
+    async def set_password(self, username: str, new_password: str) -> None:
+        """Change another existing user's password, as an administrator."""
+
+    async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
+        """Make ``clone`` a login that acts exactly as ``original`` and give it ``new_password``.
+
+        Creates the clone when missing and brings its privileges in line with the original's
+        at every call, since grants change between rotations. Never leaves the clone with
+        fewer privileges than the original at any instant.
+        """
+
+    async def run_test(self, query: str | None) -> None:
+        """Run ``SELECT 1`` and then ``query`` when given; raise TEST_FAILED if either fails."""
+
+
+class Engine(Protocol):
+    family: Family
+
+    def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
+        """Open a session as ``login``; raise DatabaseError (AUTH when the login is refused)."""
+
+
+def all_engines() -> dict[str, Engine]:
+    """One engine per family, keyed by family name."""
+    from rotd.engines.mysql import MysqlEngine
+    from rotd.engines.postgres import PostgresEngine
+
+    return {Family.POSTGRES: PostgresEngine(), Family.MYSQL: MysqlEngine()}

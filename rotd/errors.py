@@ -1,0 +1,101 @@
+"""The errors rotd raises, built from fields so that logs and metrics can use the fields.
+
+I/O edges translate their library's exceptions into these; nothing above the edges catches a
+driver's or botocore's types. Messages never carry a password, hash or secret string: they are
+built here from identifiers and categories only, and anything quoted from a server passes
+through the redactor first.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Category(StrEnum):
+    """What went wrong, in the words an operator acts on. Drives retries and metrics."""
+
+    UNREACHABLE = "unreachable"  # DNS, TCP refused/reset, endpoint down
+    TIMEOUT = "timeout"  # a deadline passed
+    THROTTLED = "throttled"  # the service asked us to slow down
+    SERVER = "server"  # a 5xx or an unexpected server-side failure
+    AUTH = "auth"  # a login was refused
+    PERMISSION = "permission"  # authenticated but not allowed
+    TLS = "tls"  # TLS required, refused or not verifiable
+    NOT_FOUND = "not_found"  # a secret, version or user does not exist
+    BAD_SECRET = "bad_secret"  # the secret's JSON is unusable
+    NAME_TOO_LONG = "name_too_long"  # the clone's name does not fit the server's limit
+    CONFLICT = "conflict"  # another rotator owns this secret (native rotation, a lock)
+    UNSUPPORTED = "unsupported"  # an engine or feature rotd does not handle
+    TEST_FAILED = "test_failed"  # the new login works but the test query failed
+
+    @property
+    def transient(self) -> bool:
+        """True when waiting and trying again may succeed without anyone changing anything."""
+        return self in _TRANSIENT
+
+
+_TRANSIENT = frozenset(
+    {Category.UNREACHABLE, Category.TIMEOUT, Category.THROTTLED, Category.SERVER}
+)
+
+
+class RotdError(Exception):
+    """The root of every error rotd raises on purpose."""
+
+    category: Category = Category.SERVER
+
+    @property
+    def transient(self) -> bool:
+        return self.category.transient
+
+
+class ConfigError(RotdError):
+    """One problem in an inventory file, located by line and column (both 1-based)."""
+
+    def __init__(self, path: str, line: int, column: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.column = column
+        self.reason = reason
+        super().__init__(f"{path}:{line}:{column}: {reason}")
+
+
+class ConfigErrors(RotdError):
+    """Every problem found in one inventory file; validation reports them all at once."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class DatabaseError(RotdError):
+    """A database could not do what a rotation asked of it."""
+
+    def __init__(self, host: str, port: int, category: Category, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.category = category
+        self.reason = reason
+        super().__init__(f"{host}:{port}: {reason}")
+
+
+class StoreError(RotdError):
+    """Secrets Manager refused or failed a call."""
+
+    def __init__(self, secret: str, operation: str, category: Category, reason: str) -> None:
+        self.secret = secret
+        self.operation = operation
+        self.category = category
+        self.reason = reason
+        super().__init__(f"{operation} on secret {secret!r}: {reason}")
+
+
+class SecretError(RotdError):
+    """A rotation of one secret failed at one step; the cause is kept in ``__cause__``."""
+
+    def __init__(self, secret: str, step: str, category: Category, reason: str) -> None:
+        self.secret = secret
+        self.step = step
+        self.category = category
+        self.reason = reason
+        super().__init__(f"secret {secret!r}, {step}: {reason}")

@@ -1,0 +1,534 @@
+"""The YAML inventory: its models, loading with line numbers, and layered settings.
+
+A file is parsed into YAML nodes (which keep line and column), turned into plain data, and
+validated by pydantic models that forbid unknown keys. Every problem becomes a
+:class:`rotd.errors.ConfigError` located at ``FILE:LINE:COL``; all of them are reported at once.
+Settings are layered: ``defaults`` < database < secret, the most specific wins (``password``
+merges key by key). The result, :class:`Inventory`, is immutable: a reload builds a new one.
+Loading is offline: it calls no AWS and no database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from rotd.engines import ENGINE_FAMILIES, Tls, TlsMode
+from rotd.errors import ConfigError, ConfigErrors
+from rotd.passwords import PasswordPolicy
+from rotd.schedule import Schedule, parse_duration, parse_schedule
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+DEFAULT_SCHEDULE = "rate(30 days)"
+DEFAULT_WINDOW = "1h"
+SHORT_SCHEDULE = timedelta(minutes=10)
+
+
+class Strategy(StrEnum):
+    SINGLE_USER = "single_user"
+    ALTERNATING_USERS = "alternating_users"
+
+
+# --- the file's models --------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+def _check_schedule(value: Any) -> Any:
+    if isinstance(value, str):
+        parse_schedule(value)
+    return value
+
+
+def _check_duration(value: Any) -> Any:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        parse_duration(value)
+    return value
+
+
+def _check_timezone(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Berlin"
+            ) from None
+    return value
+
+
+ScheduleText = Annotated[str, BeforeValidator(_check_schedule)]
+DurationText = Annotated[str | int, BeforeValidator(_check_duration)]
+TimezoneText = Annotated[str, BeforeValidator(_check_timezone)]
+
+
+class PasswordModel(_Model):
+    length: int | None = Field(default=None, ge=8, le=4096)
+    exclude_characters: str | None = None
+    exclude_punctuation: bool | None = None
+    exclude_numbers: bool | None = None
+    exclude_uppercase: bool | None = None
+    exclude_lowercase: bool | None = None
+    require_each_included_type: bool | None = None
+
+
+class SettingsModel(_Model):
+    """The settings that may stand in ``defaults``, on a database or on a secret."""
+
+    strategy: Strategy | None = None
+    schedule: ScheduleText | None = None
+    window: DurationText | None = None
+    timezone: TimezoneText | None = None
+    password: PasswordModel | None = None
+    tls: TlsMode | None = None
+    ca_file: str | None = None
+    master_secret: str | None = Field(default=None, min_length=1)
+    test_query: str | None = Field(default=None, min_length=1)
+
+
+class SecretModel(SettingsModel):
+    id: str = Field(min_length=1)
+
+
+class DatabaseModel(SettingsModel):
+    name: str = Field(min_length=1)
+    host: str | None = Field(default=None, min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    dbname: str | None = None
+    engine: str | None = None
+    secrets: list[SecretModel] = Field(min_length=1)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str | None) -> str | None:
+        if value is not None and value not in ENGINE_FAMILIES:
+            allowed = ", ".join(sorted(ENGINE_FAMILIES))
+            raise ValueError(f"unknown engine {value!r}; allowed: {allowed}")
+        return value
+
+
+class AwsModel(_Model):
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    max_write_tps: float = Field(default=40.0, gt=0, le=50)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("endpoint_url must be an http:// or https:// URL")
+        return value
+
+
+class LimitsModel(_Model):
+    max_concurrent: int = Field(default=16, ge=1, le=1024)
+    max_concurrent_per_host: int = Field(default=4, ge=1, le=1024)
+
+
+class DaemonModel(_Model):
+    shutdown_grace: DurationText = "30s"
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_listen(value)
+        return value
+
+
+class InventoryModel(_Model):
+    aws: AwsModel = AwsModel()
+    defaults: SettingsModel = SettingsModel()
+    limits: LimitsModel = LimitsModel()
+    daemon: DaemonModel = DaemonModel()
+    databases: list[DatabaseModel] = Field(default_factory=list)
+
+
+# --- the resolved inventory ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """Everything known about one secret before AWS is asked: its settings, fully layered."""
+
+    id: str
+    database: str
+    strategy: Strategy
+    schedule: Schedule
+    window: timedelta
+    timezone: ZoneInfo
+    password: PasswordPolicy
+    tls: Tls
+    tls_set: bool  # whether the inventory chose ``tls`` (else the secret's ``ssl`` may decide)
+    master_secret: str | None
+    test_query: str | None
+    host: str | None
+    port: int | None
+    dbname: str | None
+    engine: str | None
+    line: int = field(default=0, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The secret's name: the id, or the name part of an ARN."""
+        return secret_name(self.id)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    region: str | None
+    endpoint_url: str | None
+    profile: str | None
+    max_write_tps: float
+    max_concurrent: int
+    max_concurrent_per_host: int
+    shutdown_grace: timedelta
+    listen: tuple[str, int] | None
+    databases: tuple[str, ...]
+    secrets: tuple[SecretSpec, ...]
+    warnings: tuple[str, ...] = ()
+
+    def find(self, key: str) -> SecretSpec | None:
+        """The secret named ``key`` as written in the inventory, by its ARN, or by its name."""
+        for spec in self.secrets:
+            if key in (spec.id, spec.name) or secret_name(key) == spec.name:
+                return spec
+        return None
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for spec in self.secrets:
+            counts[spec.strategy] = counts.get(spec.strategy, 0) + 1
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return (
+            f"{self.path}: valid: {len(self.databases)} database(s), "
+            f"{len(self.secrets)} secret(s)" + (f" ({detail})" if detail else "")
+        )
+
+
+_ARN = re.compile(r"^arn:aws[\w-]*:secretsmanager:[\w-]+:\d{12}:secret:(?P<name>.+)$")
+
+
+def secret_name(secret_id: str) -> str:
+    """The name inside a secret ARN (without AWS's random 6-character suffix), else the id."""
+    match = _ARN.match(secret_id)
+    if not match:
+        return secret_id
+    name = match.group("name")
+    # AWS appends "-" and six random characters to the name in a full ARN.
+    return re.sub(r"-[A-Za-z0-9]{6}$", "", name)
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be HOST:PORT, e.g. 127.0.0.1:9464, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+class _Located:
+    """Plain data built from YAML nodes, with the position of every key and value."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.positions: dict[Path_, tuple[int, int]] = {}
+        self.key_positions: dict[Path_, tuple[int, int]] = {}
+        self.errors: list[ConfigError] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def error_at(self, mark: Any, reason: str) -> None:
+        self.errors.append(ConfigError(self.path, mark.line + 1, mark.column + 1, reason))
+
+    def build(self, node: yaml.Node, where: Path_) -> Any:
+        self.positions[where] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.error_at(key_node.start_mark, "YAML merge keys (<<) are not supported")
+                    continue
+                key = self.build(key_node, (*where, "<key>"))
+                if not isinstance(key, str):
+                    self.error_at(key_node.start_mark, f"keys must be strings, not {key!r}")
+                    continue
+                if key in result:
+                    self.error_at(key_node.start_mark, f"duplicate key {key!r}")
+                    continue
+                self.key_positions[(*where, key)] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                result[key] = self.build(value_node, (*where, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*where, i)) for i, item in enumerate(node.value)]
+        return self._constructor.construct_object(node, deep=True)
+
+    def locate(self, where: Path_, *, key: bool = False) -> tuple[int, int]:
+        """The position of ``where``, or of its nearest ancestor that has one."""
+        if key and where in self.key_positions:
+            return self.key_positions[where]
+        probe = where
+        while probe:
+            if probe in self.positions:
+                return self.positions[probe]
+            probe = probe[:-1]
+        return self.positions.get((), (1, 1))
+
+    def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
+        line, column = self.locate(where, key=key)
+        self.errors.append(ConfigError(self.path, line, column, reason))
+
+
+def load(path: str | os.PathLike[str]) -> Inventory:
+    """Read, validate and resolve an inventory file; raise ConfigErrors listing every problem."""
+    text_path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigErrors(
+            [ConfigError(text_path, 1, 1, f"cannot read the file: {exc.strerror}")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors(
+            [ConfigError(text_path, 1, 1, f"the file is not UTF-8: {exc.reason}")]
+        ) from None
+    return loads(text, text_path)
+
+
+def loads(text: str, path: str = "<inventory>") -> Inventory:
+    located = _Located(path)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = f"not valid YAML: {exc.problem or exc.context}"
+        raise ConfigErrors([ConfigError(path, line, column, reason)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigErrors([ConfigError(path, 1, 1, f"not valid YAML: {exc}")]) from None
+    if node is None:
+        raise ConfigErrors([ConfigError(path, 1, 1, "the file is empty; see config/example.yaml")])
+    data = located.build(node, ())
+    if not isinstance(data, dict):
+        located.add((), "the inventory must be a mapping with aws, defaults, limits, databases")
+        raise ConfigErrors(located.errors)
+
+    model: InventoryModel | None = None
+    try:
+        model = InventoryModel.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            _report(located, error)
+    if located.errors or model is None:
+        raise ConfigErrors(sorted(located.errors, key=lambda e: (e.line, e.column)))
+    inventory = _resolve(model, located)
+    if located.errors:
+        raise ConfigErrors(sorted(located.errors, key=lambda e: (e.line, e.column)))
+    return inventory
+
+
+def _report(located: _Located, error: Mapping[str, Any]) -> None:
+    where: Path_ = tuple(p for p in error["loc"] if not _is_union_tag(p))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(where[:-1])
+        located.add(where, f"unknown key {where[-1]!r}; allowed here: {allowed}", key=True)
+        return
+    if kind == "missing":
+        located.add(where[:-1], f"missing required key {where[-1]!r}")
+        return
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    label = ".".join(str(p) for p in where)
+    located.add(where, f"{label}: {message}")
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen union member (e.g. 'str', 'int') into the location.
+    return isinstance(part, str) and part in ("str", "int", "function-before[_check_duration()]")
+
+
+def _allowed_keys(where: Path_) -> str:
+    model: type[BaseModel] = InventoryModel
+    for part in where:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        inner = _model_in(annotation)
+        if inner is None:
+            break
+        model = inner
+    return ", ".join(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _layer(*levels: SettingsModel) -> dict[str, Any]:
+    """The settings that apply, most specific last; ``password`` merges key by key."""
+    merged: dict[str, Any] = {}
+    password: dict[str, Any] = {}
+    for level in levels:
+        for name in level.model_fields_set:
+            value = getattr(level, name)
+            if value is None and name != "master_secret" and name != "test_query":
+                continue
+            if name == "password":
+                password.update(value.model_dump(exclude_none=True))
+            else:
+                merged[name] = value
+    merged["password"] = password
+    return merged
+
+
+def _resolve(model: InventoryModel, located: _Located) -> Inventory:
+    specs: list[SecretSpec] = []
+    warnings: list[str] = []
+    seen_databases: dict[str, int] = {}
+    seen_secrets: dict[str, Path_] = {}
+    parse_cache: dict[str, Schedule] = {}
+    for d, database in enumerate(model.databases):
+        where_db: Path_ = ("databases", d)
+        if database.name in seen_databases:
+            first = located.locate(("databases", seen_databases[database.name], "name"))
+            located.add(
+                (*where_db, "name"),
+                f"duplicate database name {database.name!r} (first at line {first[0]})",
+            )
+        else:
+            seen_databases[database.name] = d
+        for s, secret in enumerate(database.secrets):
+            where: Path_ = (*where_db, "secrets", s)
+            name = secret_name(secret.id)
+            if name in seen_secrets:
+                first = located.locate((*seen_secrets[name], "id"))
+                located.add(
+                    (*where, "id"),
+                    f"secret {secret.id!r} is already in the inventory (line {first[0]}); "
+                    "each secret may be listed once, by name or by ARN",
+                )
+                continue
+            seen_secrets[name] = where
+            settings = _layer(model.defaults, database, secret)
+            spec = _spec(secret.id, database, settings, located, where, parse_cache)
+            if spec is not None:
+                specs.append(spec)
+                if spec.schedule.min_interval() < SHORT_SCHEDULE:
+                    line, column = located.locate((*where, "id"))
+                    warnings.append(
+                        f"{located.path}:{line}:{column}: secret {spec.id!r} rotates more often "
+                        "than every 10 minutes; Secrets Manager advises against that, since "
+                        "every rotation adds a version"
+                    )
+    listen = _split_listen(model.daemon.listen) if model.daemon.listen else None
+    return Inventory(
+        path=located.path,
+        region=model.aws.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION"),
+        endpoint_url=model.aws.endpoint_url,
+        profile=model.aws.profile,
+        max_write_tps=model.aws.max_write_tps,
+        max_concurrent=model.limits.max_concurrent,
+        max_concurrent_per_host=model.limits.max_concurrent_per_host,
+        shutdown_grace=parse_duration(model.daemon.shutdown_grace),
+        listen=listen,
+        databases=tuple(db.name for db in model.databases),
+        secrets=tuple(specs),
+        warnings=tuple(warnings),
+    )
+
+
+def _spec(
+    secret_id: str,
+    database: DatabaseModel,
+    settings: dict[str, Any],
+    located: _Located,
+    where: Path_,
+    parse_cache: dict[str, Schedule],
+) -> SecretSpec | None:
+    schedule_text = settings.get("schedule") or DEFAULT_SCHEDULE
+    schedule = parse_cache.get(schedule_text)
+    if schedule is None:
+        schedule = parse_cache[schedule_text] = parse_schedule(schedule_text)
+    window = parse_duration(settings.get("window") or DEFAULT_WINDOW)
+    strategy = settings.get("strategy") or Strategy.SINGLE_USER
+    ok = True
+    if window >= schedule.min_interval() and window > timedelta(0):
+        located.add(
+            (*where, "id"),
+            f"secret {secret_id!r}: window {_human(window)} is not shorter than its schedule "
+            f"{schedule.text}; the next rotation would be due before the window closes",
+        )
+        ok = False
+    policy = PasswordPolicy(**settings["password"])
+    problem = policy.problem()
+    if problem:
+        located.add((*where, "id"), f"secret {secret_id!r}: password: {problem}")
+        ok = False
+    if not ok:
+        return None
+    tls_mode = settings.get("tls")
+    ca_file = settings.get("ca_file")
+    return SecretSpec(
+        id=secret_id,
+        database=database.name,
+        strategy=Strategy(strategy),
+        schedule=schedule,
+        window=window,
+        timezone=ZoneInfo(settings.get("timezone") or "UTC"),
+        password=policy,
+        tls=Tls(mode=tls_mode or TlsMode.PREFER, ca_file=ca_file),
+        tls_set=tls_mode is not None,
+        master_secret=settings.get("master_secret"),
+        test_query=settings.get("test_query"),
+        host=database.host,
+        port=database.port,
+        dbname=database.dbname,
+        engine=database.engine,
+        line=located.locate((*where, "id"))[0],
+    )
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

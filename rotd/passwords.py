@@ -1,0 +1,109 @@
+"""New passwords, and the verifiers that let a server store them without seeing them.
+
+Generation follows Secrets Manager's ``GetRandomPassword`` rules (length, excluded characters
+and classes, one of each included class) but runs locally with :mod:`secrets`, which saves a
+Secrets Manager call per rotation. The verifiers are what PostgreSQL (SCRAM-SHA-256, MD5) and
+MySQL/MariaDB (``mysql_native_password``) store, computed here so that the plain password never
+reaches a server's statement log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+
+LOWERCASE = string.ascii_lowercase
+UPPERCASE = string.ascii_uppercase
+DIGITS = string.digits
+# Secrets Manager's punctuation set.
+PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    length: int = 32
+    exclude_characters: str = "/@\"'\\"
+    exclude_punctuation: bool = False
+    exclude_numbers: bool = False
+    exclude_uppercase: bool = False
+    exclude_lowercase: bool = False
+    require_each_included_type: bool = True
+
+    def classes(self) -> list[str]:
+        """The character classes in use, each without the excluded characters."""
+        chosen = []
+        for chars, excluded in (
+            (LOWERCASE, self.exclude_lowercase),
+            (UPPERCASE, self.exclude_uppercase),
+            (DIGITS, self.exclude_numbers),
+            (PUNCTUATION, self.exclude_punctuation),
+        ):
+            if excluded:
+                continue
+            kept = "".join(c for c in chars if c not in self.exclude_characters)
+            if kept:
+                chosen.append(kept)
+        return chosen
+
+    def problem(self) -> str | None:
+        """Why this policy cannot produce a password, or None."""
+        classes = self.classes()
+        if not classes:
+            return "the exclusions leave no character to build a password from"
+        if self.require_each_included_type and self.length < len(classes):
+            return (
+                f"length {self.length} is shorter than the {len(classes)} character types "
+                "that require_each_included_type asks for"
+            )
+        return None
+
+
+def generate(policy: PasswordPolicy) -> str:
+    """A new random password that satisfies ``policy`` (which must have no problem)."""
+    classes = policy.classes()
+    alphabet = "".join(classes)
+    while True:
+        chars = [secrets.choice(alphabet) for _ in range(policy.length)]
+        if not policy.require_each_included_type or all(
+            any(c in cls for c in chars) for cls in classes
+        ):
+            return "".join(chars)
+
+
+SCRAM_ITERATIONS = 4096
+
+
+def scram_sha256_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
+    """PostgreSQL's stored form of ``password`` for SCRAM-SHA-256 (RFC 5802/7677).
+
+    PostgreSQL runs SASLprep on the password; for the printable ASCII passwords that
+    :func:`generate` makes, and for any password SASLprep leaves unchanged, this is the same.
+    Passwords that SASLprep would alter are used as raw bytes, as PostgreSQL itself does
+    when SASLprep fails.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+def postgres_md5_verifier(username: str, password: str) -> str:
+    """PostgreSQL's legacy MD5 stored form, for servers with ``password_encryption = md5``."""
+    digest = hashlib.md5((password + username).encode("utf-8"), usedforsecurity=False)
+    return "md5" + digest.hexdigest()
+
+
+def mysql_native_hash(password: str) -> str:
+    """The ``mysql_native_password`` hash: ``*`` and SHA1(SHA1(password)) in upper-case hex."""
+    inner = hashlib.sha1(password.encode("utf-8"), usedforsecurity=False).digest()
+    return "*" + hashlib.sha1(inner, usedforsecurity=False).hexdigest().upper()

@@ -1,0 +1,316 @@
+"""The rotation of one secret: AWS's four-step protocol over the staging labels.
+
+guard -> createSecret -> setSecret -> testSecret -> finishSecret, written against the
+:class:`rotd.secretstore.SecretStore` and :class:`rotd.engines.Engine` interfaces. It behaves
+as AWS's rotation functions do, so a secret can move between them and rotd: an unfinished
+rotation (AWSPENDING on a version without AWSCURRENT) is resumed with the same token, never
+restarted with a new password the database may already hold; AWSPENDING stays on the new
+current version when done, as AWS leaves it. A failing step leaves AWSCURRENT where it was.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from rotd import passwords, strategies
+from rotd.credentials import BadSecret, Credentials
+from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session, Tls, TlsMode
+from rotd.errors import Category, DatabaseError, SecretError, StoreError
+from rotd.inventory import SecretSpec, Strategy
+from rotd.observability import get_logger
+from rotd.secretstore import CURRENT, PREVIOUS, SecretStore
+
+log = get_logger("rotd.rotation")
+
+
+class Step(StrEnum):
+    GUARD = "guard"
+    CREATE = "createSecret"
+    SET = "setSecret"
+    TEST = "testSecret"
+    FINISH = "finishSecret"
+
+
+class MasterSecrets(Protocol):
+    async def get(self, secret_id: str, *, refresh: bool = False) -> Credentials:
+        """The master login stored at ``secret_id``'s AWSCURRENT; ``refresh`` re-reads it."""
+
+
+class HostGate(Protocol):
+    def slot(self, endpoint: Endpoint) -> AbstractAsyncContextManager[None]:
+        """Wait for room to work on ``endpoint``'s host, and hold it while inside."""
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    store: SecretStore
+    engines: Mapping[str, Engine]
+    masters: MasterSecrets
+    gate: HostGate
+    db_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one rotation did, for the command's output, logs and metrics."""
+
+    secret_id: str
+    database: str
+    strategy: Strategy
+    duration_s: float
+    arn: str | None = None
+    engine: str | None = None
+    old_username: str | None = None
+    new_username: str | None = None
+    version_id: str | None = None
+    resumed: bool = False
+    error: SecretError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
+    """Where to reach the database: the inventory's route from this host, else the secret's."""
+    engine = spec.engine or credentials.engine
+    family = ENGINE_FAMILIES[engine]
+    tls = spec.tls
+    # The secret's `ssl` key wins over the inventory's tls; absent, the inventory decides.
+    if credentials.ssl is True and tls.mode in (TlsMode.DISABLE, TlsMode.PREFER):
+        tls = Tls(TlsMode.REQUIRE, tls.ca_file)
+    elif credentials.ssl is False:
+        tls = Tls(TlsMode.DISABLE, tls.ca_file)
+    dbname = spec.dbname if spec.dbname is not None else credentials.dbname
+    return Endpoint(
+        family=family,
+        host=spec.host or credentials.host,
+        port=spec.port or credentials.port,
+        dbname=dbname,
+        tls=tls,
+    )
+
+
+async def rotate(spec: SecretSpec, deps: Dependencies, *, attempt: int = 1) -> Outcome:
+    """Rotate one secret now, resuming an unfinished rotation if there is one."""
+    return await _Rotation(spec, deps, attempt).run()
+
+
+class _Rotation:
+    def __init__(self, spec: SecretSpec, deps: Dependencies, attempt: int) -> None:
+        self.spec = spec
+        self.deps = deps
+        self.store = deps.store
+        self.step = Step.GUARD
+        self.started = time.monotonic()
+        self.log: Any = log.bind(
+            secret_id=spec.id, database=spec.database, strategy=str(spec.strategy), attempt=attempt
+        )
+        self.arn: str | None = None
+        self.engine: str | None = None
+        self.current: Credentials | None = None
+        self.pending: Credentials | None = None
+        self.token: str | None = None
+        self.resumed = False
+
+    async def run(self) -> Outcome:
+        try:
+            await self._run()
+        except SecretError as exc:
+            return self._outcome(exc)
+        return self._outcome(None)
+
+    def _outcome(self, error: SecretError | None) -> Outcome:
+        return Outcome(
+            secret_id=self.spec.id,
+            database=self.spec.database,
+            strategy=self.spec.strategy,
+            duration_s=round(time.monotonic() - self.started, 4),
+            arn=self.arn,
+            engine=self.engine,
+            old_username=self.current.username if self.current else None,
+            new_username=self.pending.username if self.pending else None,
+            version_id=self.token,
+            resumed=self.resumed,
+            error=error,
+        )
+
+    @asynccontextmanager
+    async def _step(self, step: Step) -> AsyncIterator[None]:
+        self.step = step
+        started = time.monotonic()
+        try:
+            yield
+        except (StoreError, DatabaseError) as exc:
+            raise SecretError(self.spec.id, step, exc.category, str(exc)) from exc
+        except BadSecret as exc:
+            raise SecretError(self.spec.id, step, Category.BAD_SECRET, str(exc)) from None
+        self.log.debug(
+            "rotation.step",
+            step=str(step),
+            version_id=self.token,
+            engine=self.engine,
+            duration_s=round(time.monotonic() - started, 4),
+        )
+
+    def _connect(self, login: Login) -> AbstractAsyncContextManager[Session]:
+        engine = self.deps.engines[login.endpoint.family]
+        return engine.connect(login, timeout_s=self.deps.db_timeout_s)
+
+    async def _run(self) -> None:
+        spec = self.spec
+        async with self._step(Step.GUARD):
+            description = await self.store.describe(spec.id)
+            self.arn = description.arn
+            if description.rotation_enabled and description.rotation_lambda:
+                raise SecretError(
+                    spec.id,
+                    Step.GUARD,
+                    Category.CONFLICT,
+                    "Secrets Manager's own rotation is enabled on this secret with "
+                    f"{description.rotation_lambda}; two rotators would fight. Turn it off "
+                    f"(aws secretsmanager cancel-rotate-secret --secret-id {spec.id}) or "
+                    "remove the secret from the inventory",
+                )
+            current_version = description.version_with(CURRENT)
+            if current_version is None:
+                raise SecretError(
+                    spec.id, Step.GUARD, Category.BAD_SECRET, "the secret has no AWSCURRENT version"
+                )
+            unfinished = description.unfinished_pending()
+            self.resumed = unfinished is not None
+            self.token = unfinished or str(uuid.uuid4())
+            self.log = self.log.bind(version_id=self.token)
+            if self.resumed:
+                self.log.info("rotation.resuming", step=str(Step.GUARD))
+
+        async with AsyncExitStack() as stack:
+            master_session: Session | None = None
+            async with self._step(Step.CREATE):
+                current_value = await self.store.get_value(spec.id, version_id=current_version)
+                current = self.current = Credentials.parse(current_value.string)
+                self.engine = spec.engine or current.engine
+                endpoint = endpoint_for(spec, current)
+                await stack.enter_async_context(self.deps.gate.slot(endpoint))
+                if self.resumed:
+                    value = await self.store.get_value(spec.id, version_id=self.token)
+                    self.pending = Credentials.parse(value.string)
+                    self._check_resumed_pending(current, self.pending)
+                else:
+                    username = strategies.pending_username(spec.strategy, current.username)
+                    new_password = passwords.generate(spec.password)
+                    pending = current.with_login(username, new_password)
+                    if spec.strategy is Strategy.ALTERNATING_USERS:
+                        master_session = await self._open_master(stack, endpoint, current)
+                        await master_session.check_username(username)
+                    await self.store.put_pending(spec.id, self.token, pending.dumps())
+                    self.pending = pending
+            pending = self.pending
+            assert pending is not None
+
+            async with self._step(Step.SET):
+                if self.resumed and await self._logs_in(endpoint, pending):
+                    self.log.info(
+                        "rotation.step_skipped", step=str(Step.SET), reason="pending login works"
+                    )
+                elif spec.strategy is Strategy.SINGLE_USER:
+                    master = await self._master_or_none(current)
+                    await strategies.set_single_user(
+                        self._connect,
+                        endpoint,
+                        current,
+                        pending,
+                        lambda: self._read_previous(current),
+                        master,
+                    )
+                else:
+                    if master_session is None:
+                        master_session = await self._open_master(stack, endpoint, current)
+                    await strategies.set_alternating(
+                        self._connect, endpoint, current, pending, master_session
+                    )
+
+            async with (
+                self._step(Step.TEST),
+                self._connect(strategies.login(endpoint, pending)) as session,
+            ):
+                await session.run_test(spec.test_query)
+
+        async with self._step(Step.FINISH):
+            if current_version != self.token:
+                await self.store.move_current(spec.id, self.token, current_version)
+
+    def _check_resumed_pending(self, current: Credentials, pending: Credentials) -> None:
+        if (
+            self.spec.strategy is Strategy.ALTERNATING_USERS
+            and pending.username == current.username
+        ):
+            raise SecretError(
+                self.spec.id,
+                Step.CREATE,
+                Category.CONFLICT,
+                f"the unfinished AWSPENDING version {self.token} has the same username as "
+                "AWSCURRENT, so finishing it as alternating users would change the password "
+                "applications use now; finish it with strategy single_user or remove the "
+                "AWSPENDING label",
+            )
+
+    async def _logs_in(self, endpoint: Endpoint, credentials: Credentials) -> bool:
+        try:
+            async with self._connect(strategies.login(endpoint, credentials)):
+                return True
+        except DatabaseError as exc:
+            if exc.category is Category.AUTH:
+                return False
+            raise
+
+    def _master_id(self, current: Credentials) -> str | None:
+        return self.spec.master_secret or current.masterarn
+
+    async def _master_or_none(self, current: Credentials) -> Credentials | None:
+        master_id = self._master_id(current)
+        if master_id is None:
+            return None
+        return await self.deps.masters.get(master_id)
+
+    async def _open_master(
+        self, stack: AsyncExitStack, endpoint: Endpoint, current: Credentials
+    ) -> Session:
+        """A session as the master login, re-reading the master secret once if refused."""
+        master_id = self._master_id(current)
+        if master_id is None:
+            raise BadSecret(
+                "alternating_users needs a master login: set master_secret in the inventory "
+                "or masterarn in the secret"
+            )
+        master = await self.deps.masters.get(master_id)
+        try:
+            return await stack.enter_async_context(
+                self._connect(Login(endpoint, master.username, master.password))
+            )
+        except DatabaseError as exc:
+            if exc.category is not Category.AUTH:
+                raise
+        # The master may have been rotated since it was read: read it again, once.
+        master = await self.deps.masters.get(master_id, refresh=True)
+        return await stack.enter_async_context(
+            self._connect(Login(endpoint, master.username, master.password))
+        )
+
+    async def _read_previous(self, current: Credentials) -> Credentials | None:
+        try:
+            value = await self.store.get_value(self.spec.id, stage=PREVIOUS)
+        except StoreError as exc:
+            if exc.category is Category.NOT_FOUND:
+                return None
+            raise
+        try:
+            return Credentials.parse(value.string)
+        except BadSecret:
+            return None

@@ -1,0 +1,167 @@
+"""Runs rotations: concurrency limits, per-secret exclusivity, the master-secret cache.
+
+``limits.max_concurrent`` bounds rotations in the whole process, ``max_concurrent_per_host``
+bounds those working on one database host:port, and one secret is never rotated twice at once
+in this process. Each finished rotation is logged as one canonical line. The runner never
+raises for a failed rotation: it reports it in the :class:`rotd.protocol.Outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from rotd.credentials import BadSecret, Credentials
+from rotd.engines import Endpoint, Engine
+from rotd.errors import Category, SecretError
+from rotd.inventory import SecretSpec
+from rotd.observability import get_logger
+from rotd.protocol import Dependencies, Outcome, Step, rotate
+from rotd.secretstore import CURRENT, SecretStore
+
+log = get_logger("rotd.runner")
+
+
+class HostLimits:
+    """A semaphore per database host:port, created on first use, resizable on reload."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def slot(self, endpoint: Endpoint) -> AsyncIterator[None]:
+        key = endpoint.address
+        semaphore = self._slots.get(key)
+        if semaphore is None:
+            semaphore = self._slots[key] = asyncio.Semaphore(self.per_host)
+        async with semaphore:
+            self.in_flight[key] = self.in_flight.get(key, 0) + 1
+            self.peak[key] = max(self.peak.get(key, 0), self.in_flight[key])
+            try:
+                yield
+            finally:
+                self.in_flight[key] -= 1
+
+    def resize(self, per_host: int) -> None:
+        """Apply a new per-host limit to hosts seen from now on and to idle ones."""
+        self.per_host = per_host
+        self._slots = {k: s for k, s in self._slots.items() if self.in_flight.get(k)}
+
+
+class MasterCache:
+    """Master logins read once per batch and shared by every rotation that needs them."""
+
+    def __init__(self, store: SecretStore) -> None:
+        self._store = store
+        self._reads: dict[str, asyncio.Task[Credentials]] = {}
+
+    async def get(self, secret_id: str, *, refresh: bool = False) -> Credentials:
+        task = self._reads.get(secret_id)
+        if task is None or refresh or (task.done() and task.exception() is not None):
+            task = self._reads[secret_id] = asyncio.ensure_future(self._read(secret_id))
+        return await asyncio.shield(task)
+
+    async def _read(self, secret_id: str) -> Credentials:
+        value = await self._store.get_value(secret_id, stage=CURRENT)
+        try:
+            return Credentials.parse(value.string)
+        except BadSecret as exc:
+            raise BadSecret(f"master secret {secret_id!r}: {exc}") from None
+
+    def clear(self) -> None:
+        self._reads.clear()
+
+
+class Runner:
+    """Rotates secrets within the process's limits; one instance per process."""
+
+    def __init__(
+        self,
+        store: SecretStore,
+        engines: Mapping[str, Engine],
+        *,
+        max_concurrent: int,
+        max_concurrent_per_host: int,
+        db_timeout_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.engines = engines
+        self.hosts = HostLimits(max_concurrent_per_host)
+        self.masters = MasterCache(store)
+        self._global = asyncio.Semaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self._busy: set[str] = set()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.db_timeout_s = db_timeout_s
+
+    def deps(self) -> Dependencies:
+        return Dependencies(
+            store=self.store,
+            engines=self.engines,
+            masters=self.masters,
+            gate=self.hosts,
+            db_timeout_s=self.db_timeout_s,
+        )
+
+    def is_busy(self, secret_id: str) -> bool:
+        return secret_id in self._busy
+
+    async def rotate_one(self, spec: SecretSpec, *, attempt: int = 1) -> Outcome:
+        """Rotate ``spec`` once, waiting for room; refuse if this process is already on it."""
+        if spec.id in self._busy:
+            error = SecretError(
+                spec.id, Step.GUARD, Category.CONFLICT, "a rotation of this secret is in flight"
+            )
+            return Outcome(spec.id, spec.database, spec.strategy, 0.0, error=error)
+        self._busy.add(spec.id)
+        try:
+            async with self._global:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    outcome = await rotate(spec, self.deps(), attempt=attempt)
+                finally:
+                    self.in_flight -= 1
+        finally:
+            self._busy.discard(spec.id)
+        report(outcome, attempt=attempt)
+        return outcome
+
+    async def rotate_all(self, specs: Iterable[SecretSpec]) -> list[Outcome]:
+        """Rotate every secret given, concurrently within the limits; keep their order."""
+        self.masters.clear()
+        return list(await asyncio.gather(*(self.rotate_one(spec) for spec in specs)))
+
+
+def report(outcome: Outcome, *, attempt: int) -> None:
+    """The one canonical log line of a finished rotation."""
+    fields: dict[str, Any] = {
+        "secret_id": outcome.secret_id,
+        "database": outcome.database,
+        "engine": outcome.engine,
+        "strategy": str(outcome.strategy),
+        "version_id": outcome.version_id,
+        "attempt": attempt,
+        "duration_s": outcome.duration_s,
+        "old_username": outcome.old_username,
+        "new_username": outcome.new_username,
+    }
+    if outcome.error is None:
+        event = "rotation.resumed" if outcome.resumed else "rotation.succeeded"
+        log.info(event, **fields)
+    else:
+        error = outcome.error
+        log.error(
+            "rotation.failed",
+            **fields,
+            step=error.step,
+            category=str(error.category),
+            transient=error.category.transient,
+            error=error.reason,
+        )

@@ -1,0 +1,341 @@
+"""Secrets Manager as the rotation protocol sees it: versions, staging labels, values.
+
+:class:`SecretStore` is the interface the protocol is written against; :class:`AwsSecretStore`
+implements it over aioboto3 and is the only module that touches botocore. Every call has a
+connect and read deadline and uses botocore's adaptive retry mode; failures become
+:class:`rotd.errors.StoreError` with a category and a sentence an operator can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from rotd.errors import Category, StoreError
+
+CURRENT = "AWSCURRENT"
+PENDING = "AWSPENDING"
+PREVIOUS = "AWSPREVIOUS"
+
+
+@dataclass(frozen=True)
+class SecretDescription:
+    arn: str
+    name: str
+    rotation_enabled: bool
+    rotation_lambda: str | None
+    kms_key_id: str | None
+    # Only versions that carry at least one label (moto also lists unlabelled ones).
+    versions: Mapping[str, frozenset[str]]
+
+    def version_with(self, stage: str) -> str | None:
+        for version_id, stages in self.versions.items():
+            if stage in stages:
+                return version_id
+        return None
+
+    def unfinished_pending(self) -> str | None:
+        """The version that holds AWSPENDING without AWSCURRENT: an unfinished rotation."""
+        pending = self.version_with(PENDING)
+        if pending is not None and CURRENT not in self.versions[pending]:
+            return pending
+        return None
+
+
+@dataclass(frozen=True)
+class SecretValue:
+    arn: str
+    name: str
+    version_id: str
+    stages: frozenset[str]
+    created: datetime
+    string: str = field(repr=False)
+
+
+class SecretStore(Protocol):
+    async def describe(self, secret_id: str) -> SecretDescription: ...
+
+    async def get_value(
+        self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
+    ) -> SecretValue:
+        """Read one version, by id or by label (one of the two is required)."""
+
+    async def put_pending(self, secret_id: str, token: str, string: str) -> None:
+        """Store ``string`` as version ``token`` labelled AWSPENDING; idempotent per token."""
+
+    async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
+        """Move AWSCURRENT from ``from_version`` to ``token``; AWSPREVIOUS follows."""
+
+    async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
+        """Take ``stage`` off ``version_id``."""
+
+
+@dataclass(frozen=True)
+class AwsConnection:
+    """How to reach Secrets Manager: region, optional endpoint and profile, limits."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    max_write_tps: float = 40.0
+    max_pool_connections: int = 32
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    max_attempts: int = 5
+
+
+class _RateLimit:
+    """A token bucket that spaces calls to at most ``rate`` per second, bursting to ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._tokens = rate
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self._rate, self._tokens + (now - self._stamp) * self._rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+class AwsSecretStore:
+    """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
+
+    def __init__(self, connection: AwsConnection) -> None:
+        self._connection = connection
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._writes = _RateLimit(connection.max_write_tps)
+        self.calls: dict[str, int] = {}
+
+    async def __aenter__(self) -> AwsSecretStore:
+        conn = self._connection
+        try:
+            session = aioboto3.Session(profile_name=conn.profile, region_name=conn.region)
+            config = Config(
+                retries={"mode": "adaptive", "max_attempts": conn.max_attempts},
+                connect_timeout=conn.connect_timeout_s,
+                read_timeout=conn.read_timeout_s,
+                max_pool_connections=conn.max_pool_connections,
+            )
+            self._client = await self._stack.enter_async_context(
+                session.client("secretsmanager", endpoint_url=conn.endpoint_url, config=config)
+            )
+        except (BotoCoreError, ClientError) as exc:
+            await self._stack.aclose()
+            raise _translate(exc, "-", "connect") from None
+        self._client.meta.events.register("before-call.secrets-manager.*", self._count)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] = self.calls.get(model.name, 0) + 1
+
+    async def _call(self, operation: str, secret_id: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            method = getattr(self._client, operation)
+            result: dict[str, Any] = await method(SecretId=secret_id, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise _translate(exc, secret_id, operation) from None
+        return result
+
+    async def describe(self, secret_id: str) -> SecretDescription:
+        r = await self._call("describe_secret", secret_id)
+        versions = {
+            vid: frozenset(stages)
+            for vid, stages in (r.get("VersionIdsToStages") or {}).items()
+            if stages
+        }
+        return SecretDescription(
+            arn=r["ARN"],
+            name=r["Name"],
+            rotation_enabled=bool(r.get("RotationEnabled")),
+            rotation_lambda=r.get("RotationLambdaARN") or None,
+            kms_key_id=r.get("KmsKeyId") or None,
+            versions=versions,
+        )
+
+    async def get_value(
+        self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
+    ) -> SecretValue:
+        # Always name the version: moto answers an unqualified read with the first version.
+        kwargs: dict[str, str] = {}
+        if version_id is not None:
+            kwargs["VersionId"] = version_id
+        if stage is not None:
+            kwargs["VersionStage"] = stage
+        if not kwargs:
+            kwargs["VersionStage"] = CURRENT
+        r = await self._call("get_secret_value", secret_id, **kwargs)
+        if "SecretString" not in r:
+            raise StoreError(
+                secret_id,
+                "get_secret_value",
+                Category.BAD_SECRET,
+                "the secret holds binary data, not a JSON string",
+            )
+        return SecretValue(
+            arn=r["ARN"],
+            name=r["Name"],
+            version_id=r["VersionId"],
+            stages=frozenset(r.get("VersionStages") or ()),
+            created=r["CreatedDate"],
+            string=r["SecretString"],
+        )
+
+    async def put_pending(self, secret_id: str, token: str, string: str) -> None:
+        await self._writes.acquire()
+        await self._call(
+            "put_secret_value",
+            secret_id,
+            ClientRequestToken=token,
+            SecretString=string,
+            VersionStages=[PENDING],
+        )
+
+    async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
+        await self._writes.acquire()
+        await self._call(
+            "update_secret_version_stage",
+            secret_id,
+            VersionStage=CURRENT,
+            MoveToVersionId=token,
+            RemoveFromVersionId=from_version,
+        )
+
+    async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
+        await self._writes.acquire()
+        await self._call(
+            "update_secret_version_stage",
+            secret_id,
+            VersionStage=stage,
+            RemoveFromVersionId=version_id,
+        )
+
+
+_ACCESS_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "SignatureDoesNotMatch",
+    }
+)
+_THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+)
+_PERMISSION_HINT = {
+    "describe_secret": "secretsmanager:DescribeSecret",
+    "get_secret_value": "secretsmanager:GetSecretValue",
+    "put_secret_value": "secretsmanager:PutSecretValue",
+    "update_secret_version_stage": "secretsmanager:UpdateSecretVersionStage",
+}
+
+
+def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
+    """Turn a botocore failure into a StoreError that says what to do about it."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")).strip()
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code == "ResourceNotFoundException":
+            return StoreError(
+                secret_id,
+                operation,
+                Category.NOT_FOUND,
+                "Secrets Manager cannot find it (check the name or ARN, the region and the "
+                "version)",
+            )
+        if code in _ACCESS_CODES:
+            action = _PERMISSION_HINT.get(operation, operation)
+            return StoreError(
+                secret_id,
+                operation,
+                Category.PERMISSION,
+                f"access denied ({code}): allow {action} on this secret for the identity rotd "
+                f"uses; AWS said: {message}",
+            )
+        if code == "DecryptionFailure" or code.startswith("KMS"):
+            return StoreError(
+                secret_id,
+                operation,
+                Category.PERMISSION,
+                f"cannot use the secret's KMS key ({code}): allow kms:Decrypt and "
+                f"kms:GenerateDataKey on it; AWS said: {message}",
+            )
+        if code in _THROTTLE_CODES:
+            return StoreError(
+                secret_id, operation, Category.THROTTLED, f"throttled by Secrets Manager ({code})"
+            )
+        if status >= 500 or code in ("InternalServiceError", "InternalFailure"):
+            return StoreError(
+                secret_id,
+                operation,
+                Category.SERVER,
+                f"Secrets Manager failed ({code or status}): {message}",
+            )
+        return StoreError(secret_id, operation, Category.CONFLICT, f"refused ({code}): {message}")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return StoreError(
+            secret_id,
+            operation,
+            Category.PERMISSION,
+            "no AWS credentials found: set a profile in the inventory (aws.profile), "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
+        )
+    if isinstance(exc, NoRegionError):
+        return StoreError(
+            secret_id,
+            operation,
+            Category.PERMISSION,
+            "no AWS region: set aws.region in the inventory or AWS_REGION",
+        )
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return StoreError(
+            secret_id, operation, Category.TIMEOUT, f"Secrets Manager did not answer in time: {exc}"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return StoreError(
+            secret_id, operation, Category.UNREACHABLE, f"cannot reach Secrets Manager: {exc}"
+        )
+    return StoreError(
+        secret_id, operation, Category.UNREACHABLE, f"call to Secrets Manager failed: {exc}"
+    )

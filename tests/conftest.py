@@ -1,0 +1,5 @@
+"""Fixtures shared by every test: real servers, each started or checked once per session."""
+
+from tests.fixtures.aws import *  # noqa: F403
+from tests.fixtures.mariadb import *  # noqa: F403
+from tests.fixtures.postgres import *  # noqa: F403
