@@ -1,0 +1,267 @@
+"""The inventory: layered settings, and every configuration error located at FILE:LINE:COL."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from rotd.engines import TlsMode
+from rotd.errors import ConfigErrors
+from rotd.inventory import Inventory, Strategy, load, loads, secret_name
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
+
+
+def parse(text: str) -> Inventory:
+    return loads(textwrap.dedent(text).lstrip("\n"), "inv.yaml")
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigErrors) as caught:
+        parse(text)
+    return [str(e) for e in caught.value.errors]
+
+
+def test_the_example_inventory_is_valid() -> None:
+    inventory = load(EXAMPLE)
+    assert [s.id for s in inventory.secrets][:2] == ["prod/orders/app", "prod/orders/master"]
+    assert inventory.summary().startswith(f"{EXAMPLE}: valid: 2 database(s), 3 secret(s)")
+
+
+def test_settings_layer_defaults_then_database_then_secret() -> None:
+    inventory = parse(
+        """
+        defaults:
+          strategy: single_user
+          schedule: rate(30 days)
+          tls: require
+          password: {length: 20, exclude_punctuation: true}
+          master_secret: global/master
+        databases:
+          - name: orders
+            host: db.internal
+            schedule: rate(7 days)
+            password: {length: 24}
+            secrets:
+              - id: a
+              - id: b
+                strategy: alternating_users
+                window: 2h
+                password: {exclude_characters: "xyz"}
+                master_secret: orders/master
+        """
+    )
+    a, b = inventory.secrets
+    assert a.strategy is Strategy.SINGLE_USER
+    assert a.schedule.text == "rate(7 days)"
+    assert a.tls.mode is TlsMode.REQUIRE
+    assert a.password.length == 24
+    assert a.password.exclude_punctuation is True
+    assert a.master_secret == "global/master"
+    assert a.window == timedelta(hours=1)
+    assert a.host == "db.internal"
+    assert b.strategy is Strategy.ALTERNATING_USERS
+    assert b.window == timedelta(hours=2)
+    assert b.password.length == 24
+    assert b.password.exclude_characters == "xyz"
+    assert b.master_secret == "orders/master"
+
+
+def test_an_empty_inventory_has_defaults() -> None:
+    inventory = parse("databases: []\n")
+    assert inventory.max_concurrent == 16
+    assert inventory.max_concurrent_per_host == 4
+    assert inventory.shutdown_grace == timedelta(seconds=30)
+    assert inventory.secrets == ()
+
+
+def test_unknown_keys_are_reported_with_line_column_and_allowed_keys() -> None:
+    found = errors(
+        """
+        aws:
+          regoin: us-east-1
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+                stratgy: single_user
+        """
+    )
+    assert found[0].startswith("inv.yaml:2:3: unknown key 'regoin'; allowed here: region")
+    assert found[1].startswith("inv.yaml:7:9: unknown key 'stratgy'; allowed here: ")
+    assert "strategy" in found[1]
+
+
+def test_wrong_types_and_enum_values_say_what_is_allowed() -> None:
+    found = errors(
+        """
+        defaults:
+          strategy: round_robin
+          tls: maybe
+        limits:
+          max_concurrent: many
+        databases:
+          - name: orders
+            port: 99999
+            secrets:
+              - id: a
+        """
+    )
+    assert found[0].startswith("inv.yaml:2:13: defaults.strategy: ")
+    assert "'single_user' or 'alternating_users'" in found[0]
+    assert found[1].startswith("inv.yaml:3:8: defaults.tls: ")
+    assert "'verify-full'" in found[1]
+    assert found[2].startswith("inv.yaml:5:19: limits.max_concurrent: ")
+    assert found[3].startswith("inv.yaml:8:11: databases.0.port: ")
+
+
+def test_bad_schedules_and_windows_are_errors() -> None:
+    found = errors(
+        """
+        defaults:
+          schedule: every day
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+                schedule: cron(0 10 * * * *)
+              - id: b
+                window: soon
+              - id: c
+                schedule: rate(1 hours)
+        """
+    )
+    assert len(found) == 4
+    assert found[0].startswith("inv.yaml:2:13: defaults.schedule: ")
+    assert found[1].startswith("inv.yaml:7:19: databases.0.secrets.0.schedule: ")
+    assert found[2].startswith("inv.yaml:9:17: databases.0.secrets.1.window: ")
+    assert found[3].startswith("inv.yaml:11:19: databases.0.secrets.2.schedule: ")
+
+
+def test_a_window_as_long_as_the_schedule_is_an_error() -> None:
+    found = errors(
+        """
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+                schedule: rate(1 hour)
+                window: 1h
+        """
+    )
+    assert found == [
+        "inv.yaml:4:13: secret 'a': window 1h is not shorter than its schedule rate(1 hour); "
+        "the next rotation would be due before the window closes"
+    ]
+
+
+def test_duplicates_are_errors_also_by_name_and_arn() -> None:
+    found = errors(
+        """
+        databases:
+          - name: orders
+            secrets:
+              - id: prod/app
+              - id: prod/app
+          - name: orders
+            secrets:
+              - id: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/app-AbCdEf
+        """
+    )
+    assert found[0].startswith(
+        "inv.yaml:5:13: secret 'prod/app' is already in the inventory (line 4)"
+    )
+    assert found[1].startswith("inv.yaml:6:11: duplicate database name 'orders' (first at line 2)")
+    assert found[2].startswith("inv.yaml:8:13: secret 'arn:aws:secretsmanager:")
+
+
+def test_duplicate_yaml_keys_are_errors() -> None:
+    found = errors(
+        """
+        limits:
+          max_concurrent: 4
+          max_concurrent: 8
+        """
+    )
+    assert found == ["inv.yaml:3:3: duplicate key 'max_concurrent'"]
+
+
+def test_missing_required_keys_point_at_their_parent() -> None:
+    found = errors(
+        """
+        databases:
+          - secrets:
+              - strategy: single_user
+        """
+    )
+    assert found == [
+        "inv.yaml:2:5: missing required key 'name'",
+        "inv.yaml:3:9: missing required key 'id'",
+    ]
+
+
+def test_yaml_syntax_errors_have_a_position() -> None:
+    found = errors("databases:\n  - name: [unclosed\n")
+    assert found[0].startswith("inv.yaml:3:1: not valid YAML")
+
+
+def test_an_impossible_password_policy_is_an_error() -> None:
+    found = errors(
+        """
+        defaults:
+          password:
+            exclude_punctuation: true
+            exclude_numbers: true
+            exclude_uppercase: true
+            exclude_lowercase: true
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+        """
+    )
+    assert found == [
+        "inv.yaml:10:13: secret 'a': password: the exclusions leave no character to build a "
+        "password from"
+    ]
+
+
+def test_short_schedules_are_accepted_with_a_warning() -> None:
+    inventory = parse(
+        """
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+                schedule: rate(1 minute)
+                window: 0
+        """
+    )
+    assert len(inventory.warnings) == 1
+    assert "more often than every 10 minutes" in inventory.warnings[0]
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load(tmp_path / "missing.yaml")
+    assert "cannot read the file" in str(caught.value)
+
+
+def test_find_accepts_the_id_its_name_or_its_arn() -> None:
+    inventory = parse(
+        """
+        databases:
+          - name: orders
+            secrets:
+              - id: prod/app
+        """
+    )
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/app-AbCdEf"
+    assert secret_name(arn) == "prod/app"
+    spec = inventory.find(arn)
+    assert spec is not None
+    assert spec.id == "prod/app"
+    assert inventory.find("prod/other") is None
