@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import secrets
 import string
+import stringprep
+import unicodedata
 from dataclasses import dataclass
 
 LOWERCASE = string.ascii_lowercase
@@ -77,16 +79,44 @@ def generate(policy: PasswordPolicy) -> str:
 SCRAM_ITERATIONS = 4096
 
 
-def scram_sha256_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
-    """PostgreSQL's stored form of ``password`` for SCRAM-SHA-256 (RFC 5802/7677).
+def saslprep(password: str) -> bytes:
+    """The bytes PostgreSQL and its clients hash for ``password`` (RFC 4013 SASLprep).
 
-    PostgreSQL runs SASLprep on the password; for the printable ASCII passwords that
-    :func:`generate` makes, and for any password SASLprep leaves unchanged, this is the same.
-    Passwords that SASLprep would alter are used as raw bytes, as PostgreSQL itself does
-    when SASLprep fails.
+    As PostgreSQL does, a password that SASLprep rejects (prohibited or badly mixed
+    bidirectional characters) is used as its raw UTF-8 bytes instead.
     """
+    mapped = "".join(
+        " " if stringprep.in_table_c12(c) else c
+        for c in password
+        if not stringprep.in_table_b1(c)
+    )
+    normalized = unicodedata.normalize("NFKC", mapped)
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
+    if any(check(c) for c in normalized for check in prohibited):
+        return password.encode("utf-8")
+    rand_al = [stringprep.in_table_d1(c) for c in normalized]
+    if any(rand_al) and (
+        any(stringprep.in_table_d2(c) for c in normalized) or not (rand_al[0] and rand_al[-1])
+    ):
+        return password.encode("utf-8")
+    return normalized.encode("utf-8")
+
+
+def scram_sha256_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
+    """PostgreSQL's stored form of ``password`` for SCRAM-SHA-256 (RFC 5802/7677)."""
     salt = secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password), salt, iterations)
     client_key = hmac.digest(salted, b"Client Key", "sha256")
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.digest(salted, b"Server Key", "sha256")

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -94,6 +95,42 @@ def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
         port=spec.port or credentials.port,
         dbname=dbname,
         tls=tls,
+    )
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A secret's rotation state as Secrets Manager holds it, read without changing anything."""
+
+    arn: str
+    created: datetime  # CreatedDate of the AWSCURRENT version: the credential's age
+    username: str | None  # None when the current value is not usable JSON
+    engine: str | None
+    unfinished: str | None  # the token of an unfinished rotation
+    conflict: str | None  # why rotd must not rotate it (native rotation enabled)
+
+
+async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
+    """Read a secret's state: two calls, describe and the AWSCURRENT value."""
+    description = await store.describe(spec.id)
+    current_version = description.version_with(CURRENT)
+    if current_version is None:
+        raise StoreError(spec.id, "describe_secret", Category.BAD_SECRET, "no AWSCURRENT version")
+    value = await store.get_value(spec.id, version_id=current_version)
+    try:
+        credentials: Credentials | None = Credentials.parse(value.string)
+    except BadSecret:
+        credentials = None
+    conflict = None
+    if description.rotation_enabled and description.rotation_lambda:
+        conflict = f"Secrets Manager's own rotation is enabled with {description.rotation_lambda}"
+    return Inspection(
+        arn=description.arn,
+        created=value.created,
+        username=credentials.username if credentials else None,
+        engine=credentials.engine if credentials else None,
+        unfinished=description.unfinished_pending(),
+        conflict=conflict,
     )
 
 

@@ -1,5 +1,7 @@
 """Fixtures shared by every test: real servers, each started or checked once per session."""
 
 from tests.fixtures.aws import *  # noqa: F403
+from tests.fixtures.databases import *  # noqa: F403
 from tests.fixtures.mariadb import *  # noqa: F403
 from tests.fixtures.postgres import *  # noqa: F403
+from tests.fixtures.rotation import *  # noqa: F403

@@ -1,0 +1,332 @@
+"""The rotation of one secret against real databases that check passwords and moto's server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rotd.errors import Category, StoreError
+from rotd.secretstore import AwsConnection, AwsSecretStore
+from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.databases import Database
+from tests.fixtures.rotation import Rotd, assert_ok, make_login, make_master, one_secret
+
+TRICKY_PASSWORD = "p'a\"s s\\w%rd_é€"
+
+
+async def test_single_user_rotation_changes_the_password_and_moves_labels(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    old_version = await secrets.version(name)
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+
+    assert_ok(outcome)
+    assert (outcome.old_username, outcome.new_username) == (user, user)
+    current = await secrets.value(name)
+    assert current["username"] == user
+    assert current["password"] != "Initial-pass-1"
+    assert current["extra_key"] == "kept"
+    assert await db.logs_in(user, current["password"])
+    assert not await db.logs_in(user, "Initial-pass-1")
+    stages = await secrets.stages(name)
+    assert sorted(stages[outcome.version_id]) == ["AWSCURRENT", "AWSPENDING"]
+    assert stages[old_version] == ["AWSPREVIOUS"]
+
+
+async def test_alternating_users_toggle_and_the_previous_login_keeps_working(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    master = await make_master(db, secrets)
+    inv = one_secret(moto, name, "alternating_users", master)
+
+    first = await rotd.rotate_one(inv)
+    assert_ok(first)
+    assert (first.old_username, first.new_username) == (user, user + "_clone")
+    current = await secrets.value(name)
+    assert current["username"] == user + "_clone"
+    assert await db.logs_in(user + "_clone", current["password"])
+    assert await db.logs_in(user, "Initial-pass-1"), "the previous login must keep working"
+
+    second = await rotd.rotate_one(inv)
+    assert_ok(second)
+    assert (second.old_username, second.new_username) == (user + "_clone", user)
+    newest = await secrets.value(name)
+    assert newest["username"] == user
+    assert await db.logs_in(user, newest["password"])
+    assert not await db.logs_in(user, "Initial-pass-1")
+    assert await db.logs_in(user + "_clone", current["password"])
+    stages = await secrets.stages(name)
+    assert stages[first.version_id] == ["AWSPREVIOUS"]
+    assert "AWSCURRENT" in stages[second.version_id]
+
+
+async def test_the_clone_mirrors_grants_made_after_it_was_created(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    master = await make_master(db, secrets)
+    inv = one_secret(moto, name, "alternating_users", master)
+    early = await db.create_table(user)
+    assert_ok(await rotd.rotate_one(inv))  # creates the clone
+    late = await db.create_table(user)  # granted to the original only, after the clone exists
+    assert_ok(await rotd.rotate_one(inv))  # back to the original
+    assert_ok(await rotd.rotate_one(inv))  # to the clone again: mirrored anew
+    clone = await secrets.value(name)
+    assert clone["username"] == user + "_clone"
+    schema = "public" if db.family == "postgres" else "test"
+    for table in (early, late):
+        rows = await db.execute_as(
+            clone["username"], clone["password"], f"SELECT id FROM {schema}.{table}"
+        )
+        assert rows == [(1,)]
+
+
+async def test_objects_created_by_the_clone_belong_to_the_original(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    if db.family != "postgres":
+        pytest.skip("MySQL tables have no owner; the clone holds the original's grants")
+    user, name = await make_login(db, secrets)
+    master = await make_master(db, secrets)
+    await db.execute(f'GRANT CREATE ON SCHEMA public TO "{user}"')
+    assert_ok(await rotd.rotate_one(one_secret(moto, name, "alternating_users", master)))
+    clone = await secrets.value(name)
+    table = db.unique("t")
+    db.tables.append(table)
+    await db.execute_as(
+        clone["username"], clone["password"], f"CREATE TABLE public.{table} (id int)"
+    )
+    rows = await db.execute_as(
+        user, "Initial-pass-1", f"SELECT tableowner FROM pg_tables WHERE tablename = '{table}'"
+    )
+    assert rows == [(user,)]
+    assert await db.execute_as(user, "Initial-pass-1", f"SELECT count(*) FROM public.{table}") == [
+        (0,)
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["single_user", "alternating_users"])
+async def test_quotes_backslashes_spaces_and_non_ascii_in_names_and_passwords(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer, strategy: str
+) -> None:
+    user = f"rt q'u\"o\\te é {db.unique()}"[:40]
+    await db.create_login(user, TRICKY_PASSWORD)
+    name = await secrets.create(db.unique("s"), db.secret(user, TRICKY_PASSWORD))
+    master = await make_master(db, secrets) if strategy == "alternating_users" else None
+    outcome = await rotd.rotate_one(one_secret(moto, name, strategy, master))
+    assert_ok(outcome)
+    current = await secrets.value(name)
+    assert await db.logs_in(current["username"], current["password"])
+    if strategy == "single_user":
+        assert not await db.logs_in(user, TRICKY_PASSWORD)
+    else:
+        assert current["username"] == user + "_clone"
+        assert await db.logs_in(user, TRICKY_PASSWORD)
+
+
+async def test_a_clone_name_too_long_is_refused_before_anything_changes(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    limit = 63 if db.family == "postgres" else 80
+    user = (db.unique() + "x" * limit)[: limit - 2]
+    await db.create_login(user, "Initial-pass-1")
+    name = await secrets.create(db.unique("s"), db.secret(user, "Initial-pass-1"))
+    master = await make_master(db, secrets)
+    before = await secrets.stages(name)
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, "alternating_users", master))
+
+    assert outcome.error is not None
+    assert outcome.error.step == "createSecret"
+    assert outcome.error.category is Category.NAME_TOO_LONG
+    assert f"{user}_clone" in outcome.error.reason
+    assert str(limit) in outcome.error.reason
+    assert await secrets.stages(name) == before
+    assert not await db.user_exists(user + "_clone")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not json at all", "not JSON"),
+        ('["a", "list"]', "not an object"),
+        ({"host": "h", "username": "u", "password": "p"}, "missing key `engine`"),
+        ({"engine": "postgres", "username": "u", "password": "p"}, "missing key `host`"),
+        ({"engine": "postgres", "host": "h", "password": "p"}, "missing key `username`"),
+        ({"engine": "postgres", "host": "h", "username": "u"}, "missing key `password`"),
+        ({"engine": "oracle", "host": "h", "username": "u", "password": "p"}, "not supported"),
+    ],
+)
+async def test_bad_secret_json_fails_at_create_and_changes_nothing(
+    secrets: Secrets, rotd: Rotd, moto: MotoServer, value: Any, message: str
+) -> None:
+    name = await secrets.create("bad", value)
+    before = await secrets.stages(name)
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+    assert outcome.error is not None
+    assert outcome.error.step == "createSecret"
+    assert outcome.error.category is Category.BAD_SECRET
+    assert message in outcome.error.reason
+    assert await secrets.stages(name) == before
+
+
+async def test_a_pending_version_left_by_an_earlier_run_is_resumed_with_its_token(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    token = await secrets.put_pending(name, db.secret(user, "Pending-pass-1"))
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+
+    assert_ok(outcome)
+    assert outcome.resumed
+    assert outcome.version_id == token
+    assert "AWSCURRENT" in (await secrets.stages(name))[token]
+    assert await db.logs_in(user, "Pending-pass-1")
+    assert not await db.logs_in(user, "Initial-pass-1")
+
+
+async def test_a_pending_password_the_database_already_holds_is_finished(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    """A run that died after setSecret: the current password no longer works."""
+    user, name = await make_login(db, secrets)
+    token = await secrets.put_pending(name, db.secret(user, "Pending-pass-2"))
+    if db.family == "postgres":
+        await db.execute(f"ALTER ROLE \"{user}\" PASSWORD 'Pending-pass-2'")
+    else:
+        await db.execute(f"ALTER USER '{user}'@'%' IDENTIFIED BY 'Pending-pass-2'")
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+
+    assert_ok(outcome)
+    assert outcome.version_id == token
+    assert (await secrets.value(name))["password"] == "Pending-pass-2"
+    assert await db.logs_in(user, "Pending-pass-2")
+
+
+async def test_set_failing_leaves_current_and_pending_and_the_next_run_resumes(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    master_user = db.unique("m")
+    await db.create_login(master_user, "Master-pass-1")  # no privilege to create users yet
+    master = await secrets.create(master_user, db.secret(master_user, "Master-pass-1"))
+    inv = one_secret(moto, name, "alternating_users", master)
+    before = await secrets.version(name)
+
+    failed = await rotd.rotate_one(inv)
+
+    assert failed.error is not None
+    assert failed.error.step == "setSecret"
+    assert failed.error.category is Category.PERMISSION
+    assert await secrets.version(name) == before
+    assert await db.logs_in(user, "Initial-pass-1")
+    stages = await secrets.stages(name)
+    assert stages[failed.version_id] == ["AWSPENDING"]
+
+    if db.family == "postgres":
+        await db.execute(f'ALTER ROLE "{master_user}" CREATEROLE')
+    else:
+        await db.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{master_user}'@'%' WITH GRANT OPTION")
+    resumed = await rotd.rotate_one(inv)
+
+    assert_ok(resumed)
+    assert resumed.resumed
+    assert resumed.version_id == failed.version_id
+    current = await secrets.value(name)
+    assert await db.logs_in(current["username"], current["password"])
+
+
+async def test_test_failing_leaves_current_and_the_next_run_resumes(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    table = db.unique("t")
+    schema = "public" if db.family == "postgres" else "test"
+    inv = one_secret(moto, name, "single_user", test_query=f"SELECT id FROM {schema}.{table}")
+    before = await secrets.version(name)
+
+    failed = await rotd.rotate_one(inv)
+
+    assert failed.error is not None
+    assert failed.error.step == "testSecret"
+    assert failed.error.category is Category.TEST_FAILED
+    assert await secrets.version(name) == before
+    db.tables.append(table)
+    if db.family == "postgres":
+        await db.execute(
+            f'CREATE TABLE public.{table} (id int); GRANT SELECT ON public.{table} TO "{user}"'
+        )
+    else:
+        await db.execute(f"CREATE TABLE test.{table} (id int)")
+        await db.execute(f"GRANT SELECT ON test.{table} TO '{user}'@'%'")
+
+    resumed = await rotd.rotate_one(inv)
+
+    assert_ok(resumed)
+    assert resumed.version_id == failed.version_id
+    current = await secrets.value(name)
+    assert await db.logs_in(user, current["password"])
+
+
+class FailingFinish(AwsSecretStore):
+    """The real store, except that moving AWSCURRENT fails once, as a network cut would."""
+
+    failures = 1
+
+    async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError(secret_id, "update_secret_version_stage", Category.UNREACHABLE, "cut")
+        await super().move_current(secret_id, token, from_version)
+
+
+async def test_finish_failing_leaves_current_and_the_next_run_finishes(
+    db: Database, secrets: Secrets, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    inv = one_secret(moto, name, "single_user")
+    connection = AwsConnection(region=moto.region, endpoint_url=moto.endpoint_url)
+    async with FailingFinish(connection) as store:
+        rotd = Rotd(store)
+        failed = await rotd.rotate_one(inv)
+        assert failed.error is not None
+        assert failed.error.step == "finishSecret"
+        assert (await secrets.value(name))["password"] == "Initial-pass-1"
+        resumed = await rotd.rotate_one(inv)
+    assert_ok(resumed)
+    assert resumed.version_id == failed.version_id
+    assert await db.logs_in(user, (await secrets.value(name))["password"])
+
+
+async def test_native_rotation_enabled_is_refused(
+    secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    name = await secrets.create(
+        "native", {"engine": "postgres", "host": "h", "username": "u", "password": "p"}
+    )
+    async with secrets.client() as client:
+        # moto records the rotation settings before it looks for the Lambda, then fails.
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            await client.rotate_secret(
+                SecretId=name,
+                RotationLambdaARN="arn:aws:lambda:us-east-1:123456789012:function:rotator",
+                RotationRules={"AutomaticallyAfterDays": 30},
+            )
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+    assert outcome.error is not None
+    assert outcome.error.step == "guard"
+    assert outcome.error.category is Category.CONFLICT
+    assert "cancel-rotate-secret" in outcome.error.reason
+
+
+async def test_an_unknown_secret_is_reported_as_not_found(rotd: Rotd, moto: MotoServer) -> None:
+    outcome = await rotd.rotate_one(one_secret(moto, "rotd-test/does-not-exist", "single_user"))
+    assert outcome.error is not None
+    assert outcome.error.category is Category.NOT_FOUND
+    assert "cannot find" in outcome.error.reason
