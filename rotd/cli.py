@@ -15,13 +15,15 @@ from typing import Any, NoReturn
 import click
 
 from rotd import inventory as inventory_module
+from rotd.daemon import Daemon, aws_connection
 from rotd.engines import all_engines
 from rotd.errors import ConfigErrors
 from rotd.inventory import Inventory, SecretSpec
 from rotd.observability import configure_logging
 from rotd.protocol import Outcome
 from rotd.runner import Runner
-from rotd.secretstore import AwsConnection, AwsSecretStore
+from rotd.secretstore import AwsSecretStore
+from rotd.status import survey
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -63,16 +65,6 @@ def load_or_exit(path: str) -> Inventory:
     return loaded
 
 
-def aws_connection(loaded: Inventory) -> AwsConnection:
-    return AwsConnection(
-        region=loaded.region,
-        endpoint_url=loaded.endpoint_url,
-        profile=loaded.profile,
-        max_write_tps=loaded.max_write_tps,
-        max_pool_connections=max(10, loaded.max_concurrent * 2),
-    )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rotd")
 def cli() -> None:
@@ -104,6 +96,39 @@ def rotate_command(
     for outcome in outcomes:
         click.echo(json.dumps(outcome_json(outcome)) if as_json else outcome_line(outcome))
     _exit(EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED)
+
+
+@cli.command()
+@CONFIG_OPTION
+@LOG_LEVEL_OPTION
+def run(config_path: str, log_level: str) -> None:
+    """Run the rotation daemon: rotate every secret on its schedule until stopped.
+
+    SIGHUP reloads the inventory, SIGTERM or SIGINT drains rotations in flight and exits 0;
+    a second SIGINT exits at once (130).
+    """
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path)
+    _exit(asyncio.run(Daemon(loaded).run()))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per secret on stdout.")
+@LOG_LEVEL_OPTION
+def status(config_path: str, as_json: bool, log_level: str) -> None:
+    """Show every secret's rotation state from Secrets Manager; exit 1 if any has a problem."""
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path)
+
+    async def read() -> list[Any]:
+        async with AwsSecretStore(aws_connection(loaded)) as store:
+            return await survey(loaded, store)
+
+    reports = asyncio.run(read())
+    for report in reports:
+        click.echo(json.dumps(report.as_dict()) if as_json else report.line())
+    _exit(EXIT_FAILED if any(r.problem for r in reports) else EXIT_OK)
 
 
 def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec]:

@@ -487,7 +487,8 @@ def _spec(
     schedule = parse_cache.get(schedule_text)
     if schedule is None:
         schedule = parse_cache[schedule_text] = parse_schedule(schedule_text)
-    window = parse_duration(settings.get("window") or DEFAULT_WINDOW)
+    window_text = settings.get("window")
+    window = parse_duration(DEFAULT_WINDOW if window_text is None else window_text)
     strategy = settings.get("strategy") or Strategy.SINGLE_USER
     ok = True
     if window >= schedule.min_interval() and window > timedelta(0):

@@ -1,4 +1,4 @@
-"""Logging set-up and the one place where secret values are removed from what rotd writes.
+"""Logs, metrics and health, and the one place where secret values are removed from output.
 
 Every password, hash and secret string that rotd reads or makes is registered with the
 process-wide :data:`redactor` before it is used. A structlog processor scrubs every event,
@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REDACTED = "[REDACTED]"
 # Shorter values are not registered: masking every "abc" in the logs would make them useless,
@@ -150,3 +158,146 @@ def _plain_exception(sio: Any, exc_info: Any) -> None:  # pragma: no cover - exc
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+# --- metrics and health -------------------------------------------------------------------------
+
+
+@dataclass
+class SecretStatus:
+    """What the metrics say about one secret; the daemon keeps one per secret up to date."""
+
+    secret_id: str
+    database: str
+    created: float | None = None  # epoch seconds of AWSCURRENT's CreatedDate
+    next_due: float | None = None
+    last_success: float | None = None
+    consecutive_failures: int = 0
+    problem: str | None = None  # the category of a failure no retry can fix
+
+
+class Metrics:
+    """rotd's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.rotations = Counter(
+            "rotd_rotations",
+            "Rotations finished, by database and outcome (succeeded, resumed, failed).",
+            ["database", "outcome"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "rotd_rotation_failures",
+            "Failed rotations by database, error category and whether a retry may fix it.",
+            ["database", "category", "transient"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "rotd_rotation_duration_seconds",
+            "Duration of one rotation, all four steps.",
+            ["database"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "rotd_rotations_in_flight", "Rotations in flight now.", registry=self.registry
+        )
+        self.reloads = Counter(
+            "rotd_reloads", "Inventory reloads by result.", ["result"], registry=self.registry
+        )
+        self.secrets: dict[str, SecretStatus] = {}
+        self.registry.register(_SecretCollector(self.secrets))
+
+    def rotation_finished(
+        self, database: str, outcome: str, duration_s: float, category: str | None, transient: bool
+    ) -> None:
+        self.rotations.labels(database, outcome).inc()
+        self.duration.labels(database).observe(duration_s)
+        if category is not None:
+            self.failures.labels(database, category, str(transient).lower()).inc()
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+class _SecretCollector(Collector):
+    """Per-secret gauges computed at scrape time, so that the credential age is always fresh."""
+
+    def __init__(self, secrets: Mapping[str, SecretStatus]) -> None:
+        self._secrets = secrets
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["secret_id", "database"]
+        last = GaugeMetricFamily(
+            "rotd_secret_last_success_timestamp_seconds",
+            "When rotd last rotated the secret successfully (Unix time).",
+            labels=labels,
+        )
+        due = GaugeMetricFamily(
+            "rotd_secret_next_due_timestamp_seconds",
+            "When the secret is next due for rotation (Unix time).",
+            labels=labels,
+        )
+        age = GaugeMetricFamily(
+            "rotd_secret_credential_age_seconds",
+            "Age of the AWSCURRENT version of the secret.",
+            labels=labels,
+        )
+        failures = GaugeMetricFamily(
+            "rotd_secret_consecutive_failures",
+            "Failed rotation attempts since the last success.",
+            labels=labels,
+        )
+        problem = GaugeMetricFamily(
+            "rotd_secret_problem",
+            "1 while the secret has a problem no retry can fix, by category.",
+            labels=[*labels, "category"],
+        )
+        now = time.time()
+        for status in list(self._secrets.values()):
+            key = [status.secret_id, status.database]
+            if status.last_success is not None:
+                last.add_metric(key, status.last_success)
+            if status.next_due is not None:
+                due.add_metric(key, status.next_due)
+            if status.created is not None:
+                age.add_metric(key, max(0.0, now - status.created))
+            failures.add_metric(key, status.consecutive_failures)
+            if status.problem is not None:
+                problem.add_metric([*key, status.problem], 1)
+        yield from (last, due, age, failures, problem)
+
+
+@asynccontextmanager
+async def serve_http(
+    host: str, port: int, metrics: Metrics, healthy: Callable[[], bool]
+) -> AsyncIterator[None]:
+    """Serve ``/metrics`` and ``/healthz`` from the event loop while inside.
+
+    ``/healthz`` is answered by the same loop that runs the scheduler, so a stuck loop shows
+    as a failing health check, not as a healthy one.
+    """
+
+    async def metrics_handler(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health_handler(_request: web.Request) -> web.Response:
+        if healthy():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="unhealthy\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health_handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        yield
+    finally:
+        await runner.cleanup()

@@ -9,7 +9,7 @@ raises for a failed rotation: it reports it in the :class:`rotd.protocol.Outcome
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -99,6 +99,9 @@ class Runner:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.db_timeout_s = db_timeout_s
+        # Observers for metrics: called as a rotation takes its slot and when it has finished.
+        self.on_start: Callable[[SecretSpec], None] | None = None
+        self.on_finish: Callable[[Outcome], None] | None = None
 
     def deps(self) -> Dependencies:
         return Dependencies(
@@ -108,6 +111,13 @@ class Runner:
             gate=self.hosts,
             db_timeout_s=self.db_timeout_s,
         )
+
+    def resize(self, max_concurrent: int, max_concurrent_per_host: int) -> None:
+        """Apply new limits to rotations that start from now on; those in flight go on."""
+        if max_concurrent != self.max_concurrent:
+            self._global = asyncio.Semaphore(max_concurrent)
+            self.max_concurrent = max_concurrent
+        self.hosts.resize(max_concurrent_per_host)
 
     def is_busy(self, secret_id: str) -> bool:
         return secret_id in self._busy
@@ -123,6 +133,8 @@ class Runner:
         try:
             async with self._global:
                 self.in_flight += 1
+                if self.on_start is not None:
+                    self.on_start(spec)
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     outcome = await rotate(spec, self.deps(), attempt=attempt)
@@ -131,6 +143,8 @@ class Runner:
         finally:
             self._busy.discard(spec.id)
         report(outcome, attempt=attempt)
+        if self.on_finish is not None:
+            self.on_finish(outcome)
         return outcome
 
     async def rotate_all(self, specs: Iterable[SecretSpec]) -> list[Outcome]:

@@ -29,6 +29,7 @@ __all__ = [
     "due_at",
     "parse_duration",
     "parse_schedule",
+    "plan_start",
     "start_in_window",
 ]
 
@@ -173,6 +174,30 @@ def start_in_window(secret_id: str, due: datetime, window: timedelta) -> datetim
     # Integer arithmetic keeps the offset strictly below the window, even for tiny windows.
     offset_us = ((window // _MICROSECOND) * fraction) >> 64
     return due + timedelta(microseconds=offset_us)
+
+
+def plan_start(
+    secret_id: str,
+    schedule: Schedule,
+    window: timedelta,
+    last_rotated: datetime,
+    now: datetime,
+    tz: tzinfo = UTC,
+) -> tuple[datetime, datetime] | None:
+    """When a secret is due and when its rotation should start, as ``(due, start)``.
+
+    The start lies in ``[due, due + window)`` (see :func:`start_in_window`). A secret whose
+    start has already passed is overdue: it starts at ``now`` plus the same offset, so a fleet
+    found overdue together (at start-up, after a reload) is spread over the window rather than
+    rotated all at once. ``None`` when the schedule never fires again.
+    """
+    due = schedule.next_after(last_rotated, tz)
+    if due is None:
+        return None
+    start = start_in_window(secret_id, due, window)
+    if start < now:
+        start = now.astimezone(UTC) + (start - due)
+    return due, start
 
 
 # --- parsing schedules -------------------------------------------------------------------------

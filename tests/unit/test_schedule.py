@@ -16,6 +16,7 @@ from rotd.schedule import (
     due_at,
     parse_duration,
     parse_schedule,
+    plan_start,
     start_in_window,
 )
 
@@ -751,3 +752,37 @@ def test_start_refuses_negative_windows_and_naive_due_times() -> None:
         start_in_window("a", DUE, timedelta(seconds=-1))
     with pytest.raises(ValueError, match="aware"):
         start_in_window("a", datetime(2024, 6, 1), WINDOW)
+
+
+# --- plan_start --------------------------------------------------------------------------------
+
+
+def test_plan_start_places_a_future_due_time_in_its_window() -> None:
+    schedule = parse_schedule("rate(30 days)")
+    last = utc(2024, 1, 1)
+    now = utc(2024, 1, 10)
+    planned = plan_start("prod/app", schedule, timedelta(hours=1), last, now)
+    assert planned is not None
+    due, start = planned
+    assert due == utc(2024, 1, 31)
+    assert due <= start < due + timedelta(hours=1)
+    assert planned == plan_start("prod/app", schedule, timedelta(hours=1), last, now)
+
+
+def test_plan_start_spreads_overdue_secrets_from_now_over_the_window() -> None:
+    schedule = parse_schedule("rate(1 day)")
+    now = utc(2024, 3, 1, 12)
+    starts = []
+    for i in range(200):
+        planned = plan_start(f"s{i}", schedule, timedelta(hours=1), utc(2024, 1, 1), now)
+        assert planned is not None
+        due, start = planned
+        assert due == utc(2024, 1, 2)
+        assert now <= start < now + timedelta(hours=1)
+        starts.append(start)
+    assert max(starts) - min(starts) > timedelta(minutes=45)
+
+
+def test_plan_start_is_none_when_the_schedule_never_fires_again() -> None:
+    schedule = parse_schedule("cron(0 0 1 1 ? 2020)")
+    assert plan_start("s", schedule, timedelta(0), utc(2024, 1, 1), utc(2024, 1, 2)) is None

@@ -1,0 +1,479 @@
+"""The long-running daemon: schedules every secret, reloads on SIGHUP, drains on SIGTERM.
+
+When a secret is due comes from Secrets Manager, not from local state: the CreatedDate of its
+AWSCURRENT version, read at start, after each rotation and on reload. APScheduler is only the
+clock: each job is a tiny coroutine that hands the secret to the :class:`rotd.runner.Runner`,
+which owns concurrency; in-flight rotations are tasks of this module, so that a stop can let
+them finish within the grace period. Signal handlers only set events; the main loop acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from rotd import inventory as inventory_module
+from rotd.engines import Engine, all_engines
+from rotd.errors import Category, ConfigErrors, StoreError
+from rotd.inventory import Inventory, SecretSpec
+from rotd.notify import Notifier
+from rotd.observability import Metrics, SecretStatus, get_logger, serve_http
+from rotd.protocol import Outcome, inspect
+from rotd.runner import Runner
+from rotd.schedule import plan_start
+from rotd.secretstore import AwsConnection, AwsSecretStore, SecretStore
+
+log = get_logger("rotd.daemon")
+
+EXIT_OK = 0
+EXIT_FORCED = 130  # a second SIGINT: exit at once, as a shell does after Ctrl-C
+
+RETRY_BASE = timedelta(seconds=15)
+RETRY_CAP = timedelta(minutes=15)
+PLANNING_CONCURRENCY = 32
+
+
+def backoff(
+    failures: int, *, base: timedelta = RETRY_BASE, cap: timedelta = RETRY_CAP
+) -> timedelta:
+    """Capped exponential backoff with jitter: about base, 2*base, 4*base ... up to cap."""
+    ceiling: timedelta = min(cap, base * (2 ** max(0, failures - 1)))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Secret:
+    """What the daemon tracks for one secret between runs."""
+
+    spec: SecretSpec
+    status: SecretStatus
+    last_rotated: datetime | None = None
+    failures: int = 0
+    parked: bool = False  # waiting for a reload or its next due time after a permanent error
+
+
+class Daemon:
+    """``rotd run``. Build it with a loaded inventory, then ``await run()`` for the exit code."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        install_signal_handlers: bool = True,
+        notifier: Notifier | None = None,
+        engines: Mapping[str, Engine] | None = None,
+        store: SecretStore | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.install_signal_handlers = install_signal_handlers
+        self.notifier = notifier or Notifier.from_environ()
+        self.engines = engines or all_engines()
+        self._store = store
+        self.metrics = Metrics()
+        self.secrets: dict[str, _Secret] = {}
+        self.started = False
+        self._rotations: set[asyncio.Task[None]] = set()
+        self._planning: set[asyncio.Task[None]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._runner: Runner | None = None
+        self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
+        self.counts = {"succeeded": 0, "failed": 0, "resumed": 0}
+
+    # --- signals: handlers only set events -----------------------------------------------------
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _on_sigint(self) -> None:
+        if self._stop.is_set():
+            self._force.set()
+        self.request_stop()
+
+    def healthy(self) -> bool:
+        scheduler = self._scheduler
+        return self.started and scheduler is not None and scheduler.running
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            store = self._store
+            if store is None:
+                store = await stack.enter_async_context(
+                    AwsSecretStore(aws_connection(self.inventory))
+                )
+            self.store = store
+            self._runner = Runner(
+                store,
+                self.engines,
+                max_concurrent=self.inventory.max_concurrent,
+                max_concurrent_per_host=self.inventory.max_concurrent_per_host,
+            )
+            self._runner.on_start = lambda _spec: self.metrics.in_flight.inc()
+            self._runner.on_finish = self._observe
+            if self.install_signal_handlers:
+                self._install_signal_handlers(loop)
+                stack.callback(self._remove_signal_handlers, loop)
+            if self.inventory.listen is not None:
+                host, port = self.inventory.listen
+                await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))
+            self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
+            self._scheduler.start()
+            watchdog = asyncio.create_task(self.notifier.watchdog_loop())
+            stack.push_async_callback(_cancel_and_wait, watchdog)
+            stack.callback(self.notifier.close)
+
+            started = time.monotonic()
+            await self._track(self.inventory.secrets)
+            self.started = True
+            log.info(
+                "daemon.ready",
+                secrets=len(self.secrets),
+                duration_s=round(time.monotonic() - started, 3),
+                listen=_listen_text(self.inventory),
+            )
+            self.notifier.ready(self.status_line())
+
+            while not self._stop.is_set():
+                await self._wait_for_signal()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self.reload()
+            return await self._shutdown()
+        return EXIT_OK  # pragma: no cover - the stack never swallows
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    async def _wait_for_signal(self) -> None:
+        """Sleep until a reload or a stop is requested, sending STATUS now and then."""
+        waiters = {
+            asyncio.ensure_future(self._reload.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self.notifier.status(self.status_line())
+
+    async def _shutdown(self) -> int:
+        grace = self.inventory.shutdown_grace.total_seconds()
+        in_flight = len(self._rotations)
+        # Stage 1: start nothing new. Jobs that fire from now on are ignored; planning stops.
+        self.notifier.stopping(f"stopping; {in_flight} rotation(s) in flight")
+        log.info("daemon.stopping", in_flight=in_flight, grace_s=grace)
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        for task in self._planning:
+            task.cancel()
+        # Stage 2: let rotations in flight finish, up to the grace period (a second SIGINT
+        # cuts it short).
+        finished = await self._drain(grace) if self._rotations else 0
+        # Stage 3: cancel what is left and wait for it, so its finally blocks run. Its state
+        # is in Secrets Manager: the next start resumes it.
+        left = [t for t in (*self._rotations, *self._planning) if not t.done()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        log.info(
+            "daemon.stopped",
+            finished_in_grace=finished,
+            cancelled=len([t for t in left if t in self._rotations or t.cancelled()]),
+            succeeded=self.counts["succeeded"],
+            resumed=self.counts["resumed"],
+            failed=self.counts["failed"],
+        )
+        return EXIT_FORCED if self._force.is_set() else EXIT_OK
+
+    async def _drain(self, grace: float) -> int:
+        """Wait for the rotations in flight, up to ``grace`` seconds or a second SIGINT."""
+        tasks: set[asyncio.Future[Any]] = set(self._rotations)
+        deadline = time.monotonic() + grace
+        force = asyncio.ensure_future(self._force.wait())
+        pending = set(tasks)
+        try:
+            while pending and not force.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                _, pending = await asyncio.wait(
+                    {*pending, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(force)
+        finally:
+            force.cancel()
+        return sum(1 for t in tasks if t.done())
+
+    def status_line(self) -> str:
+        parked = sum(1 for s in self.secrets.values() if s.parked)
+        failing = sum(1 for s in self.secrets.values() if s.failures)
+        return (
+            f"{len(self.secrets)} secrets; {len(self._rotations)} rotating; "
+            f"{failing} failing ({parked} need attention); rotated {self.counts['succeeded']}, "
+            f"resumed {self.counts['resumed']}, failed {self.counts['failed']}"
+        )
+
+    # --- reload ---------------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Re-read the inventory; keep the old one untouched if the new one is invalid."""
+        self.notifier.reloading()
+        try:
+            new = await asyncio.to_thread(inventory_module.load, self.inventory.path)
+        except ConfigErrors as exc:
+            self.metrics.reloads.labels("rejected").inc()
+            log.error(
+                "reload.rejected",
+                path=self.inventory.path,
+                errors=[str(e) for e in exc.errors],
+                kept_secrets=len(self.secrets),
+            )
+            self.notifier.ready(self.status_line())
+            return
+        for warning in new.warnings:
+            log.warning("inventory.warning", warning=warning)
+        old_specs = {secret_id: s.spec for secret_id, s in self.secrets.items()}
+        new_specs = {spec.id: spec for spec in new.secrets}
+        removed = [i for i in old_specs if i not in new_specs]
+        added = [new_specs[i] for i in new_specs if i not in old_specs]
+        changed = [
+            new_specs[i] for i in new_specs if i in old_specs and new_specs[i] != old_specs[i]
+        ]
+        for secret_id in removed:
+            self._untrack(secret_id)
+        # A reload is also the operator's way to say "I fixed it": parked secrets plan again.
+        retry = [s.spec for s in self.secrets.values() if s.parked and s.spec.id in new_specs]
+        retry = [new_specs[spec.id] for spec in retry if new_specs[spec.id] not in changed]
+        for spec in changed:
+            self.secrets[spec.id].spec = spec
+            self.secrets[spec.id].status.database = spec.database
+        if self._runner is not None:
+            self._runner.resize(new.max_concurrent, new.max_concurrent_per_host)
+        if (new.region, new.endpoint_url, new.profile) != (
+            self.inventory.region,
+            self.inventory.endpoint_url,
+            self.inventory.profile,
+        ):
+            log.warning("reload.aws_unchanged", reason="aws settings take effect at restart")
+        self.inventory = new
+        await self._track([*added, *changed, *retry])
+        self.metrics.reloads.labels("applied").inc()
+        log.info(
+            "reload.applied",
+            added=len(added),
+            removed=len(removed),
+            changed=len(changed),
+            retried=len(retry),
+            unchanged=len(new_specs) - len(added) - len(changed),
+        )
+        self.notifier.ready(self.status_line())
+
+    # --- planning -------------------------------------------------------------------------------
+
+    async def _track(self, specs: Iterable[SecretSpec]) -> None:
+        """Plan each secret (concurrently, bounded) and wait until all have a schedule."""
+        tasks = []
+        for spec in specs:
+            secret = self.secrets.get(spec.id)
+            if secret is None:
+                secret = self.secrets[spec.id] = _Secret(spec, SecretStatus(spec.id, spec.database))
+                self.metrics.secrets[spec.id] = secret.status
+            secret.parked = False
+            tasks.append(self._spawn_planning(secret))
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _untrack(self, secret_id: str) -> None:
+        self.secrets.pop(secret_id, None)
+        self.metrics.secrets.pop(secret_id, None)
+        if self._scheduler is not None and self._scheduler.get_job(secret_id) is not None:
+            self._scheduler.remove_job(secret_id)
+
+    def _spawn_planning(self, secret: _Secret) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._plan(secret), name=f"plan:{secret.spec.id}")
+        self._planning.add(task)
+        task.add_done_callback(self._planning.discard)
+        return task
+
+    async def _plan(self, secret: _Secret) -> None:
+        """Read the secret's state in Secrets Manager and schedule its next rotation."""
+        spec = secret.spec
+        now = utcnow()
+        try:
+            async with self._planning_slots:
+                state = await inspect(spec, self.store)
+        except StoreError as exc:
+            self._after_failure(secret, exc.category, str(exc), now, planning=True)
+            return
+        if self.secrets.get(spec.id) is not secret:
+            return  # removed by a reload meanwhile
+        secret.last_rotated = state.created
+        secret.status.created = state.created.timestamp()
+        if state.conflict is not None:
+            self._after_failure(secret, Category.CONFLICT, state.conflict, now, planning=True)
+            return
+        if state.unfinished is not None:
+            # An unfinished rotation: resume it promptly, whatever the schedule says.
+            log.info("schedule.resume", secret_id=spec.id, version_id=state.unfinished)
+            self._schedule(secret, now, now)
+            return
+        planned = plan_start(spec.id, spec.schedule, spec.window, state.created, now, spec.timezone)
+        if planned is None:
+            log.warning("schedule.never", secret_id=spec.id, schedule=spec.schedule.text)
+            secret.status.next_due = None
+            return
+        due, start = planned
+        self._schedule(secret, due, start)
+
+    def _schedule(self, secret: _Secret, due: datetime, start: datetime) -> None:
+        spec = secret.spec
+        secret.status.next_due = due.timestamp()
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        self._scheduler.add_job(
+            self._fire,
+            "date",
+            run_date=start,
+            args=[spec.id],
+            id=spec.id,
+            replace_existing=True,
+            misfire_grace_time=None,
+            coalesce=True,
+        )
+        log.debug(
+            "schedule.planned",
+            secret_id=spec.id,
+            due=due.isoformat(),
+            start=start.isoformat(),
+            parked=secret.parked,
+        )
+
+    async def _fire(self, secret_id: str) -> None:
+        """The scheduled job: hand the secret to a rotation task and return at once."""
+        secret = self.secrets.get(secret_id)
+        if secret is None or self._stop.is_set() or self._runner is None:
+            return
+        if self._runner.is_busy(secret_id):
+            return
+        task = asyncio.create_task(self._rotate(secret), name=f"rotate:{secret_id}")
+        self._rotations.add(task)
+        task.add_done_callback(self._rotations.discard)
+
+    async def _rotate(self, secret: _Secret) -> None:
+        assert self._runner is not None
+        outcome = await self._runner.rotate_one(secret.spec, attempt=secret.failures + 1)
+        if self.secrets.get(secret.spec.id) is not secret or self._stop.is_set():
+            return
+        now = utcnow()
+        if outcome.error is None:
+            secret.failures = 0
+            secret.status.consecutive_failures = 0
+            secret.status.problem = None
+            secret.status.last_success = now.timestamp()
+            await self._plan(secret)
+        else:
+            self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
+
+    def _after_failure(
+        self,
+        secret: _Secret,
+        category: Category,
+        reason: str,
+        now: datetime,
+        *,
+        planning: bool = False,
+    ) -> None:
+        """Retry soon when waiting may help; otherwise wait for a reload or the next due time."""
+        spec = secret.spec
+        secret.failures += 1
+        secret.status.consecutive_failures = secret.failures
+        if category.transient:
+            delay = backoff(secret.failures)
+            retry_at = now + delay
+            log.warning(
+                "rotation.retry_scheduled" if not planning else "schedule.retry_scheduled",
+                secret_id=spec.id,
+                category=str(category),
+                error=reason,
+                retry_in_s=round(delay.total_seconds(), 1),
+                failures=secret.failures,
+            )
+            self._schedule(secret, retry_at, retry_at)
+            return
+        secret.parked = True
+        secret.status.problem = str(category)
+        next_due = spec.schedule.next_after(now, spec.timezone)
+        log.error(
+            "rotation.parked",
+            secret_id=spec.id,
+            database=spec.database,
+            category=str(category),
+            error=reason,
+            failures=secret.failures,
+            next_attempt=next_due.isoformat() if next_due else None,
+            action="fix the cause, then reload rotd (SIGHUP) or wait for the next due time",
+        )
+        if next_due is not None:
+            self._schedule(secret, next_due, next_due)
+
+    def _observe(self, outcome: Outcome) -> None:
+        self.metrics.in_flight.dec()
+        if outcome.error is None:
+            label = "resumed" if outcome.resumed else "succeeded"
+            self.metrics.rotation_finished(outcome.database, label, outcome.duration_s, None, False)
+        else:
+            label = "failed"
+            category = outcome.error.category
+            self.metrics.rotation_finished(
+                outcome.database, label, outcome.duration_s, str(category), category.transient
+            )
+        self.counts[label] += 1
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def aws_connection(loaded: Inventory) -> AwsConnection:
+    return AwsConnection(
+        region=loaded.region,
+        endpoint_url=loaded.endpoint_url,
+        profile=loaded.profile,
+        max_write_tps=loaded.max_write_tps,
+        max_pool_connections=max(10, loaded.max_concurrent * 2),
+    )
+
+
+def _listen_text(loaded: Inventory) -> str | None:
+    return f"{loaded.listen[0]}:{loaded.listen[1]}" if loaded.listen else None

@@ -1,0 +1,83 @@
+"""``rotd status``: every secret's rotation state, read from Secrets Manager, changing nothing.
+
+For each secret in the inventory: its database, engine, strategy, current username, when it
+was last rotated (the CreatedDate of AWSCURRENT), when it is next due, any unfinished rotation,
+and any conflict (native rotation enabled, secret missing or unreadable). No password is read
+into the report; the only value read is AWSCURRENT, for its username and engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rotd.errors import StoreError
+from rotd.inventory import Inventory, SecretSpec
+from rotd.protocol import inspect
+from rotd.secretstore import SecretStore
+
+CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class SecretReport:
+    secret_id: str
+    database: str
+    strategy: str
+    engine: str | None = None
+    username: str | None = None
+    last_rotated: str | None = None
+    next_due: str | None = None
+    unfinished: str | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        state = f"PROBLEM: {self.problem}" if self.problem else "ok"
+        if self.unfinished and not self.problem:
+            state = f"unfinished rotation {self.unfinished} (resumes at the next run)"
+        return (
+            f"{self.secret_id}  db={self.database} engine={self.engine or '-'} "
+            f"strategy={self.strategy} user={self.username or '-'} "
+            f"last={self.last_rotated or '-'} next={self.next_due or '-'}  {state}"
+        )
+
+
+async def survey(inventory: Inventory, store: SecretStore) -> list[SecretReport]:
+    """One report per secret, in inventory order; a failing read becomes a problem, not an error."""
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(spec: SecretSpec) -> SecretReport:
+        async with slots:
+            return await _report(spec, store)
+
+    return list(await asyncio.gather(*(one(spec) for spec in inventory.secrets)))
+
+
+async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
+    base = {"secret_id": spec.id, "database": spec.database, "strategy": str(spec.strategy)}
+    try:
+        state = await inspect(spec, store)
+    except StoreError as exc:
+        return SecretReport(**base, problem=f"{exc.category}: {exc.reason}")
+    due = spec.schedule.next_after(state.created, spec.timezone)
+    problem = state.conflict
+    if state.username is None and problem is None:
+        problem = "bad_secret: the AWSCURRENT value is not usable database credentials JSON"
+    return SecretReport(
+        **base,
+        engine=spec.engine or state.engine,
+        username=state.username,
+        last_rotated=_iso(state.created),
+        next_due=_iso(due) if due else None,
+        unfinished=state.unfinished,
+        problem=problem,
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
