@@ -131,6 +131,27 @@ def status(config_path: str, as_json: bool, log_level: str) -> None:
     _exit(EXIT_FAILED if any(r.problem for r in reports) else EXIT_OK)
 
 
+@cli.command()
+@click.option("--pg-port", default=5432, show_default=True, help="Local PostgreSQL port.")
+@click.option("--mysql-port", default=3306, show_default=True, help="Local MariaDB/MySQL port.")
+@click.option("--listen-port", default=9464, show_default=True, help="Port for /metrics.")
+@LOG_LEVEL_OPTION
+def demo(pg_port: int, mysql_port: int, listen_port: int, log_level: str) -> None:
+    """Watch rotd rotate demo logins in the local PostgreSQL and MariaDB once a minute.
+
+    Uses a local Secrets Manager emulator (moto); removes everything it made on Ctrl-C.
+    """
+    from rotd.demo import DemoServers, run_demo
+
+    configure_logging(level=log_level)
+    servers = DemoServers(
+        postgres=("127.0.0.1", pg_port, "postgres"),
+        mysql=("127.0.0.1", mysql_port, "root"),
+        listen_port=listen_port,
+    )
+    _exit(asyncio.run(run_demo(servers)))
+
+
 def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec]:
     """The secrets named on the command line, or every one with ``--all``; exit 2 otherwise."""
     if all_ and ids:

@@ -86,9 +86,7 @@ def saslprep(password: str) -> bytes:
     bidirectional characters) is used as its raw UTF-8 bytes instead.
     """
     mapped = "".join(
-        " " if stringprep.in_table_c12(c) else c
-        for c in password
-        if not stringprep.in_table_b1(c)
+        " " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c)
     )
     normalized = unicodedata.normalize("NFKC", mapped)
     prohibited = (

@@ -59,11 +59,12 @@ async def test_no_secret_value_in_logs_or_errors(
     # A secret whose password the database refuses, and one that is not JSON at all.
     wrong_user, wrong = await make_login(db, secrets, "Right-pass-77")
     async with secrets.client() as client:
-        await client.put_secret_value(
-            SecretId=wrong,
-            SecretString=json.dumps(db.secret(wrong_user, "Wrong-pass-77")),
-            VersionStages=["AWSCURRENT"],
-        )
+        for attempt in ("Wrong-pass-77", "Wrong-pass-78"):  # current and previous both wrong
+            await client.put_secret_value(
+                SecretId=wrong,
+                SecretString=json.dumps(db.secret(wrong_user, attempt)),
+                VersionStages=["AWSCURRENT"],
+            )
     broken = await secrets.create("broken", "Broken-not-json-secret-string-42")
     outcomes = []
     for _ in range(2):

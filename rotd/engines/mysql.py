@@ -1,0 +1,967 @@
+"""The MySQL family's engine: MySQL 5.7/8.0, MariaDB and their Aurora flavours, on aiomysql.
+
+It owns everything rotd says to such a server: connecting with a deadline and the endpoint's
+TLS mode, telling the flavour apart (MariaDB or MySQL, and the version), the statements that
+change a password (the ``mysql_native_password`` hash where the account's plugin allows it, so
+that the plain password never reaches the server's logs) and the ones that keep a clone's
+accounts, host parts, grants, roles and ``REQUIRE`` options in line with its original's for
+the alternating users strategy. It is the only module that imports aiomysql or PyMySQL: every
+driver, socket and TLS failure leaves it as a :class:`rotd.errors.DatabaseError`, and no
+server text from a statement that carried a secret is ever quoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomysql
+import pymysql
+from pymysql.constants import CLIENT
+
+from rotd.engines import Family, Login, Session, Tls, TlsMode
+from rotd.errors import Category, DatabaseError
+from rotd.observability import get_logger, redactor
+from rotd.passwords import mysql_native_hash
+
+log = get_logger(__name__)
+
+# Plugins whose stored password is the mysql_native_password hash; MariaDB leaves the plugin
+# empty for accounts made the old way.
+NATIVE_PLUGINS = frozenset({"", "mysql_native_password"})
+
+# What each server error means to an operator. 1045 and the connection codes are handled
+# apart because their reason names the login or the address.
+_SERVER_ERRORS: dict[int, tuple[Category, str]] = {
+    1040: (Category.SERVER, "the server has too many connections"),
+    1044: (Category.PERMISSION, "access to the database is denied"),
+    1046: (Category.NOT_FOUND, "no database is selected (the endpoint names none)"),
+    1049: (Category.NOT_FOUND, "the database does not exist"),
+    1053: (Category.SERVER, "the server is shutting down"),
+    1064: (Category.UNSUPPORTED, "the server does not understand rotd's statement"),
+    1129: (Category.AUTH, "this client host is blocked after connection errors (FLUSH HOSTS)"),
+    1130: (Category.AUTH, "this client host may not log in as that user"),
+    1132: (Category.PERMISSION, "changing another account's password needs more privileges"),
+    1133: (Category.NOT_FOUND, "the account does not exist"),
+    1141: (Category.NOT_FOUND, "the grant does not exist"),
+    1142: (Category.PERMISSION, "a table privilege is missing"),
+    1143: (Category.PERMISSION, "a column privilege is missing"),
+    1146: (Category.NOT_FOUND, "a table does not exist"),
+    1203: (Category.THROTTLED, "the user has too many connections"),
+    1205: (Category.TIMEOUT, "a lock wait timed out"),
+    1211: (Category.PERMISSION, "the login may not create users"),
+    1213: (Category.SERVER, "a deadlock was detected"),
+    1226: (Category.THROTTLED, "the user exceeded a resource limit"),
+    1227: (Category.PERMISSION, "a privilege is missing"),
+    1235: (Category.UNSUPPORTED, "this server version does not support the statement"),
+    1251: (Category.UNSUPPORTED, "the server asks for an authentication plugin rotd lacks"),
+    1290: (Category.SERVER, "the server is read-only (a replica?)"),
+    1317: (Category.SERVER, "the statement was interrupted"),
+    1370: (Category.PERMISSION, "a routine privilege is missing"),
+    1396: (Category.NOT_FOUND, "the account does not exist"),
+    1410: (Category.PERMISSION, "the login may not create users with GRANT"),
+    1470: (Category.NAME_TOO_LONG, "the user name is too long for this server"),
+    1524: (Category.UNSUPPORTED, "the authentication plugin is not loaded"),
+    1698: (Category.AUTH, "the login was refused"),
+    1819: (Category.BAD_SECRET, "the new password does not satisfy the server's policy"),
+    1820: (Category.AUTH, "the login's password has expired"),
+    1862: (Category.AUTH, "the login's password has expired"),
+    1927: (Category.UNREACHABLE, "the connection was killed"),
+    1969: (Category.TIMEOUT, "the statement ran past max_statement_time"),
+    2026: (Category.TLS, "the TLS handshake failed"),
+    2059: (Category.UNSUPPORTED, "the server asks for an authentication plugin rotd lacks"),
+    2061: (Category.TLS, "the account's plugin needs a TLS connection"),
+    3024: (Category.TIMEOUT, "the statement ran past max_execution_time"),
+    3118: (Category.AUTH, "the account is locked"),
+    3159: (Category.TLS, "the server accepts only TLS connections"),
+    4151: (Category.AUTH, "the account is locked"),
+}
+# Error 1396 ("Operation ... failed for ...") means different things after different statements.
+_CREATE_USER_ERRORS = {1396: (Category.CONFLICT, "the account was created by someone else")}
+_SET_PASSWORD_ERRORS = {
+    1396: (
+        Category.UNSUPPORTED,
+        "the account's authentication plugin takes no password, or the account was just dropped",
+    )
+}
+# Client-side codes for a connection that could not be made or was lost.
+_CONNECTION_LOST = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+_AUTH_REFUSED = 1045
+
+
+class _TlsNotOffered(Exception):
+    """The server did not offer TLS to a login whose mode requires it."""
+
+
+class _UnreadableGrant(Exception):
+    """A SHOW GRANTS line of a shape rotd does not know; carries only its first word."""
+
+    def __init__(self, first_word: str) -> None:
+        super().__init__(first_word)
+        self.first_word = first_word
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """Which server this is, as far as the statements rotd sends depend on it."""
+
+    mariadb: bool
+    version: tuple[int, int, int]
+
+    @classmethod
+    def parse(cls, version: str) -> Flavour:
+        """From ``SELECT VERSION()``: ``10.11.6-MariaDB-log``, ``8.0.35``, ``8.0.mysql_aurora…``."""
+        match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+        numbers = tuple(int(n or 0) for n in match.groups()) if match else (0, 0, 0)
+        return cls(
+            mariadb="mariadb" in version.lower(), version=(numbers[0], numbers[1], numbers[2])
+        )
+
+    def __str__(self) -> str:
+        return f"{'MariaDB' if self.mariadb else 'MySQL'} {'.'.join(map(str, self.version))}"
+
+    @property
+    def max_username(self) -> int:
+        if self.mariadb:
+            return 80 if self.version >= (10, 0, 0) else 16
+        return 32 if self.version >= (5, 7, 0) else 16
+
+    @property
+    def has_alter_user(self) -> bool:
+        """ALTER USER with IDENTIFIED and REQUIRE, and CREATE USER with REQUIRE."""
+        return self.version >= ((10, 2, 0) if self.mariadb else (5, 7, 6))
+
+    @property
+    def has_roles(self) -> bool:
+        return self.version >= ((10, 0, 5) if self.mariadb else (8, 0, 0))
+
+
+@dataclass(frozen=True)
+class _Account:
+    """One ``'user'@'host'`` row of ``mysql.user``, with what a clone must copy from it."""
+
+    user: str
+    host: str
+    plugin: str
+    # ssl_type, ssl_cipher, x509_issuer, x509_subject
+    require: tuple[str, str, str, str]
+    # max_questions, max_updates, max_connections, max_user_connections[, max_statement_time]
+    limits: tuple[str, ...]
+
+
+@dataclass
+class _Privileges:
+    """What SHOW GRANTS says one account holds, keyed so that two accounts can be compared.
+
+    Privilege items are the server's own text (``SELECT``, ``UPDATE (`col`)``, ``GRANT OPTION``)
+    under the server's own text for the object (``*.*``, ```db`.*``, ``PROCEDURE `db`.`p```).
+    """
+
+    on: dict[str, set[str]] = field(default_factory=dict)
+    revoked: dict[str, set[str]] = field(default_factory=dict)  # MySQL 8 partial revokes
+    roles: dict[str, bool] = field(default_factory=dict)  # role -> WITH ADMIN OPTION
+    default_roles: frozenset[str] = frozenset()
+
+
+class _Connection(aiomysql.Connection):  # type: ignore[misc]
+    """aiomysql's connection, refusing to authenticate in clear when TLS is required.
+
+    aiomysql starts TLS only when the server offers it and otherwise goes on in clear, so the
+    check has to sit between the server's greeting and the login packet.
+    """
+
+    def __init__(self, *, tls_required: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tls_required = tls_required
+
+    async def _request_authentication(self) -> None:
+        if self._tls_required and not self.server_capabilities & CLIENT.SSL:
+            raise _TlsNotOffered
+        await super()._request_authentication()
+
+
+class _Cursor(aiomysql.Cursor):  # type: ignore[misc]
+    """A cursor that logs server warnings, scrubbed, instead of raising Python warnings.
+
+    aiomysql passes each server note to ``warnings.warn`` as raw text, which would bypass the
+    redactor and turn into an exception wherever warnings are errors.
+    """
+
+    async def _show_warnings(self, conn: Any) -> None:
+        if self._result and self._result.has_next:
+            return
+        for level, code, message in await conn.show_warnings() or ():
+            log.debug("mysql.warned", level=level, code=code, message=redactor.scrub(str(message)))
+
+
+class MysqlEngine:
+    """Opens sessions on MySQL-family servers."""
+
+    family = Family.MYSQL
+
+    def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
+        return self._session(login, timeout_s)
+
+    @asynccontextmanager
+    async def _session(self, login: Login, timeout_s: float) -> AsyncIterator[MysqlSession]:
+        session = await MysqlSession.open(login, timeout_s=timeout_s)
+        try:
+            yield session
+        finally:
+            await session.close()
+
+
+class MysqlSession:
+    """One connection as one login. Every statement has the session's deadline."""
+
+    def __init__(self, login: Login, conn: Any, flavour: Flavour, timeout_s: float) -> None:
+        self._login = login
+        self._conn = conn
+        self._timeout_s = timeout_s
+        self.flavour = flavour
+
+    @classmethod
+    async def open(cls, login: Login, *, timeout_s: float) -> MysqlSession:
+        """Connect as ``login`` and learn the server's flavour; raise DatabaseError on failure."""
+        redactor.add(login.password, mysql_native_hash(login.password))
+        endpoint = login.endpoint
+        tls = _ssl_context(login)
+        conn = _Connection(
+            tls_required=endpoint.tls.mode not in (TlsMode.DISABLE, TlsMode.PREFER),
+            host=endpoint.host,
+            port=endpoint.port,
+            user=login.username,
+            password=_wire_password(login.password),
+            db=endpoint.dbname,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=timeout_s,
+            ssl=tls,
+            cursorclass=_Cursor,
+        )
+        error: DatabaseError
+        try:
+            async with asyncio.timeout(timeout_s):
+                await conn._connect()
+        except BaseException as exc:
+            conn.close()
+            if not isinstance(exc, Exception):
+                raise
+            error = _connect_error(login, exc, timeout_s)
+        else:
+            session = cls(login, conn, Flavour(mariadb=False, version=(0, 0, 0)), timeout_s)
+            try:
+                rows = await session._run("SELECT VERSION()", doing="reading the server version")
+            except BaseException:
+                await session.close()
+                raise
+            session.flavour = Flavour.parse(str(rows[0][0]))
+            return session
+        raise error
+
+    @property
+    def username(self) -> str:
+        return self._login.username
+
+    async def close(self) -> None:
+        conn = self._conn
+        if conn.closed:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await conn.ensure_closed()
+        except Exception as exc:  # the server is going away anyway; say so and move on
+            log.debug("mysql.close_failed", error=type(exc).__name__)
+        finally:
+            conn.close()
+
+    async def check_username(self, name: str) -> None:
+        limit = self.flavour.max_username
+        if len(name) > limit:
+            raise self._error(
+                Category.NAME_TOO_LONG,
+                f"user name {name!r} is {len(name)} characters long; "
+                f"{self.flavour} allows at most {limit}",
+            )
+
+    async def set_own_password(self, new_password: str) -> None:
+        hashed = mysql_native_hash(new_password)
+        redactor.add(new_password, hashed)
+        lit = self._conn.escape
+        doing = f"changing the password of {self.username!r} (the logged-in user)"
+        if self.flavour.mariadb:
+            # SET PASSWORD without FOR needs no privilege; ALTER USER would need CREATE USER.
+            if await self._own_plugin() in NATIVE_PLUGINS:
+                sql = f"SET PASSWORD = {lit(hashed)}"
+            else:
+                sql = f"SET PASSWORD = PASSWORD({lit(new_password)})"
+        elif self.flavour.has_alter_user:
+            # The one form MySQL lets an account without CREATE USER use on itself; MySQL masks
+            # the password in its logs. REPLACE satisfies password_require_current.
+            sql = f"ALTER USER USER() IDENTIFIED BY {lit(new_password)}"
+            if self.flavour.version >= (8, 0, 13):
+                sql += f" REPLACE {lit(self._login.password)}"
+        else:
+            sql = f"SET PASSWORD = {lit(hashed)}"
+        await self._run(sql, doing=doing, secret=True)
+        # A later REPLACE clause must name the password the account has now.
+        self._login = dataclasses.replace(self._login, password=new_password)
+
+    async def set_password(self, username: str, new_password: str) -> None:
+        hashed = mysql_native_hash(new_password)
+        redactor.add(new_password, hashed)
+        accounts = await self._accounts(username)
+        if not accounts:
+            raise self._error(Category.NOT_FOUND, f"user {username!r} has no account here")
+        for account in accounts:
+            await self._set_account_password(
+                account.user, account.host, account.plugin, new_password
+            )
+
+    async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
+        hashed = mysql_native_hash(new_password)
+        redactor.add(new_password, hashed)
+        await self.check_username(clone)
+        originals = await self._accounts(original)
+        if not originals:
+            raise self._error(Category.NOT_FOUND, f"user {original!r} has no account here")
+        clones = {account.host: account for account in await self._accounts(clone)}
+        for source in originals:
+            target = clones.pop(source.host, None)
+            if target is None:
+                await self._create_clone(source, clone, new_password)
+            elif (target.require, target.limits) != (source.require, source.limits):
+                await self._copy_options(source, clone)
+            await self._sync_privileges(source.user, clone, source.host)
+            if target is not None:
+                await self._set_account_password(clone, source.host, source.plugin, new_password)
+        for host in clones:
+            # A host part the original no longer has: rotd does not drop accounts, and leaves
+            # this one's password and grants alone, so an operator should look at it.
+            log.warning("mysql_clone.extra_host_left", clone=clone, host=host, original=original)
+
+    async def run_test(self, query: str | None) -> None:
+        await self._test("SELECT 1")
+        if not query:
+            return
+        await self._run("START TRANSACTION", doing="starting the test transaction")
+        try:
+            await self._test(query)
+        except DatabaseError:
+            await self._rollback_quietly()
+            raise
+        await self._run("ROLLBACK", doing="rolling back the test transaction")
+
+    # -- statements ----------------------------------------------------------------------
+
+    async def _run(
+        self,
+        sql: str,
+        *,
+        doing: str,
+        secret: bool = False,
+        meanings: Mapping[int, tuple[Category, str]] | None = None,
+        all_results: bool = False,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement within the deadline; return the rows of its first result.
+
+        ``secret`` marks a statement that carries a password or hash: its failure is reported
+        by error code only, never with the server's text, which may quote the statement.
+        """
+        error: DatabaseError
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                cursor = await self._conn.cursor()
+                await cursor.execute(sql)
+                rows = [tuple(row) for row in await cursor.fetchall()]
+                if all_results:
+                    while await cursor.nextset():
+                        pass
+                await cursor.close()
+            return rows
+        except Exception as exc:
+            error = self._statement_error(exc, doing=doing, secret=secret, meanings=meanings)
+        # Raised outside the handler so that the driver's exception, whose text may quote the
+        # statement, is not kept as this error's context.
+        raise error
+
+    async def _test(self, query: str) -> None:
+        try:
+            await self._run(query, doing="running the test query", all_results=True)
+        except DatabaseError as exc:
+            if exc.category in (Category.UNREACHABLE, Category.TIMEOUT):
+                raise
+            raise self._error(Category.TEST_FAILED, exc.reason) from None
+
+    async def _rollback_quietly(self) -> None:
+        try:
+            await self._run("ROLLBACK", doing="rolling back the test transaction")
+        except DatabaseError as exc:
+            log.debug("mysql.rollback_failed", reason=exc.reason)
+
+    def _error(self, category: Category, reason: str) -> DatabaseError:
+        endpoint = self._login.endpoint
+        return DatabaseError(endpoint.host, endpoint.port, category, redactor.scrub(reason))
+
+    def _statement_error(
+        self,
+        exc: Exception,
+        *,
+        doing: str,
+        secret: bool,
+        meanings: Mapping[int, tuple[Category, str]] | None = None,
+    ) -> DatabaseError:
+        if isinstance(exc, DatabaseError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return self._error(Category.TIMEOUT, f"{doing}: no answer within {self._timeout_s:g} s")
+        if isinstance(exc, pymysql.err.InterfaceError):
+            # aiomysql closes the connection when a statement is cancelled or times out.
+            return self._error(Category.UNREACHABLE, f"{doing}: the connection is closed")
+        if isinstance(exc, OSError):
+            return self._error(Category.UNREACHABLE, f"{doing}: lost the connection")
+        if not isinstance(exc, pymysql.err.Error):
+            return self._error(Category.SERVER, f"{doing}: unexpected {type(exc).__name__}")
+        code, text = _code_and_text(exc)
+        if code in _CONNECTION_LOST:
+            return self._error(Category.UNREACHABLE, f"{doing}: lost the connection ({text})")
+        if code == _AUTH_REFUSED:
+            category, meaning = Category.AUTH, "access denied"
+        else:
+            known = {**_SERVER_ERRORS, **(meanings or {})}
+            category, meaning = known.get(code, (Category.SERVER, "the server refused"))
+        # The server's text may quote the statement, and so the secret it carried.
+        detail = f"MySQL error {code}" if secret else f"MySQL error {code}: {text}"
+        return self._error(category, f"{doing}: {meaning} ({detail})")
+
+    def _account_sql(self, user: str, host: str) -> str:
+        lit = self._conn.escape
+        return f"{lit(user)}@{lit(host)}"
+
+    # -- accounts and passwords ------------------------------------------------------------
+
+    async def _accounts(self, user: str) -> list[_Account]:
+        """Every account (host part) of ``user``, read from ``mysql.user`` (roles excluded)."""
+        mariadb = self.flavour.mariadb
+        columns = [
+            "User",
+            "Host",
+            "plugin",
+            "ssl_type",
+            "ssl_cipher",
+            "x509_issuer",
+            "x509_subject",
+            "max_questions",
+            "max_updates",
+            "max_connections",
+            "max_user_connections",
+        ]
+        if mariadb and self.flavour.version >= (10, 1, 1):
+            columns.append("max_statement_time")
+        sql = f"SELECT {', '.join(columns)} FROM mysql.user WHERE User = {self._conn.escape(user)}"
+        if mariadb and self.flavour.has_roles:
+            sql += " AND is_role <> 'Y'"
+        rows = await self._run(sql + " ORDER BY Host", doing=f"looking up the accounts of {user!r}")
+        accounts = []
+        for row in rows:
+            values = [_text(v) for v in row]
+            # The column compares with PAD SPACE and, on old servers, case-insensitively.
+            if values[0] != user:
+                continue
+            accounts.append(
+                _Account(
+                    user=values[0],
+                    host=values[1],
+                    plugin=values[2],
+                    require=(values[3], values[4], values[5], values[6]),
+                    limits=tuple(values[7:]),
+                )
+            )
+        return accounts
+
+    async def _own_plugin(self) -> str:
+        """The logged-in account's plugin, from SHOW CREATE USER (which needs no privilege)."""
+        if not self.flavour.has_alter_user:
+            return ""
+        rows = await self._run("SELECT CURRENT_USER()", doing="reading the logged-in account")
+        user, _, host = str(rows[0][0]).rpartition("@")
+        rows = await self._run(
+            "SHOW CREATE USER CURRENT_USER()", doing="reading the logged-in account"
+        )
+        return _plugin_of(str(rows[0][0]), user, host)
+
+    def _identified(self, plugin: str, password: str) -> str:
+        """The IDENTIFIED clause giving ``password`` to an account that uses ``plugin``."""
+        lit = self._conn.escape
+        if plugin in NATIVE_PLUGINS:
+            hashed = lit(mysql_native_hash(password))
+            if self.flavour.mariadb or not self.flavour.has_alter_user:
+                return f"IDENTIFIED BY PASSWORD {hashed}"
+            return f"IDENTIFIED WITH mysql_native_password AS {hashed}"
+        # Only the server can hash for these plugins (caching_sha2_password, ed25519, ...).
+        if self.flavour.mariadb:
+            return f"IDENTIFIED VIA {lit(plugin)} USING PASSWORD({lit(password)})"
+        if self.flavour.has_alter_user:
+            return f"IDENTIFIED WITH {lit(plugin)} BY {lit(password)}"
+        raise self._error(
+            Category.UNSUPPORTED, f"rotd sets {plugin!r} passwords only on MySQL 5.7.6 and later"
+        )
+
+    async def _set_account_password(self, user: str, host: str, plugin: str, password: str) -> None:
+        account = self._account_sql(user, host)
+        doing = f"changing the password of {_show(user, host)}"
+        if self.flavour.has_alter_user:
+            sql = f"ALTER USER {account} {self._identified(plugin, password)}"
+        elif plugin in NATIVE_PLUGINS:
+            sql = f"SET PASSWORD FOR {account} = {self._conn.escape(mysql_native_hash(password))}"
+        else:
+            sql = f"SET PASSWORD FOR {account} = PASSWORD({self._conn.escape(password)})"
+        await self._run(sql, doing=doing, secret=True, meanings=_SET_PASSWORD_ERRORS)
+
+    async def _create_clone(self, source: _Account, clone: str, password: str) -> None:
+        account = self._account_sql(clone, source.host)
+        sql = f"CREATE USER {account} {self._identified(source.plugin, password)}"
+        if self.flavour.has_alter_user:
+            sql += " " + self._options(source)
+        doing = f"creating {_show(clone, source.host)}"
+        await self._run(sql, doing=doing, secret=True, meanings=_CREATE_USER_ERRORS)
+        if not self.flavour.has_alter_user:
+            await self._copy_options(source, clone)
+
+    async def _copy_options(self, source: _Account, clone: str) -> None:
+        """Give the clone the original's REQUIRE options and resource limits."""
+        account = self._account_sql(clone, source.host)
+        if self.flavour.has_alter_user:
+            sql = f"ALTER USER {account} {self._options(source)}"
+        else:
+            sql = f"GRANT USAGE ON *.* TO {account} {self._options(source)}"
+        await self._run(sql, doing=f"copying the TLS options of {_show(source.user, source.host)}")
+
+    def _options(self, source: _Account) -> str:
+        lit = self._conn.escape
+        ssl_type, cipher, issuer, subject = source.require
+        if ssl_type == "ANY":
+            require = "REQUIRE SSL"
+        elif ssl_type == "X509":
+            require = "REQUIRE X509"
+        elif ssl_type == "SPECIFIED":
+            parts = [
+                f"{word} {lit(value)}"
+                for word, value in (("ISSUER", issuer), ("SUBJECT", subject), ("CIPHER", cipher))
+                if value
+            ]
+            require = "REQUIRE " + (" AND ".join(parts) or "SSL")
+        else:
+            require = "REQUIRE NONE"
+        words = [
+            "MAX_QUERIES_PER_HOUR",
+            "MAX_UPDATES_PER_HOUR",
+            "MAX_CONNECTIONS_PER_HOUR",
+            "MAX_USER_CONNECTIONS",
+            "MAX_STATEMENT_TIME",
+        ]
+        for value in source.limits:
+            # Pasted into the statement, so only plain numbers may pass.
+            if not re.fullmatch(r"-?\d+(\.\d+)?", value):
+                raise self._error(
+                    Category.UNSUPPORTED,
+                    f"unexpected resource limit {value!r} on {_show(source.user, source.host)}",
+                )
+        limits = " ".join(
+            f"{word} {value}" for word, value in zip(words, source.limits, strict=False)
+        )
+        return f"{require} WITH {limits}"
+
+    # -- privileges ----------------------------------------------------------------------
+
+    async def _privileges(self, user: str, host: str) -> _Privileges:
+        account = self._account_sql(user, host)
+        doing = f"reading the grants of {_show(user, host)}"
+        rows = await self._run(f"SHOW GRANTS FOR {account}", doing=doing)
+        try:
+            privileges = _parse_grants([str(row[0]) for row in rows], user, host)
+        except _UnreadableGrant as exc:
+            # Only the first word: the rest of an unreadable line may hold a password hash.
+            raise self._error(
+                Category.UNSUPPORTED,
+                f"{doing}: cannot read a SHOW GRANTS line starting {exc.first_word!r}",
+            ) from None
+        if not self.flavour.mariadb and self.flavour.has_roles:
+            lit = self._conn.escape
+            rows = await self._run(
+                "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles "
+                f"WHERE USER = {lit(user)} AND HOST = {lit(host)}",
+                doing=doing,
+            )
+            privileges.default_roles = frozenset(
+                self._account_sql(_text(role_user), _text(role_host))
+                for role_user, role_host in rows
+            )
+        return privileges
+
+    async def _sync_privileges(self, original: str, clone: str, host: str) -> None:
+        """Grant the clone whatever the original has and it lacks; then revoke the surplus.
+
+        The order keeps the clone at least as privileged as the original at every instant.
+        """
+        source = await self._privileges(original, host)
+        account = self._account_sql(clone, host)
+        doing = f"copying the grants of {_show(original, host)} to {_show(clone, host)}"
+        have = await self._privileges(clone, host)
+        grants: list[str] = []
+        for target, items in source.on.items():
+            grants += _grant_statements(items - have.on.get(target, set()), target, account)
+        for target, items in have.revoked.items():
+            grants += _grant_statements(items - source.revoked.get(target, set()), target, account)
+        for role, admin in source.roles.items():
+            if role not in have.roles or (admin and not have.roles[role]):
+                grants.append(
+                    f"GRANT {role} TO {account}" + (" WITH ADMIN OPTION" if admin else "")
+                )
+        if source.default_roles and source.default_roles != have.default_roles:
+            grants.append(self._default_role_statement(source.default_roles, account))
+        for sql in grants:
+            await self._run(sql, doing=doing)
+
+        have = await self._privileges(clone, host) if grants else have
+        revokes: list[str] = []
+        for target, items in have.on.items():
+            revokes += await self._revoke_statements(
+                target, items, source.on.get(target, set()), clone, host
+            )
+        for target, items in source.revoked.items():
+            missing = items - have.revoked.get(target, set())
+            if missing:
+                revokes.append(f"REVOKE {', '.join(sorted(missing))} ON {target} FROM {account}")
+        for role, admin in have.roles.items():
+            if role not in source.roles:
+                revokes.append(f"REVOKE {role} FROM {account}")
+            elif admin and not source.roles[role]:
+                if self.flavour.mariadb:
+                    revokes.append(f"REVOKE ADMIN OPTION FOR {role} FROM {account}")
+                else:  # MySQL has no statement that takes back only the admin option.
+                    revokes += [f"REVOKE {role} FROM {account}", f"GRANT {role} TO {account}"]
+        if have.default_roles and not source.default_roles:
+            revokes.append(self._default_role_statement(frozenset(), account))
+        for sql in revokes:
+            await self._run(sql, doing=doing)
+
+    async def _revoke_statements(
+        self, target: str, have: set[str], want: set[str], clone: str, host: str
+    ) -> list[str]:
+        account = self._account_sql(clone, host)
+        extra = have - want
+        if not extra:
+            return []
+        if "PROXY" in have | want:
+            # A proxy grant is one unit: take it back whole, then give back what is due.
+            revoke = f"REVOKE PROXY ON {target} FROM {account}"
+            return [revoke, *_grant_statements(want, target, account)]
+        if "ALL PRIVILEGES" in extra:
+            # Revoking ALL would leave the clone without what the original has for a moment:
+            # revoke the individual privileges that ALL stands for, less the original's.
+            expanded = await self._expand_all(target, clone, host)
+            if not expanded:
+                revoke = f"REVOKE ALL PRIVILEGES ON {target} FROM {account}"
+                return [revoke, *_grant_statements(want, target, account)]
+            extra = (extra - {"ALL PRIVILEGES"}) | (expanded - want)
+        return [f"REVOKE {', '.join(sorted(extra))} ON {target} FROM {account}"]
+
+    async def _expand_all(self, target: str, user: str, host: str) -> set[str]:
+        """The privileges that ALL PRIVILEGES on ``target`` gives ``'user'@'host'``, or none."""
+        if target.split(" ", 1)[0] in ("PROCEDURE", "FUNCTION", "PACKAGE"):
+            return {"EXECUTE", "ALTER ROUTINE"}
+        lit = self._conn.escape
+        # information_schema spells grantees by pasting the names between quotes.
+        grantee = lit(f"'{user}'@'{host}'")
+        parts = [_unquote(part) for part in _split_top(target, ".")]
+        if parts == ["*", "*"]:
+            sql = (
+                "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
+                f"WHERE GRANTEE = {grantee}"
+            )
+        elif len(parts) == 2 and parts[1] == "*":
+            sql = (
+                "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES "
+                f"WHERE GRANTEE = {grantee} AND TABLE_SCHEMA = {lit(parts[0])}"
+            )
+        elif len(parts) == 2:
+            sql = (
+                "SELECT PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES "
+                f"WHERE GRANTEE = {grantee} AND TABLE_SCHEMA = {lit(parts[0])} "
+                f"AND TABLE_NAME = {lit(parts[1])}"
+            )
+        else:
+            return set()
+        rows = await self._run(sql, doing=f"reading the privileges of {_show(user, host)}")
+        return {_text(row[0]) for row in rows} - {"USAGE"}
+
+    def _default_role_statement(self, roles: frozenset[str], account: str) -> str:
+        listed = ", ".join(sorted(roles)) or "NONE"
+        if self.flavour.mariadb:
+            return f"SET DEFAULT ROLE {listed} FOR {account}"
+        return f"ALTER USER {account} DEFAULT ROLE {listed}"
+
+
+# -- connecting ------------------------------------------------------------------------------
+
+
+def _wire_password(password: str) -> str:
+    """The password as aiomysql must be given it for the server to see its UTF-8 bytes.
+
+    aiomysql encodes passwords as Latin-1, which fails on most non-ASCII text and disagrees
+    with the UTF-8 that servers (and :func:`mysql_native_hash`) use. Handing it the UTF-8
+    bytes spelled as Latin-1 characters makes its encoding step produce exactly those bytes.
+    """
+    return password.encode("utf-8").decode("latin-1")
+
+
+def _ssl_context(login: Login) -> ssl.SSLContext | None:
+    tls: Tls = login.endpoint.tls
+    if tls.mode is TlsMode.DISABLE:
+        return None
+    if tls.mode in (TlsMode.PREFER, TlsMode.REQUIRE):
+        # Encryption without authentication of the server, as libpq's modes of those names.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        endpoint = login.endpoint
+        raise DatabaseError(
+            endpoint.host,
+            endpoint.port,
+            Category.TLS,
+            f"cannot load CA file {tls.ca_file!r}: {exc.strerror or exc}",
+        ) from None
+    context.check_hostname = tls.mode is TlsMode.VERIFY_FULL
+    return context
+
+
+def _connect_error(login: Login, exc: Exception, timeout_s: float) -> DatabaseError:
+    endpoint = login.endpoint
+    address = endpoint.address
+
+    def error(category: Category, reason: str) -> DatabaseError:
+        return DatabaseError(endpoint.host, endpoint.port, category, redactor.scrub(reason))
+
+    if isinstance(exc, _TlsNotOffered):
+        return error(
+            Category.TLS,
+            f"the server does not offer TLS, which tls mode {endpoint.tls.mode.value!r} requires",
+        )
+    cause: BaseException = exc
+    if isinstance(exc, pymysql.err.OperationalError) and exc.__cause__ is not None:
+        # aiomysql wraps socket, TLS and timeout failures of the handshake as error 2003.
+        cause = exc.__cause__
+    if isinstance(cause, TimeoutError):
+        return error(Category.TIMEOUT, f"connecting: no answer within {timeout_s:g} s")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return error(Category.TLS, f"the server's certificate is refused: {cause.verify_message}")
+    if isinstance(cause, ssl.SSLError):
+        return error(Category.TLS, f"the TLS handshake failed: {cause.reason}")
+    if isinstance(cause, socket.gaierror):
+        return error(Category.UNREACHABLE, f"cannot reach {address}: the name does not resolve")
+    if isinstance(cause, ConnectionRefusedError):
+        return error(Category.UNREACHABLE, f"cannot reach {address}: connection refused")
+    if isinstance(cause, OSError):
+        return error(Category.UNREACHABLE, f"cannot reach {address}: {cause.strerror or cause}")
+    if isinstance(cause, pymysql.err.Error):
+        code, text = _code_and_text(cause)
+        if code in (_AUTH_REFUSED, 1698):
+            return error(Category.AUTH, f"login refused for user {login.username!r} ({text})")
+        if code in _CONNECTION_LOST:
+            return error(Category.UNREACHABLE, f"cannot reach {address}: {text}")
+        category, meaning = _SERVER_ERRORS.get(code, (Category.SERVER, "the server refused"))
+        return error(
+            category, f"connecting as {login.username!r}: {meaning} (MySQL error {code}: {text})"
+        )
+    return error(Category.SERVER, f"connecting: unexpected {type(exc).__name__}")
+
+
+def _code_and_text(exc: pymysql.err.Error) -> tuple[int, str]:
+    """The server's error code and scrubbed message; code 0 for driver-side errors."""
+    args = exc.args
+    if len(args) >= 2 and isinstance(args[0], int):
+        return args[0], redactor.scrub(str(args[1]))
+    return 0, redactor.scrub(" ".join(str(a) for a in args))
+
+
+# -- reading what the server prints ----------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    """A column value as text: MySQL returns some of mysql.user's columns as BLOBs."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    return "" if value is None else str(value)
+
+
+def _show(user: str, host: str) -> str:
+    """An account for a human reader (not for SQL)."""
+    return f"'{user}'@'{host}'"
+
+
+def _outside_quotes(text: str) -> Iterator[tuple[int, str, int]]:
+    """Index, character and parenthesis depth of each character of ``text`` outside quotes."""
+    quote = ""
+    depth = 0
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if (char == "\\" and quote != "`") or (char == quote and text[i + 1 : i + 2] == quote):
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "`'\"":
+            quote = char
+        else:
+            depth += (char == "(") - (char == ")")
+            yield i, char, depth
+        i += 1
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """``text`` split at each ``separator`` that is outside quotes and parentheses."""
+    parts: list[str] = []
+    start = 0
+    for i, _char, depth in _outside_quotes(text):
+        if depth == 0 and i >= start and text.startswith(separator, i):
+            parts.append(text[start:i])
+            start = i + len(separator)
+    parts.append(text[start:])
+    return parts
+
+
+def _unquote(identifier: str) -> str:
+    identifier = identifier.strip()
+    if len(identifier) >= 2 and identifier[0] == identifier[-1] == "`":
+        return identifier[1:-1].replace("``", "`")
+    return identifier
+
+
+def _account_forms(user: str, host: str) -> list[str]:
+    """The ways a server may print ``'user'@'host'`` in SHOW GRANTS and SHOW CREATE USER."""
+
+    def quoted(text: str, quote: str) -> str:
+        return quote + text.replace(quote, quote * 2) + quote
+
+    def backslashed(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    forms = [
+        quoted(user, "`") + "@" + quoted(host, "`"),  # MariaDB, MySQL 8
+        f"'{user}'@'{host}'",  # MySQL 5.7 pastes the names in quotes
+        quoted(user, "'") + "@" + quoted(host, "'"),
+        backslashed(user) + "@" + backslashed(host),
+        quoted(user, '"') + "@" + quoted(host, '"'),  # sql_mode ANSI_QUOTES
+    ]
+    return list(dict.fromkeys(forms))
+
+
+def _split_at_account(line: str, keyword: str, forms: Sequence[str]) -> tuple[str, str] | None:
+    """``line`` cut around the first `` KEYWORD account`` that ends a word: (before, after)."""
+    best: tuple[int, int] | None = None
+    for form in forms:
+        needle = f" {keyword} {form}"
+        start = 0
+        while (i := line.find(needle, start)) >= 0:
+            end = i + len(needle)
+            if end == len(line) or line[end] == " ":
+                if best is None or i < best[0]:
+                    best = (i, end)
+                break
+            start = i + 1
+    if best is None:
+        return None
+    return line[: best[0]], line[best[1] :]
+
+
+def _unquoted_words(text: str) -> str:
+    """``text`` with its quoted strings removed, for looking at keywords only."""
+    return "".join(char for _i, char, _depth in _outside_quotes(text))
+
+
+def _parse_grants(lines: Iterable[str], user: str, host: str) -> _Privileges:
+    """Read SHOW GRANTS output for ``'user'@'host'``.
+
+    Whatever follows the account on a line (``IDENTIFIED BY PASSWORD '*…'``, ``REQUIRE``,
+    resource limits) is dropped except the grant or admin option: a clone never gets its
+    original's password hash, and its TLS options and limits are copied from mysql.user.
+    """
+    forms = _account_forms(user, host)
+    privileges = _Privileges()
+    default_roles: set[str] = set()
+    for line in lines:
+        for verb, keyword in (("GRANT", "TO"), ("REVOKE", "FROM"), ("SET DEFAULT ROLE", "FOR")):
+            if line.startswith(verb + " "):
+                split = _split_at_account(line, keyword, forms)
+                break
+        else:
+            split = None
+        if split is None:
+            raise _UnreadableGrant(line.split(" ", 1)[0])
+        head, tail = split
+        body = head[len(verb) + 1 :]
+        if verb == "SET DEFAULT ROLE":
+            default_roles.add(body)
+            continue
+        option = re.search(r"\b(GRANT|ADMIN) OPTION\b", _unquoted_words(tail)) is not None
+        on = _split_top(body, " ON ")
+        if len(on) == 1:
+            for role in _split_top(body, ","):
+                privileges.roles[role.strip()] = option
+            continue
+        target = " ON ".join(on[1:]).strip()
+        items = _privilege_items(on[0])
+        if option:
+            items.add("GRANT OPTION")
+        if items:
+            into = privileges.on if verb == "GRANT" else privileges.revoked
+            into.setdefault(target, set()).update(items)
+    privileges.default_roles = frozenset(default_roles)
+    return privileges
+
+
+def _privilege_items(text: str) -> set[str]:
+    """``SELECT, UPDATE (`a`, `b`)`` as {``SELECT``, ``UPDATE (`a`)``, ``UPDATE (`b`)``}."""
+    items: set[str] = set()
+    for item in _split_top(text, ","):
+        item = item.strip()
+        name, paren, columns = item.partition("(")
+        name = name.strip()
+        if paren:
+            for column in _split_top(columns.rstrip().removesuffix(")"), ","):
+                items.add(f"{name} ({column.strip()})")
+        elif item and item != "USAGE":
+            items.add(item)
+    return items
+
+
+def _grant_statements(items: set[str], target: str, account: str) -> list[str]:
+    if not items:
+        return []
+    option = "GRANT OPTION" in items
+    privileges = sorted(items - {"GRANT OPTION"}) or ["USAGE"]
+    return [
+        f"GRANT {', '.join(privileges)} ON {target} TO {account}"
+        + (" WITH GRANT OPTION" if option else "")
+    ]
+
+
+def _plugin_of(create_user: str, user: str, host: str) -> str:
+    """The (first) authentication plugin named in a SHOW CREATE USER statement."""
+    split = _split_at_account(create_user, "USER", _account_forms(user, host))
+    tail = split[1] if split else create_user
+    match = re.match(r"\s*IDENTIFIED (?:VIA|WITH) [`'\"]?([A-Za-z0-9_]+)", tail)
+    return match.group(1) if match else ""
