@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from rotd.engines import ENGINE_FAMILIES, Tls, TlsMode
@@ -92,6 +93,31 @@ class PasswordModel(_Model):
     require_each_included_type: bool | None = None
 
 
+class HookModel(_Model):
+    """One action after a successful rotation: a command (exec) or an HTTP POST (webhook)."""
+
+    exec: list[str] | None = Field(default=None, min_length=1)
+    webhook: str | None = None
+    timeout: DurationText = "30s"
+    retries: int = Field(default=3, ge=0, le=10)
+    include_secret: bool = False
+    hmac_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HookModel:
+        if (self.exec is None) == (self.webhook is None):
+            raise ValueError("a hook has exactly one of exec: [argv...] or webhook: URL")
+        if self.webhook is not None and not re.match(r"^https?://[^/\s]+", self.webhook):
+            raise ValueError("webhook must be an http:// or https:// URL")
+        if self.exec is not None and self.hmac_key_file is not None:
+            raise ValueError("hmac_key_file applies to webhook hooks only")
+        if self.webhook is not None and self.include_secret:
+            raise ValueError(
+                "include_secret applies to exec hooks only (the secret goes to standard input)"
+            )
+        return self
+
+
 class SettingsModel(_Model):
     """The settings that may stand in ``defaults``, on a database or on a secret."""
 
@@ -104,6 +130,7 @@ class SettingsModel(_Model):
     ca_file: str | None = None
     master_secret: str | None = Field(default=None, min_length=1)
     test_query: str | None = Field(default=None, min_length=1)
+    on_rotated: list[HookModel] | None = None
 
 
 class SecretModel(SettingsModel):
@@ -170,6 +197,22 @@ class InventoryModel(_Model):
 
 
 @dataclass(frozen=True)
+class Hook:
+    """A resolved ``on_rotated`` hook: ``argv`` for exec hooks, ``url`` for webhooks."""
+
+    argv: tuple[str, ...] | None
+    url: str | None
+    timeout: timedelta
+    retries: int
+    include_secret: bool
+    hmac_key_file: str | None
+
+    @property
+    def label(self) -> str:
+        return self.url if self.url is not None else " ".join(self.argv or ())
+
+
+@dataclass(frozen=True)
 class SecretSpec:
     """Everything known about one secret before AWS is asked: its settings, fully layered."""
 
@@ -188,6 +231,7 @@ class SecretSpec:
     port: int | None
     dbname: str | None
     engine: str | None
+    hooks: tuple[Hook, ...] = ()
     line: int = field(default=0, compare=False)
 
     @property
@@ -407,7 +451,7 @@ def _layer(*levels: SettingsModel) -> dict[str, Any]:
     for level in levels:
         for name in level.model_fields_set:
             value = getattr(level, name)
-            if value is None and name != "master_secret" and name != "test_query":
+            if value is None and name not in ("master_secret", "test_query", "on_rotated"):
                 continue
             if name == "password":
                 password.update(value.model_dump(exclude_none=True))
@@ -523,7 +567,19 @@ def _spec(
         port=database.port,
         dbname=database.dbname,
         engine=database.engine,
+        hooks=tuple(_hook(h) for h in settings.get("on_rotated") or ()),
         line=located.locate((*where, "id"))[0],
+    )
+
+
+def _hook(model: HookModel) -> Hook:
+    return Hook(
+        argv=tuple(model.exec) if model.exec is not None else None,
+        url=model.webhook,
+        timeout=parse_duration(model.timeout),
+        retries=model.retries,
+        include_secret=model.include_secret,
+        hmac_key_file=model.hmac_key_file,
     )
 
 
