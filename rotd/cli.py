@@ -187,7 +187,7 @@ async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "outcome": ("resumed" if outcome.resumed else "succeeded") if outcome.ok else "failed",
+        "outcome": outcome.label,
         "secret_id": outcome.secret_id,
         "arn": outcome.arn,
         "database": outcome.database,

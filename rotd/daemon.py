@@ -90,7 +90,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._runner: Runner | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
-        self.counts = {"succeeded": 0, "failed": 0, "resumed": 0}
+        self.counts = {"succeeded": 0, "failed": 0, "resumed": 0, "skipped": 0}
 
     # --- signals: handlers only set events -----------------------------------------------------
 
@@ -339,6 +339,8 @@ class Daemon:
             return  # removed by a reload meanwhile
         secret.last_rotated = state.created
         secret.status.created = state.created.timestamp()
+        if self._runner is not None:
+            self._runner.expected_current[spec.id] = state.version_id
         if state.conflict is not None:
             self._after_failure(secret, Category.CONFLICT, state.conflict, now, planning=True)
             return
@@ -396,10 +398,11 @@ class Daemon:
             return
         now = utcnow()
         if outcome.error is None:
+            if not outcome.skipped:
+                secret.status.last_success = now.timestamp()
             secret.failures = 0
             secret.status.consecutive_failures = 0
             secret.status.problem = None
-            secret.status.last_success = now.timestamp()
             await self._plan(secret)
         else:
             self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
@@ -448,16 +451,16 @@ class Daemon:
 
     def _observe(self, outcome: Outcome) -> None:
         self.metrics.in_flight.dec()
-        if outcome.error is None:
-            label = "resumed" if outcome.resumed else "succeeded"
-            self.metrics.rotation_finished(outcome.database, label, outcome.duration_s, None, False)
-        else:
-            label = "failed"
-            category = outcome.error.category
-            self.metrics.rotation_finished(
-                outcome.database, label, outcome.duration_s, str(category), category.transient
-            )
-        self.counts[label] += 1
+        label = outcome.label
+        category = outcome.error.category if outcome.error is not None else None
+        self.metrics.rotation_finished(
+            outcome.database,
+            label,
+            outcome.duration_s,
+            str(category) if category else None,
+            bool(category and category.transient),
+        )
+        self.counts[label] = self.counts.get(label, 0) + 1
 
 
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:

@@ -24,7 +24,8 @@ class Category(StrEnum):
     NOT_FOUND = "not_found"  # a secret, version or user does not exist
     BAD_SECRET = "bad_secret"  # the secret's JSON is unusable
     NAME_TOO_LONG = "name_too_long"  # the clone's name does not fit the server's limit
-    CONFLICT = "conflict"  # another rotator owns this secret (native rotation, a lock)
+    CONFLICT = "conflict"  # another rotator owns this secret (native rotation enabled)
+    LOCKED = "locked"  # another rotd process is rotating it right now
     UNSUPPORTED = "unsupported"  # an engine or feature rotd does not handle
     TEST_FAILED = "test_failed"  # the new login works but the test query failed
 
@@ -35,7 +36,7 @@ class Category(StrEnum):
 
 
 _TRANSIENT = frozenset(
-    {Category.UNREACHABLE, Category.TIMEOUT, Category.THROTTLED, Category.SERVER}
+    {Category.UNREACHABLE, Category.TIMEOUT, Category.THROTTLED, Category.SERVER, Category.LOCKED}
 )
 
 

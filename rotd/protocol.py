@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session, Tls,
 from rotd.errors import Category, DatabaseError, SecretError, StoreError
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
-from rotd.secretstore import CURRENT, PREVIOUS, SecretStore
+from rotd.secretstore import CURRENT, PREVIOUS, SecretDescription, SecretStore
 
 log = get_logger("rotd.rotation")
 
@@ -55,6 +55,9 @@ class Dependencies:
     masters: MasterSecrets
     gate: HostGate
     db_timeout_s: float = 15.0
+    # The AWSCURRENT version each secret had when it was found due (daemon): a secret whose
+    # current version has changed since was rotated elsewhere and is skipped.
+    expected_current: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,20 @@ class Outcome:
     version_id: str | None = None
     resumed: bool = False
     error: SecretError | None = None
+    skipped: bool = False  # rotated elsewhere since it was found due: nothing done
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def label(self) -> str:
+        """succeeded, resumed, skipped or failed."""
+        if self.error is not None:
+            return "failed"
+        if self.skipped:
+            return "skipped"
+        return "resumed" if self.resumed else "succeeded"
 
 
 def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
@@ -103,6 +116,7 @@ class Inspection:
     """A secret's rotation state as Secrets Manager holds it, read without changing anything."""
 
     arn: str
+    version_id: str  # of AWSCURRENT
     created: datetime  # CreatedDate of the AWSCURRENT version: the credential's age
     username: str | None  # None when the current value is not usable JSON
     engine: str | None
@@ -126,6 +140,7 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         conflict = f"Secrets Manager's own rotation is enabled with {description.rotation_lambda}"
     return Inspection(
         arn=description.arn,
+        version_id=current_version,
         created=value.created,
         username=credentials.username if credentials else None,
         engine=credentials.engine if credentials else None,
@@ -155,6 +170,7 @@ class _Rotation:
         self.pending: Credentials | None = None
         self.token: str | None = None
         self.resumed = False
+        self.skipped = False
 
     async def run(self) -> Outcome:
         try:
@@ -176,6 +192,7 @@ class _Rotation:
             version_id=self.token,
             resumed=self.resumed,
             error=error,
+            skipped=self.skipped,
         )
 
     @asynccontextmanager
@@ -205,83 +222,152 @@ class _Rotation:
         async with self._step(Step.GUARD):
             description = await self.store.describe(spec.id)
             self.arn = description.arn
-            if description.rotation_enabled and description.rotation_lambda:
-                raise SecretError(
-                    spec.id,
-                    Step.GUARD,
-                    Category.CONFLICT,
-                    "Secrets Manager's own rotation is enabled on this secret with "
-                    f"{description.rotation_lambda}; two rotators would fight. Turn it off "
-                    f"(aws secretsmanager cancel-rotate-secret --secret-id {spec.id}) or "
-                    "remove the secret from the inventory",
-                )
-            current_version = description.version_with(CURRENT)
+            current_version = self._guard(description)
             if current_version is None:
-                raise SecretError(
-                    spec.id, Step.GUARD, Category.BAD_SECRET, "the secret has no AWSCURRENT version"
-                )
-            unfinished = description.unfinished_pending()
-            self.resumed = unfinished is not None
-            self.token = unfinished or str(uuid.uuid4())
-            self.log = self.log.bind(version_id=self.token)
-            if self.resumed:
-                self.log.info("rotation.resuming", step=str(Step.GUARD))
+                return
 
         async with AsyncExitStack() as stack:
-            master_session: Session | None = None
             async with self._step(Step.CREATE):
                 current_value = await self.store.get_value(spec.id, version_id=current_version)
                 current = self.current = Credentials.parse(current_value.string)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
                 await stack.enter_async_context(self.deps.gate.slot(endpoint))
+                session, how = await self._lock_session(stack, endpoint, current)
+                if not await session.try_lock(self.arn):
+                    raise SecretError(
+                        spec.id,
+                        Step.CREATE,
+                        Category.LOCKED,
+                        "another rotd process is rotating this secret now; it will be left to it",
+                    )
+                # Now that the lock is held, look again: another process may have finished or
+                # begun a rotation between our first look and the lock.
+                if await self._changed_under_lock(current_version):
+                    return
                 if self.resumed:
                     value = await self.store.get_value(spec.id, version_id=self.token)
                     self.pending = Credentials.parse(value.string)
                     self._check_resumed_pending(current, self.pending)
                 else:
                     username = strategies.pending_username(spec.strategy, current.username)
-                    new_password = passwords.generate(spec.password)
-                    pending = current.with_login(username, new_password)
+                    pending = current.with_login(username, passwords.generate(spec.password))
                     if spec.strategy is Strategy.ALTERNATING_USERS:
-                        master_session = await self._open_master(stack, endpoint, current)
-                        await master_session.check_username(username)
+                        await session.check_username(username)
+                    assert self.token is not None
                     await self.store.put_pending(spec.id, self.token, pending.dumps())
                     self.pending = pending
             pending = self.pending
             assert pending is not None
 
             async with self._step(Step.SET):
-                if self.resumed and await self._logs_in(endpoint, pending):
-                    self.log.info(
-                        "rotation.step_skipped", step=str(Step.SET), reason="pending login works"
-                    )
-                elif spec.strategy is Strategy.SINGLE_USER:
-                    master = await self._master_or_none(current)
+                if spec.strategy is Strategy.SINGLE_USER:
                     await strategies.set_single_user(
-                        self._connect,
-                        endpoint,
-                        current,
-                        pending,
-                        lambda: self._read_previous(current),
-                        master,
+                        session, how, current.username, pending.password
                     )
+                elif self.resumed and await self._logs_in(endpoint, pending):
+                    self.log.info("rotation.step_skipped", step=str(Step.SET))
                 else:
-                    if master_session is None:
-                        master_session = await self._open_master(stack, endpoint, current)
                     await strategies.set_alternating(
-                        self._connect, endpoint, current, pending, master_session
+                        self._connect, endpoint, current, pending, session
                     )
 
             async with (
                 self._step(Step.TEST),
-                self._connect(strategies.login(endpoint, pending)) as session,
+                self._connect(strategies.login(endpoint, pending)) as test_session,
             ):
-                await session.run_test(spec.test_query)
+                await test_session.run_test(spec.test_query)
 
-        async with self._step(Step.FINISH):
-            if current_version != self.token:
-                await self.store.move_current(spec.id, self.token, current_version)
+            async with self._step(Step.FINISH):
+                assert self.token is not None
+                if current_version != self.token:
+                    await self.store.move_current(spec.id, self.token, current_version)
+
+    def _guard(self, description: SecretDescription) -> str | None:
+        """Check that rotd may rotate the secret; pick the token. None: nothing to do."""
+        spec = self.spec
+        if description.rotation_enabled and description.rotation_lambda:
+            raise SecretError(
+                spec.id,
+                Step.GUARD,
+                Category.CONFLICT,
+                "Secrets Manager's own rotation is enabled on this secret with "
+                f"{description.rotation_lambda}; two rotators would fight. Turn it off "
+                f"(aws secretsmanager cancel-rotate-secret --secret-id {spec.id}) or "
+                "remove the secret from the inventory",
+            )
+        current_version = description.version_with(CURRENT)
+        if current_version is None:
+            raise SecretError(
+                spec.id, Step.GUARD, Category.BAD_SECRET, "the secret has no AWSCURRENT version"
+            )
+        unfinished = description.unfinished_pending()
+        expected = self.deps.expected_current.get(spec.id)
+        if unfinished is None and expected is not None and expected != current_version:
+            # Rotated elsewhere since it was found due (another rotd, the console, AWS).
+            self.skipped = True
+            return None
+        self.resumed = unfinished is not None
+        self.token = unfinished or self.token or str(uuid.uuid4())
+        self.log = self.log.bind(version_id=self.token)
+        if self.resumed:
+            self.log.info("rotation.resuming", step=str(Step.GUARD))
+        return current_version
+
+    async def _changed_under_lock(self, current_version: str) -> bool:
+        """Describe again under the lock; True when another rotation made this one moot."""
+        fresh = await self.store.describe(self.spec.id)
+        previous_token = self.token
+        if self._guard(fresh) is None:
+            return True
+        if fresh.version_with(CURRENT) != current_version:
+            raise SecretError(
+                self.spec.id,
+                Step.CREATE,
+                Category.LOCKED,
+                "AWSCURRENT moved while rotd was taking the lock: another rotator finished a "
+                "rotation just now; run again to rotate once more",
+            )
+        if self.token != previous_token:
+            self.log.info("rotation.resuming", step=str(Step.CREATE), reason="found under lock")
+        return False
+
+    async def _lock_session(
+        self, stack: AsyncExitStack, endpoint: Endpoint, current: Credentials
+    ) -> tuple[Session, str]:
+        """The session that holds the lock and sets the password: the master's for
+        alternating users; for single user, the first login the database accepts."""
+        if self.spec.strategy is Strategy.ALTERNATING_USERS:
+            return await self._open_master(stack, endpoint, current), strategies.MASTER
+
+        async def opened(login: Login) -> Session:
+            return await stack.enter_async_context(self._connect(login))
+
+        async def as_current() -> Credentials | None:
+            return current
+
+        async def as_pending() -> Credentials | None:
+            if not self.resumed:
+                return None
+            assert self.token is not None
+            value = await self.store.get_value(self.spec.id, version_id=self.token)
+            return Credentials.parse(value.string)
+
+        async def as_master() -> Credentials | None:
+            return await self._master_or_none(current)
+
+        how, session = await strategies.first_login(
+            opened,
+            endpoint,
+            current.username,
+            [
+                ("current", as_current),
+                ("previous", lambda: self._read_previous(current)),
+                (strategies.PENDING, as_pending),
+                (strategies.MASTER, as_master),
+            ],
+        )
+        return session, how
 
     def _check_resumed_pending(self, current: Credentials, pending: Credentials) -> None:
         if (
@@ -348,6 +434,7 @@ class _Rotation:
                 return None
             raise
         try:
-            return Credentials.parse(value.string)
+            previous = Credentials.parse(value.string)
         except BadSecret:
             return None
+        return previous if previous.username == current.username else None

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import Endpoint, Engine
 from rotd.errors import Category, SecretError
+from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
 from rotd.observability import get_logger
 from rotd.protocol import Dependencies, Outcome, Step, rotate
@@ -34,23 +35,65 @@ class HostLimits:
         self.peak: dict[str, int] = {}
 
     @asynccontextmanager
-    async def slot(self, endpoint: Endpoint) -> AsyncIterator[None]:
+    async def slot(self, endpoint: Endpoint, lease: Lease | None = None) -> AsyncIterator[None]:
+        """Hold one of the host's slots. While waiting for one, give up ``lease`` (the global
+        slot), so that rotations queued on a slow or dead host never starve the others."""
         key = endpoint.address
         semaphore = self._slots.get(key)
         if semaphore is None:
             semaphore = self._slots[key] = asyncio.Semaphore(self.per_host)
-        async with semaphore:
+        if lease is not None and semaphore.locked():
+            lease.release()
+            await semaphore.acquire()
+            try:
+                await lease.acquire()
+            except BaseException:
+                semaphore.release()
+                raise
+        else:
+            await semaphore.acquire()
+        try:
             self.in_flight[key] = self.in_flight.get(key, 0) + 1
             self.peak[key] = max(self.peak.get(key, 0), self.in_flight[key])
             try:
                 yield
             finally:
                 self.in_flight[key] -= 1
+        finally:
+            semaphore.release()
 
     def resize(self, per_host: int) -> None:
         """Apply a new per-host limit to hosts seen from now on and to idle ones."""
         self.per_host = per_host
         self._slots = {k: s for k, s in self._slots.items() if self.in_flight.get(k)}
+
+
+class Lease:
+    """One rotation's hold on a global slot, which it may give up and take back."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
+class _Gate:
+    """The host gate one rotation sees: the runner's host limits, with its own lease."""
+
+    def __init__(self, hosts: HostLimits, lease: Lease) -> None:
+        self._hosts = hosts
+        self._lease = lease
+
+    def slot(self, endpoint: Endpoint) -> AbstractAsyncContextManager[None]:
+        return self._hosts.slot(endpoint, self._lease)
 
 
 class MasterCache:
@@ -93,23 +136,27 @@ class Runner:
         self.engines = engines
         self.hosts = HostLimits(max_concurrent_per_host)
         self.masters = MasterCache(store)
+        self.hooks = HookRunner(store)
         self._global = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
         self._busy: set[str] = set()
         self.in_flight = 0
         self.peak_in_flight = 0
         self.db_timeout_s = db_timeout_s
+        # Set by the daemon: the AWSCURRENT version of each secret when it was found due.
+        self.expected_current: dict[str, str] = {}
         # Observers for metrics: called as a rotation takes its slot and when it has finished.
         self.on_start: Callable[[SecretSpec], None] | None = None
         self.on_finish: Callable[[Outcome], None] | None = None
 
-    def deps(self) -> Dependencies:
+    def deps(self, lease: Lease) -> Dependencies:
         return Dependencies(
             store=self.store,
             engines=self.engines,
             masters=self.masters,
-            gate=self.hosts,
+            gate=_Gate(self.hosts, lease),
             db_timeout_s=self.db_timeout_s,
+            expected_current=self.expected_current,
         )
 
     def resize(self, max_concurrent: int, max_concurrent_per_host: int) -> None:
@@ -130,21 +177,25 @@ class Runner:
             )
             return Outcome(spec.id, spec.database, spec.strategy, 0.0, error=error)
         self._busy.add(spec.id)
+        lease = Lease(self._global)
         try:
-            async with self._global:
-                self.in_flight += 1
-                if self.on_start is not None:
-                    self.on_start(spec)
-                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-                try:
-                    outcome = await rotate(spec, self.deps(), attempt=attempt)
-                finally:
-                    self.in_flight -= 1
+            await lease.acquire()
+            self.in_flight += 1
+            if self.on_start is not None:
+                self.on_start(spec)
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                outcome = await rotate(spec, self.deps(lease), attempt=attempt)
+            finally:
+                self.in_flight -= 1
         finally:
+            lease.release()
             self._busy.discard(spec.id)
         report(outcome, attempt=attempt)
         if self.on_finish is not None:
             self.on_finish(outcome)
+        if outcome.ok and spec.hooks:
+            await self.hooks.run(spec, outcome)  # never raises; a failing hook undoes nothing
         return outcome
 
     async def rotate_all(self, specs: Iterable[SecretSpec]) -> list[Outcome]:
@@ -166,7 +217,9 @@ def report(outcome: Outcome, *, attempt: int) -> None:
         "old_username": outcome.old_username,
         "new_username": outcome.new_username,
     }
-    if outcome.error is None:
+    if outcome.skipped:
+        log.info("rotation.skipped", **fields, reason="rotated elsewhere since it was found due")
+    elif outcome.error is None:
         event = "rotation.resumed" if outcome.resumed else "rotation.succeeded"
         log.info(event, **fields)
     else:

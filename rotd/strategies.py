@@ -1,15 +1,16 @@
 """Which login sets which password: the single user and alternating users strategies.
 
-Single user: the login changes its own password, falling back to its previous password and
-then to the master login when the current one is refused. Alternating users: the master keeps
-``<user>`` and ``<user>_clone`` in turn; the login that applications hold now is never touched,
-so it keeps working through the whole rotation. The clone mirrors the original at every
-rotation. Clone naming follows AWS's rotation functions, so a secret can move between them.
+Single user: the login changes its own password, logging in with its current password, then
+its previous one; when the database already holds the pending password, there is nothing left
+to set; the master login is the last resort. Alternating users: the master keeps ``<user>`` and
+``<user>_clone`` in turn; the login applications hold now is never touched, so it keeps working
+through the whole rotation. The clone mirrors the original at every rotation. Clone naming
+follows AWS's rotation functions, so a secret can move between them and rotd.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rotd.credentials import Credentials
@@ -20,7 +21,13 @@ from rotd.inventory import Strategy
 CLONE_SUFFIX = "_clone"
 
 Connect = Callable[[Login], AbstractAsyncContextManager[Session]]
-ReadCredentials = Callable[[], Awaitable[Credentials | None]]
+Open = Callable[[Login], Awaitable[Session]]
+Candidate = tuple[str, Callable[[], Awaitable[Credentials | None]]]
+
+# How single_user got its session, and so what setSecret still has to do.
+OWN = ("current", "previous")
+PENDING = "pending"
+MASTER = "master"
 
 
 def pending_username(strategy: Strategy, current: str) -> str:
@@ -36,41 +43,42 @@ def login(endpoint: Endpoint, credentials: Credentials) -> Login:
     return Login(endpoint, credentials.username, credentials.password)
 
 
-async def set_single_user(
-    connect: Connect,
-    endpoint: Endpoint,
-    current: Credentials,
-    pending: Credentials,
-    read_previous: ReadCredentials,
-    master: Credentials | None,
-) -> str:
-    """Give the user its pending password, as itself if possible; return which login did it."""
-    refused: DatabaseError | None = None
-    for label, source in (("current", current), ("previous", None)):
-        if source is None:
-            source = await read_previous()
-            if source is None or source.username != current.username:
-                continue
+async def first_login(
+    open_session: Open, endpoint: Endpoint, username: str, candidates: Sequence[Candidate]
+) -> tuple[str, Session]:
+    """A session as the first candidate login the server accepts, and that candidate's label.
+
+    Candidates that yield no credentials are passed over; any failure but a refused login
+    stops the search, since it would fail the same way for the others.
+    """
+    refused: list[str] = []
+    for label, read in candidates:
+        credentials = await read()
+        if credentials is None:
+            continue
         try:
-            async with connect(login(endpoint, source)) as session:
-                await session.set_own_password(pending.password)
-                return label
+            return label, await open_session(login(endpoint, credentials))
         except DatabaseError as exc:
             if exc.category is not Category.AUTH:
                 raise
-            refused = exc
-    if master is not None:
-        async with connect(Login(endpoint, master.username, master.password)) as session:
-            await session.set_password(current.username, pending.password)
-            return "master"
-    assert refused is not None
+            refused.append(f"{label} ({credentials.username!r})")
+    tried = ", ".join(refused) or "none"
     raise DatabaseError(
         endpoint.host,
         endpoint.port,
         Category.AUTH,
-        f"login refused for user {current.username!r} with both its current and previous "
-        "passwords, and no master secret applies (set master_secret to let the master reset it)",
+        f"login refused for user {username!r} with every password rotd knows (tried: {tried}); "
+        "fix the secret or set master_secret so that the master can reset it",
     )
+
+
+async def set_single_user(session: Session, how: str, username: str, new_password: str) -> None:
+    """Give the user its pending password through the session ``first_login`` opened."""
+    if how in OWN:
+        await session.set_own_password(new_password)
+    elif how == MASTER:
+        await session.set_password(username, new_password)
+    # PENDING: the database already holds the pending password.
 
 
 async def set_alternating(

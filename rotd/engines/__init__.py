@@ -7,6 +7,7 @@ its driver; it translates every driver error into :class:`rotd.errors.DatabaseEr
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -68,6 +69,19 @@ class Login:
     password: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Permission:
+    """Whether a login may do something a rotation needs, found out without doing it.
+
+    ``reason`` says why in the server's own terms; ``fix``, when refused, is what an
+    administrator runs or changes to allow it.
+    """
+
+    granted: bool
+    reason: str
+    fix: str | None = None
+
+
 class Session(Protocol):
     """An open connection to a database as one login.
 
@@ -101,12 +115,40 @@ class Session(Protocol):
     async def run_test(self, query: str | None) -> None:
         """Run ``SELECT 1`` and then ``query`` when given; raise TEST_FAILED if either fails."""
 
+    async def try_lock(self, key: str) -> bool:
+        """Take the rotation lock named ``key`` without waiting; False if another session has it.
+
+        The lock lives in the database being rotated and belongs to this session: it is
+        released when the session closes or its process dies, so a crash never leaves it held.
+        """
+
+    # Read-only checks for ``rotd doctor``: they change nothing on the server.
+
+    async def tls_in_use(self) -> bool:
+        """Whether this session's connection is encrypted."""
+
+    async def may_set_own_password(self) -> Permission:
+        """Whether the logged-in user may change its own password (single user strategy)."""
+
+    async def may_set_password(self, username: str) -> Permission:
+        """Whether this login may change ``username``'s password, as an administrator."""
+
+    async def may_mirror_user(self, original: str, clone: str) -> Permission:
+        """Whether this login may create or update ``clone`` and give it all ``original`` has."""
+
 
 class Engine(Protocol):
     family: Family
 
     def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
         """Open a session as ``login``; raise DatabaseError (AUTH when the login is refused)."""
+
+
+def lock_key(secret_arn: str) -> tuple[int, str]:
+    """The rotation lock of a secret: a signed 64-bit id (PostgreSQL advisory locks) and a
+    name under 64 characters (MySQL ``GET_LOCK``), the same in every rotd process."""
+    digest = hashlib.blake2b(secret_arn.encode("utf-8"), digest_size=20).digest()
+    return int.from_bytes(digest[:8], "big", signed=True), "rotd:" + digest.hex()
 
 
 def all_engines() -> dict[str, Engine]:

@@ -329,3 +329,41 @@ async def test_an_unknown_secret_is_reported_as_not_found(rotd: Rotd, moto: Moto
     assert outcome.error is not None
     assert outcome.error.category is Category.NOT_FOUND
     assert "cannot find" in outcome.error.reason
+
+
+@pytest.mark.parametrize("strategy", ["single_user", "alternating_users"])
+async def test_a_secret_locked_by_another_rotd_is_left_alone(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer, strategy: str
+) -> None:
+    user, name = await make_login(db, secrets)
+    master = await make_master(db, secrets) if strategy == "alternating_users" else None
+    inv = one_secret(moto, name, strategy, master)
+    arn = (await secrets.describe(name))["ARN"]
+    before = await secrets.stages(name)
+
+    async with db.hold_lock(arn):
+        locked = await rotd.rotate_one(inv)
+
+    assert locked.error is not None
+    assert locked.error.category is Category.LOCKED
+    assert locked.error.category.transient
+    assert await secrets.stages(name) == before, "nothing may change without the lock"
+    assert await db.logs_in(user, "Initial-pass-1")
+    assert_ok(await rotd.rotate_one(inv))
+
+
+async def test_a_secret_rotated_elsewhere_since_it_was_found_due_is_skipped(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    """Two daemons found it due; the first rotated it; the second must not rotate it again."""
+    _, name = await make_login(db, secrets)
+    inv = one_secret(moto, name, "single_user")
+    seen_due = await secrets.version(name)
+    first = await rotd.rotate_one(inv)
+    assert_ok(first)
+
+    second = await rotd.rotate_one(inv, expected_current={name: seen_due})
+
+    assert second.skipped
+    assert second.error is None
+    assert await secrets.version(name) == first.version_id
