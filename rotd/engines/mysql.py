@@ -26,7 +26,7 @@ import aiomysql
 import pymysql
 from pymysql.constants import CLIENT
 
-from rotd.engines import Family, Login, Session, Tls, TlsMode
+from rotd.engines import Family, Login, Session, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import get_logger, redactor
 from rotd.passwords import mysql_native_hash
@@ -358,6 +358,14 @@ class MysqlSession:
             await self._rollback_quietly()
             raise
         await self._run("ROLLBACK", doing="rolling back the test transaction")
+
+    async def try_lock(self, key: str) -> bool:
+        """A named lock (``GET_LOCK``), held by this connection until it closes or dies."""
+        _, name = lock_key(key)
+        rows = await self._run(
+            f"SELECT GET_LOCK({self._conn.escape(name)}, 0)", doing="taking the rotation lock"
+        )
+        return bool(rows and rows[0][0] == 1)
 
     # -- statements ----------------------------------------------------------------------
 

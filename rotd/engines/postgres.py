@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from rotd.engines import Endpoint, Family, Login, Tls, TlsMode
+from rotd.engines import Endpoint, Family, Login, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import redactor
 from rotd.passwords import postgres_md5_verifier, scram_sha256_verifier
@@ -244,6 +244,15 @@ class PostgresSession:
                     await self._conn.execute(query)
 
         await self._run("run the test query", work, rejected=Category.TEST_FAILED)
+
+    async def try_lock(self, key: str) -> bool:
+        """A session-level advisory lock: held until this session ends, whatever happens."""
+        lock_id, _ = lock_key(key)
+
+        async def work() -> bool:
+            return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_id))
+
+        return await self._run("take the rotation lock", work)
 
     # Building statements.
 
