@@ -206,6 +206,13 @@ class Metrics:
         self.reloads = Counter(
             "rotd_reloads", "Inventory reloads by result.", ["result"], registry=self.registry
         )
+        self.hook_runs = Counter(
+            "rotd_hook_runs",
+            "on_rotated hooks run, by database, kind (exec, webhook) and result "
+            "(succeeded, failed), retries included in one run.",
+            ["database", "kind", "result"],
+            registry=self.registry,
+        )
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
 
@@ -216,6 +223,9 @@ class Metrics:
         self.duration.labels(database).observe(duration_s)
         if category is not None:
             self.failures.labels(database, category, str(transient).lower()).inc()
+
+    def hook_finished(self, database: str, kind: str, result: str) -> None:
+        self.hook_runs.labels(database, kind, result).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
