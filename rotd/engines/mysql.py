@@ -26,7 +26,7 @@ import aiomysql
 import pymysql
 from pymysql.constants import CLIENT
 
-from rotd.engines import Family, Login, Session, Tls, TlsMode, lock_key
+from rotd.engines import Family, Login, Permission, Session, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import get_logger, redactor
 from rotd.passwords import mysql_native_hash
@@ -36,6 +36,14 @@ log = get_logger(__name__)
 # Plugins whose stored password is the mysql_native_password hash; MariaDB leaves the plugin
 # empty for accounts made the old way.
 NATIVE_PLUGINS = frozenset({"", "mysql_native_password"})
+# Plugins that authenticate with a password rotd can give (socket, PAM, GSSAPI, LDAP and IAM
+# logins cannot be rotated).
+PASSWORD_PLUGINS = NATIVE_PLUGINS | {
+    "caching_sha2_password",
+    "sha256_password",
+    "ed25519",
+    "parsec",
+}
 
 # What each server error means to an operator. 1045 and the connection codes are handled
 # apart because their reason names the login or the address.
@@ -366,6 +374,180 @@ class MysqlSession:
             f"SELECT GET_LOCK({self._conn.escape(name)}, 0)", doing="taking the rotation lock"
         )
         return bool(rows and rows[0][0] == 1)
+
+    # -- read-only checks (rotd doctor) --------------------------------------------------
+
+    async def tls_in_use(self) -> bool:
+        rows = await self._run(
+            "SHOW SESSION STATUS LIKE 'Ssl_cipher'", doing="reading whether the connection uses TLS"
+        )
+        return bool(rows and _text(rows[0][1]))
+
+    async def may_set_own_password(self) -> Permission:
+        """No privilege is needed; the account's plugin must take a password it can be given."""
+        user, host, own = await self._own_grants()
+        refused = await self._refusal_to_write(user, host, own)
+        if refused is not None:
+            return refused
+        plugin = await self._own_plugin()
+        if plugin not in PASSWORD_PLUGINS:
+            return Permission(
+                False,
+                f"{_show(user, host)} authenticates with {plugin!r}, which takes no password "
+                "that rotd can set",
+                "make it an account that logs in with a password (mysql_native_password, "
+                "caching_sha2_password, ed25519)",
+            )
+        how = "ALTER USER USER()" if self.flavour.has_alter_user else "SET PASSWORD"
+        if self.flavour.mariadb:
+            how = "SET PASSWORD"
+        return Permission(
+            True,
+            f"{self.flavour} lets every account change its own password ({how}) without a "
+            f"privilege; {_show(user, host)} uses {plugin or 'mysql_native_password'}",
+        )
+
+    async def may_set_password(self, username: str) -> Permission:
+        """CREATE USER (or UPDATE on the mysql database), and reading ``username``'s accounts."""
+        user, host, own = await self._own_grants()
+        refused = await self._refusal_to_write(user, host, own)
+        if refused is not None:
+            return refused
+        master = self._account_sql(user, host)
+        global_ = own.on.get("*.*", set())
+        system = own.on.get("`mysql`.*", set())
+        if not (
+            global_ & {"ALL PRIVILEGES", "CREATE USER"} or system & {"ALL PRIVILEGES", "UPDATE"}
+        ):
+            return Permission(
+                False,
+                f"{_show(user, host)} has neither CREATE USER nor UPDATE on the mysql database",
+                f"GRANT CREATE USER ON *.* TO {master}",
+            )
+        accounts = await self._readable_accounts(username, user, host)
+        if isinstance(accounts, Permission):
+            return accounts
+        hosts = ", ".join(repr(a.host) for a in accounts)
+        return Permission(
+            True, f"{_show(user, host)} may change the password of {username!r} (hosts {hosts})"
+        )
+
+    async def may_mirror_user(self, original: str, clone: str) -> Permission:
+        """CREATE USER, and every privilege and role of ``original`` held with GRANT (ADMIN)
+        OPTION at the same or an enclosing level, which is what GRANT asks of the grantor."""
+        user, host, own = await self._own_grants()
+        refused = await self._refusal_to_write(user, host, own)
+        if refused is not None:
+            return refused
+        master = self._account_sql(user, host)
+        me = _show(user, host)
+        global_ = own.on.get("*.*", set())
+        if not global_ & {"ALL PRIVILEGES", "CREATE USER"}:
+            return Permission(
+                False,
+                f"{me} lacks CREATE USER, needed to create and alter {clone!r}",
+                f"GRANT CREATE USER ON *.* TO {master}",
+            )
+        accounts = await self._readable_accounts(original, user, host)
+        if isinstance(accounts, Permission):
+            return accounts
+        # MySQL lets ROLE_ADMIN (or SUPER) grant any role; MariaDB asks for the ADMIN OPTION.
+        any_role = not self.flavour.mariadb and bool(
+            global_ & {"ALL PRIVILEGES", "SUPER", "ROLE_ADMIN"}
+        )
+        missing: dict[str, set[str]] = {}
+        roles: list[str] = []
+        for account in accounts:
+            try:
+                theirs = await self._privileges(account.user, account.host)
+            except DatabaseError as exc:
+                if exc.category is not Category.PERMISSION:
+                    raise
+                return _cannot_read_accounts(original, user, host, master)
+            for target, items in theirs.on.items():
+                for item in items | {"GRANT OPTION"}:
+                    if not _holds(own, target, item):
+                        missing.setdefault(target, set()).add(item)
+            roles += [r for r in theirs.roles if not (any_role or own.roles.get(r))]
+        if missing or roles:
+            lacks = [f"{', '.join(sorted(items))} ON {t}" for t, items in sorted(missing.items())]
+            lacks += [f"{role} WITH ADMIN OPTION" for role in dict.fromkeys(roles)]
+            fixes = [
+                statement
+                for target, items in sorted(missing.items())
+                for statement in _grant_statements(items | {"GRANT OPTION"}, target, master)
+            ]
+            fixes += [
+                f"GRANT {role} TO {master} WITH ADMIN OPTION" for role in dict.fromkeys(roles)
+            ]
+            through_roles = (
+                " (privileges held through its roles are not counted)" if own.roles else ""
+            )
+            return Permission(
+                False,
+                f"{me} cannot grant {clone!r} everything {original!r} holds: it lacks "
+                + "; ".join(lacks)
+                + through_roles,
+                "; ".join(fixes),
+            )
+        hosts = ", ".join(repr(a.host) for a in accounts)
+        return Permission(
+            True,
+            f"{me} has CREATE USER and holds every privilege and role of {original!r} "
+            f"(hosts {hosts}) with the option to grant it",
+        )
+
+    async def _own_grants(self) -> tuple[str, str, _Privileges]:
+        """The logged-in account and its own grants (SHOW GRANTS needs no privilege for it)."""
+        doing = "reading the grants of the logged-in account"
+        rows = await self._run("SELECT CURRENT_USER()", doing=doing)
+        user, _, host = _text(rows[0][0]).rpartition("@")
+        rows = await self._run("SHOW GRANTS FOR CURRENT_USER()", doing=doing)
+        try:
+            return user, host, _parse_grants([_text(row[0]) for row in rows], user, host)
+        except _UnreadableGrant as exc:
+            raise self._error(
+                Category.UNSUPPORTED,
+                f"{doing}: cannot read a SHOW GRANTS line starting {exc.first_word!r}",
+            ) from None
+
+    async def _refusal_to_write(self, user: str, host: str, own: _Privileges) -> Permission | None:
+        """Why this login cannot change accounts on a read-only server, if it cannot."""
+        mariadb = self.flavour.mariadb
+        sql = "SELECT @@global.read_only" + ("" if mariadb else ", @@global.super_read_only")
+        rows = await self._run(sql, doing="reading whether the server is writable")
+        flags = [_text(value) not in ("0", "OFF", "") for value in rows[0]]
+        exempt = own.on.get("*.*", set()) & {
+            "ALL PRIVILEGES",
+            "SUPER",
+            "READ_ONLY ADMIN",
+            "CONNECTION_ADMIN",
+        }
+        if any(flags[1:]) or (flags[0] and not exempt):
+            setting = "super_read_only" if any(flags[1:]) else "read_only"
+            return Permission(
+                False,
+                f"the server is read-only ({setting} is ON) for {_show(user, host)}: a replica?",
+                "point the secret or the inventory at the primary (writer) endpoint",
+            )
+        return None
+
+    async def _readable_accounts(
+        self, username: str, user: str, host: str
+    ) -> list[_Account] | Permission:
+        try:
+            accounts = await self._accounts(username)
+        except DatabaseError as exc:
+            if exc.category is not Category.PERMISSION:
+                raise
+            return _cannot_read_accounts(username, user, host, self._account_sql(user, host))
+        if not accounts:
+            return Permission(
+                False,
+                f"user {username!r} has no account here",
+                "create it, or fix the username in the secret",
+            )
+        return accounts
 
     # -- statements ----------------------------------------------------------------------
 
@@ -954,6 +1136,42 @@ def _privilege_items(text: str) -> set[str]:
         elif item and item != "USAGE":
             items.add(item)
     return items
+
+
+def _enclosing(target: str) -> list[str]:
+    """``target`` and the levels above it, as SHOW GRANTS prints them: a table or routine,
+    its database's ```db`.*``, and ``*.*``."""
+    kind, _, rest = target.partition(" ")
+    name = rest.removeprefix("BODY ") if kind in ("PROCEDURE", "FUNCTION", "PACKAGE") else target
+    levels = [target]
+    parts = _split_top(name, ".")
+    if len(parts) == 2 and parts[1].strip() != "*":
+        levels.append(f"{parts[0].strip()}.*")
+    if name.strip() != "*.*":
+        levels.append("*.*")
+    return levels
+
+
+def _holds(own: _Privileges, target: str, item: str) -> bool:
+    """Whether ``own`` has ``item`` (``SELECT``, ``UPDATE (`c`)``, ``GRANT OPTION``) on
+    ``target``, directly or at an enclosing level."""
+    name = item.split(" (", 1)[0]
+    for level in _enclosing(target):
+        have = own.on.get(level, set())
+        if item in have or name in have:
+            return True
+        if "ALL PRIVILEGES" in have and name not in ("GRANT OPTION", "PROXY"):
+            return True
+    return False
+
+
+def _cannot_read_accounts(username: str, user: str, host: str, master: str) -> Permission:
+    return Permission(
+        False,
+        f"{_show(user, host)} may not read the accounts and grants of {username!r} "
+        "(mysql.user, SHOW GRANTS), which rotd compares",
+        f"GRANT SELECT ON mysql.* TO {master}",
+    )
 
 
 def _grant_statements(items: set[str], target: str, account: str) -> list[str]:

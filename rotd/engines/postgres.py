@@ -15,11 +15,12 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
 
-from rotd.engines import Endpoint, Family, Login, Tls, TlsMode, lock_key
+from rotd.engines import Endpoint, Family, Login, Permission, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import redactor
 from rotd.passwords import postgres_md5_verifier, scram_sha256_verifier
@@ -254,6 +255,117 @@ class PostgresSession:
 
         return await self._run("take the rotation lock", work)
 
+    # Read-only checks (rotd doctor).
+
+    async def tls_in_use(self) -> bool:
+        """Whether the socket to the server (or to a pooler in front of it) is TLS."""
+        transport = getattr(self._conn, "_transport", None)
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+    async def may_set_own_password(self) -> Permission:
+        """Every role may ALTER its own password; what can still stop it is the server's state."""
+        refused = await self._refusal_to_write()
+        if refused is not None:
+            return refused
+        encryption = self._password_encryption
+        if encryption not in ("scram-sha-256", "md5", "on"):
+            return Permission(
+                False,
+                f"password_encryption is {encryption!r}; rotd sends scram-sha-256 or md5 only",
+                "SET password_encryption = 'scram-sha-256' for the role or the server",
+            )
+        return Permission(
+            True,
+            "PostgreSQL lets every role change its own password (ALTER ROLE ... PASSWORD); "
+            f"the verifier is sent as {'md5' if encryption == 'on' else encryption}",
+        )
+
+    async def may_set_password(self, username: str) -> Permission:
+        """Superuser, or CREATEROLE on a role that is not a superuser (and, from PostgreSQL
+        16, ADMIN OPTION on it)."""
+        refused = await self._refusal_to_write()
+        if refused is not None:
+            return refused
+        me, roles = await self._role_powers([username])
+        if me.superuser:
+            return Permission(True, f"{quote_ident(self._session_user)} is a superuser")
+        if username not in roles:
+            return Permission(
+                False,
+                f"role {quote_ident(username)} does not exist",
+                "create the role, or fix the username in the secret",
+            )
+        return me.may_manage(self._session_user, username, roles[username], "change the password")
+
+    async def may_mirror_user(self, original: str, clone: str) -> Permission:
+        """Create or alter ``clone`` (CREATEROLE) and grant it ``original`` (which, from
+        PostgreSQL 16, also needs ADMIN OPTION on both roles)."""
+        refused = await self._refusal_to_write()
+        if refused is not None:
+            return refused
+        me, roles = await self._role_powers([original, clone])
+        master = quote_ident(self._session_user)
+        if me.superuser:
+            return Permission(True, f"{master} is a superuser")
+        if original not in roles:
+            return Permission(
+                False,
+                f"role {quote_ident(original)} does not exist",
+                "create the role, or fix the username in the secret",
+            )
+        verdict = me.may_manage(self._session_user, original, roles[original], "grant")
+        if verdict.granted and clone in roles:
+            verdict = me.may_manage(self._session_user, clone, roles[clone], "alter")
+        if not verdict.granted:
+            return verdict
+        admin = " and ADMIN OPTION on it" if me.version >= 160000 else ""
+        state = "exists" if clone in roles else "will be created"
+        return Permission(
+            True,
+            f"{master} has CREATEROLE, {quote_ident(original)} is not a superuser{admin}; "
+            f"the clone {quote_ident(clone)} {state}",
+        )
+
+    async def _refusal_to_write(self) -> Permission | None:
+        async def work() -> tuple[bool, str]:
+            row = await self._conn.fetchrow(
+                "SELECT pg_catalog.pg_is_in_recovery(), current_setting('transaction_read_only')"
+            )
+            return bool(row[0]), str(row[1])
+
+        standby, read_only = await self._run("read whether the server is writable", work)
+        if standby:
+            return Permission(
+                False,
+                "the server is a read-only standby",
+                "point the secret or the inventory at the primary (writer) endpoint",
+            )
+        if read_only == "on":
+            return Permission(
+                False,
+                "sessions of this login are read-only (default_transaction_read_only is on)",
+                f"ALTER ROLE {quote_ident(self._session_user)} SET default_transaction_read_only"
+                " = off",
+            )
+        return None
+
+    async def _role_powers(self, names: list[str]) -> tuple[_Powers, dict[str, _Role]]:
+        async def work() -> tuple[_Powers, dict[str, _Role]]:
+            me = await self._conn.fetchrow(
+                "SELECT rolsuper, rolcreaterole, current_setting('server_version_num')::int"
+                " FROM pg_catalog.pg_roles WHERE rolname = session_user"
+            )
+            rows = await self._conn.fetch(
+                "SELECT rolname::text, rolsuper,"
+                " pg_catalog.pg_has_role(session_user, oid, 'MEMBER WITH ADMIN OPTION')"
+                " FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[])",
+                names,
+            )
+            powers = _Powers(bool(me[0]), bool(me[1]), int(me[2]))
+            return powers, {row[0]: _Role(bool(row[1]), bool(row[2])) for row in rows}
+
+        return await self._run("read the roles' attributes", work)
+
     # Building statements.
 
     def _ident(self, name: str) -> str:
@@ -363,6 +475,46 @@ class PostgresSession:
         return DatabaseError(
             self._endpoint.host, self._endpoint.port, category, redactor.scrub(reason)
         )
+
+
+@dataclass(frozen=True)
+class _Role:
+    """What decides whether another role may manage this one."""
+
+    superuser: bool
+    admin: bool  # the session user holds it WITH ADMIN OPTION
+
+
+@dataclass(frozen=True)
+class _Powers:
+    """The session user's role attributes, and the server's version number."""
+
+    superuser: bool
+    createrole: bool
+    version: int  # server_version_num
+
+    def may_manage(self, me: str, name: str, role: _Role, doing: str) -> Permission:
+        """Whether a CREATEROLE role that is not a superuser may ``doing`` role ``name``."""
+        if not self.createrole:
+            return Permission(
+                False,
+                f"{quote_ident(me)} is neither a superuser nor has CREATEROLE",
+                f"ALTER ROLE {quote_ident(me)} CREATEROLE (as a superuser)",
+            )
+        if role.superuser:
+            return Permission(
+                False,
+                f"{quote_ident(name)} is a superuser: only a superuser may {doing} it",
+                f"use a superuser as the master, or ALTER ROLE {quote_ident(name)} NOSUPERUSER",
+            )
+        if self.version >= 160000 and not role.admin:
+            return Permission(
+                False,
+                f"from PostgreSQL 16, CREATEROLE may {doing} {quote_ident(name)} only with "
+                "ADMIN OPTION on it",
+                f"GRANT {quote_ident(name)} TO {quote_ident(me)} WITH ADMIN OPTION",
+            )
+        return Permission(True, f"{quote_ident(me)} has CREATEROLE")
 
 
 def _ssl_argument(tls: Tls) -> ssl.SSLContext | str:
