@@ -143,7 +143,15 @@ class DatabaseModel(SettingsModel):
     port: int | None = Field(default=None, ge=1, le=65535)
     dbname: str | None = None
     engine: str | None = None
+    verify_endpoints: list[str] = Field(default_factory=list)
     secrets: list[SecretModel] = Field(min_length=1)
+
+    @field_validator("verify_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _split_host_port(item, "a verify endpoint", "10.1.2.4:5432")
+        return value
 
     @field_validator("engine")
     @classmethod
@@ -232,6 +240,7 @@ class SecretSpec:
     dbname: str | None
     engine: str | None
     hooks: tuple[Hook, ...] = ()
+    verify_endpoints: tuple[tuple[str, int], ...] = ()
     line: int = field(default=0, compare=False)
 
     @property
@@ -287,9 +296,13 @@ def secret_name(secret_id: str) -> str:
 
 
 def _split_listen(value: str) -> tuple[str, int]:
+    return _split_host_port(value, "listen", "127.0.0.1:9464")
+
+
+def _split_host_port(value: str, what: str, example: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"listen must be HOST:PORT, e.g. 127.0.0.1:9464, not {value!r}")
+        raise ValueError(f"{what} must be HOST:PORT, e.g. {example}, not {value!r}")
     return host.strip("[]"), int(port)
 
 
@@ -568,6 +581,9 @@ def _spec(
         dbname=database.dbname,
         engine=database.engine,
         hooks=tuple(_hook(h) for h in settings.get("on_rotated") or ()),
+        verify_endpoints=tuple(
+            _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
+        ),
         line=located.locate((*where, "id"))[0],
     )
 

@@ -10,6 +10,8 @@ current version when done, as AWS leaves it. A failing step leaves AWSCURRENT wh
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -25,7 +27,7 @@ from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session, Tls,
 from rotd.errors import Category, DatabaseError, SecretError, StoreError
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
-from rotd.secretstore import CURRENT, PREVIOUS, SecretDescription, SecretStore
+from rotd.secretstore import CURRENT, PENDING, PREVIOUS, SecretDescription, SecretStore
 
 log = get_logger("rotd.rotation")
 
@@ -55,6 +57,7 @@ class Dependencies:
     masters: MasterSecrets
     gate: HostGate
     db_timeout_s: float = 15.0
+    verify_bound_s: float = 60.0  # how long verify endpoints may lag behind the primary
     # The AWSCURRENT version each secret had when it was found due (daemon): a secret whose
     # current version has changed since was rotated elsewhere and is skipped.
     expected_current: Mapping[str, str] = field(default_factory=dict)
@@ -246,17 +249,15 @@ class _Rotation:
                 if await self._changed_under_lock(current_version):
                     return
                 if self.resumed:
-                    value = await self.store.get_value(spec.id, version_id=self.token)
-                    self.pending = Credentials.parse(value.string)
-                    self._check_resumed_pending(current, self.pending)
-                else:
+                    self.pending = await self._recover(current, how)
+                if not self.resumed:
                     username = strategies.pending_username(spec.strategy, current.username)
-                    pending = current.with_login(username, passwords.generate(spec.password))
+                    fresh = current.with_login(username, passwords.generate(spec.password))
                     if spec.strategy is Strategy.ALTERNATING_USERS:
                         await session.check_username(username)
                     assert self.token is not None
-                    await self.store.put_pending(spec.id, self.token, pending.dumps())
-                    self.pending = pending
+                    await self.store.put_pending(spec.id, self.token, fresh.dumps())
+                    self.pending = fresh
             pending = self.pending
             assert pending is not None
 
@@ -272,11 +273,13 @@ class _Rotation:
                         self._connect, endpoint, current, pending, session
                     )
 
-            async with (
-                self._step(Step.TEST),
-                self._connect(strategies.login(endpoint, pending)) as test_session,
-            ):
-                await test_session.run_test(spec.test_query)
+            async with self._step(Step.TEST):
+                async with self._connect(strategies.login(endpoint, pending)) as test_session:
+                    await test_session.run_test(spec.test_query)
+                for host, port in spec.verify_endpoints:
+                    await self._verify_at(
+                        dataclasses.replace(endpoint, host=host, port=port), pending
+                    )
 
             async with self._step(Step.FINISH):
                 assert self.token is not None
@@ -351,7 +354,10 @@ class _Rotation:
                 return None
             assert self.token is not None
             value = await self.store.get_value(self.spec.id, version_id=self.token)
-            return Credentials.parse(value.string)
+            try:
+                return Credentials.parse(value.string)
+            except BadSecret:
+                return None  # unusable: _recover decides what to do with it
 
         async def as_master() -> Credentials | None:
             return await self._master_or_none(current)
@@ -369,20 +375,85 @@ class _Rotation:
         )
         return session, how
 
-    def _check_resumed_pending(self, current: Credentials, pending: Credentials) -> None:
-        if (
-            self.spec.strategy is Strategy.ALTERNATING_USERS
-            and pending.username == current.username
-        ):
-            raise SecretError(
-                self.spec.id,
-                Step.CREATE,
-                Category.CONFLICT,
-                f"the unfinished AWSPENDING version {self.token} has the same username as "
-                "AWSCURRENT, so finishing it as alternating users would change the password "
-                "applications use now; finish it with strategy single_user or remove the "
-                "AWSPENDING label",
+    async def _recover(self, current: Credentials, how: str) -> Credentials | None:
+        """Take up an unfinished rotation, of any origin (rotd, AWS's Lambda, a hand edit).
+
+        Returns the pending credentials to finish with, or None after removing a stale
+        AWSPENDING label that cannot be finished safely (a new rotation then starts). Logs
+        which case it was.
+        """
+        assert self.token is not None
+        value = await self.store.get_value(self.spec.id, version_id=self.token)
+        problem = None
+        try:
+            pending: Credentials | None = Credentials.parse(value.string)
+        except BadSecret as exc:
+            pending, problem = None, f"its value is unusable: {exc}"
+        alternating = self.spec.strategy is Strategy.ALTERNATING_USERS
+        if pending is not None and alternating and pending.username == current.username:
+            problem = (
+                "it has the same username as AWSCURRENT, so finishing it as alternating users "
+                "would change the password applications use now"
             )
+        if problem is None and alternating:
+            self.log.info("rotation.recovering", case="the master sets the pending user's password")
+            return pending
+        if problem is None:
+            case = {
+                "current": "the database still accepts AWSCURRENT: setting the pending password",
+                "previous": "only AWSPREVIOUS logs in: setting the pending password with it",
+                strategies.PENDING: "the database already holds the pending password: finishing",
+            }.get(how, "the user's own logins are refused: the master sets it")
+            self.log.info("rotation.recovering", case=case, login=how)
+            return pending
+        # Dropping the label is safe only while the database provably still holds a password
+        # rotd knows: the current (or previous) login worked, or the pending user is not the
+        # one applications use (alternating users).
+        if alternating or how in strategies.OWN:
+            await self.store.remove_stage(self.spec.id, PENDING, self.token)
+            self.log.warning(
+                "rotation.recovering",
+                case="stale AWSPENDING removed; starting a new rotation",
+                reason=problem,
+                stale_version_id=self.token,
+            )
+            self.resumed = False
+            self.token = str(uuid.uuid4())
+            self.log = self.log.bind(version_id=self.token)
+            return None
+        raise SecretError(
+            self.spec.id,
+            Step.CREATE,
+            Category.BAD_SECRET,
+            f"the unfinished AWSPENDING version {self.token} cannot be finished: {problem}; "
+            "fix it, or remove its AWSPENDING label once AWSCURRENT logs in again",
+        )
+
+    async def _verify_at(self, endpoint: Endpoint, pending: Credentials) -> None:
+        """Log in through another endpoint (a replica, a pooler) before AWSCURRENT moves,
+        waiting with backoff, up to a bound, for the new password to replicate there."""
+        deadline = time.monotonic() + self.deps.verify_bound_s
+        delay = 0.25
+        while True:
+            try:
+                async with self._connect(strategies.login(endpoint, pending)) as session:
+                    await session.run_test(None)
+                    return
+            except DatabaseError as exc:
+                if exc.category is not Category.AUTH:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseError(
+                        endpoint.host,
+                        endpoint.port,
+                        Category.TEST_FAILED,
+                        f"verify endpoint {endpoint.address} still refuses the new login "
+                        f"{pending.username!r} after {self.deps.verify_bound_s:.0f}s; "
+                        "is replication to it working?",
+                    ) from None
+            self.log.info("rotation.verify_waiting", endpoint=endpoint.address, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
     async def _logs_in(self, endpoint: Endpoint, credentials: Credentials) -> bool:
         try:

@@ -9,13 +9,15 @@ raises for a failed rotation: it reports it in the :class:`rotd.protocol.Outcome
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import Endpoint, Engine
-from rotd.errors import Category, SecretError
+from rotd.errors import Category, DatabaseError, SecretError
 from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
 from rotd.observability import get_logger
@@ -25,12 +27,31 @@ from rotd.secretstore import CURRENT, SecretStore
 log = get_logger("rotd.runner")
 
 
-class HostLimits:
-    """A semaphore per database host:port, created on first use, resizable on reload."""
+@dataclass
+class _Breaker:
+    failures: int = 0
+    open_until: float = 0.0
+    probing: bool = False
+    reason: str = ""
 
-    def __init__(self, per_host: int) -> None:
+
+class HostLimits:
+    """Per database host:port: a semaphore for the concurrency limit, and a circuit breaker.
+
+    When rotations find a host unreachable (or timing out), the breaker opens: further
+    rotations on that host fail at once instead of each waiting out its own deadline. After
+    the interval (``breaker_base_s``, doubling per failed probe up to ``breaker_cap_s``) one
+    rotation is let through as the probe; its success closes the breaker.
+    """
+
+    def __init__(
+        self, per_host: int, *, breaker_base_s: float = 10.0, breaker_cap_s: float = 300.0
+    ) -> None:
         self.per_host = per_host
+        self.breaker_base_s = breaker_base_s
+        self.breaker_cap_s = breaker_cap_s
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._breakers: dict[str, _Breaker] = {}
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
 
@@ -39,33 +60,86 @@ class HostLimits:
         """Hold one of the host's slots. While waiting for one, give up ``lease`` (the global
         slot), so that rotations queued on a slow or dead host never starve the others."""
         key = endpoint.address
+        probe = self._admit(endpoint)
         semaphore = self._slots.get(key)
         if semaphore is None:
             semaphore = self._slots[key] = asyncio.Semaphore(self.per_host)
-        if lease is not None and semaphore.locked():
-            lease.release()
-            await semaphore.acquire()
-            try:
-                await lease.acquire()
-            except BaseException:
-                semaphore.release()
-                raise
-        else:
-            await semaphore.acquire()
+        try:
+            if lease is not None and semaphore.locked():
+                lease.release()
+                await semaphore.acquire()
+                try:
+                    await lease.acquire()
+                except BaseException:
+                    semaphore.release()
+                    raise
+            else:
+                await semaphore.acquire()
+        except BaseException:
+            if probe:
+                self._breakers[key].probing = False
+            raise
         try:
             self.in_flight[key] = self.in_flight.get(key, 0) + 1
             self.peak[key] = max(self.peak.get(key, 0), self.in_flight[key])
             try:
                 yield
+            except BaseException as exc:
+                self._record(key, exc, probe)
+                raise
+            else:
+                self._record(key, None, probe)
             finally:
                 self.in_flight[key] -= 1
         finally:
             semaphore.release()
 
+    def _admit(self, endpoint: Endpoint) -> bool:
+        """Refuse at once while the host's breaker is open; True if this call is the probe."""
+        breaker = self._breakers.get(endpoint.address)
+        if breaker is None or breaker.failures == 0:
+            return False
+        wait = breaker.open_until - time.monotonic()
+        if wait > 0 or breaker.probing:
+            raise DatabaseError(
+                endpoint.host,
+                endpoint.port,
+                Category.UNREACHABLE,
+                f"not tried: the host failed {breaker.failures} time(s) in a row "
+                f"({breaker.reason}); rotd probes it again in {max(wait, 0):.0f}s",
+            )
+        breaker.probing = True
+        return True
+
+    def _record(self, key: str, exc: BaseException | None, probe: bool) -> None:
+        cause = exc.__cause__ if isinstance(exc, SecretError) else exc
+        breaker = self._breakers.setdefault(key, _Breaker())
+        if probe:
+            breaker.probing = False
+        if isinstance(cause, DatabaseError) and cause.category in _HOST_DOWN:
+            if cause.reason.startswith("not tried:"):
+                return
+            breaker.failures += 1
+            interval = min(self.breaker_cap_s, self.breaker_base_s * 2 ** (breaker.failures - 1))
+            breaker.open_until = time.monotonic() + interval
+            breaker.reason = cause.reason
+            if breaker.failures == 1 or probe:
+                log.warning(
+                    "host.unreachable", host=key, failures=breaker.failures, retry_in_s=interval
+                )
+        elif isinstance(exc, asyncio.CancelledError):
+            return
+        elif breaker.failures:
+            log.info("host.reachable", host=key, after_failures=breaker.failures)
+            self._breakers.pop(key, None)
+
     def resize(self, per_host: int) -> None:
         """Apply a new per-host limit to hosts seen from now on and to idle ones."""
         self.per_host = per_host
         self._slots = {k: s for k, s in self._slots.items() if self.in_flight.get(k)}
+
+
+_HOST_DOWN = frozenset({Category.UNREACHABLE, Category.TIMEOUT})
 
 
 class Lease:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from rotd.errors import Category, StoreError
+from rotd.inventory import Inventory
 from rotd.secretstore import AwsConnection, AwsSecretStore
-from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.aws import MotoServer, Secrets, free_port
 from tests.fixtures.databases import Database
-from tests.fixtures.rotation import Rotd, assert_ok, make_login, make_master, one_secret
+from tests.fixtures.rotation import (
+    Rotd,
+    assert_ok,
+    inventory,
+    make_login,
+    make_master,
+    one_secret,
+)
 
 TRICKY_PASSWORD = "p'a\"s s\\w%rd_é€"
 
@@ -367,3 +376,72 @@ async def test_a_secret_rotated_elsewhere_since_it_was_found_due_is_skipped(
     assert second.skipped
     assert second.error is None
     assert await secrets.version(name) == first.version_id
+
+
+async def test_a_stale_unusable_pending_version_is_removed_and_a_new_rotation_runs(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    async with secrets.client() as client:
+        stale = "11111111-2222-3333-4444-555555555555"
+        await client.put_secret_value(
+            SecretId=name,
+            ClientRequestToken=stale,
+            SecretString="half-written by a hand edit",
+            VersionStages=["AWSPENDING"],
+        )
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+
+    assert_ok(outcome)
+    assert not outcome.resumed
+    assert outcome.version_id != stale
+    stages = await secrets.stages(name)
+    assert stale not in stages, "the stale AWSPENDING label is gone"
+    assert await db.logs_in(user, (await secrets.value(name))["password"])
+
+
+async def test_a_stale_pending_is_kept_when_the_database_may_hold_it(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    """Current and previous are refused: the unreadable pending may be what the server holds."""
+    user, name = await make_login(db, secrets)
+    if db.family == "postgres":
+        await db.execute(f"ALTER ROLE \"{user}\" PASSWORD 'Unknown-pass-1'")
+    else:
+        await db.execute(f"ALTER USER '{user}'@'%' IDENTIFIED BY 'Unknown-pass-1'")
+    token = await secrets.put_pending(name, {"engine": db.engine})  # no username: unusable
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+
+    assert outcome.error is not None
+    assert outcome.error.category is Category.AUTH
+    assert (await secrets.stages(name))[token] == ["AWSPENDING"]
+
+
+async def test_verify_endpoints_are_logged_in_through_before_current_moves(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    dead = free_port()
+
+    def with_endpoints(*endpoints: str) -> Inventory:
+        listed = ", ".join(json.dumps(e) for e in endpoints)
+        body = (
+            f"databases:\n  - name: testdb\n    verify_endpoints: [{listed}]\n"
+            f"    secrets:\n      - id: {json.dumps(name)}\n"
+        )
+        return inventory(moto, body)
+
+    before = await secrets.version(name)
+    failed = await rotd.rotate_one(with_endpoints(f"localhost:{db.port}", f"127.0.0.1:{dead}"))
+    assert failed.error is not None
+    assert failed.error.step == "testSecret"
+    assert failed.error.category is Category.UNREACHABLE
+    assert f"127.0.0.1:{dead}" in failed.error.reason
+    assert await secrets.version(name) == before
+
+    resumed = await rotd.rotate_one(with_endpoints(f"localhost:{db.port}"))
+    assert_ok(resumed)
+    assert resumed.version_id == failed.version_id
+    assert await db.logs_in(user, (await secrets.value(name))["password"])
