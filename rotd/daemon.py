@@ -138,6 +138,7 @@ class Daemon:
             )
             self._runner.on_start = lambda _spec: self.metrics.in_flight.inc()
             self._runner.on_finish = self._observe
+            self._runner.hooks.on_result = self.metrics.hook_finished
             if self.install_signal_handlers:
                 self._install_signal_handlers(loop)
                 stack.callback(self._remove_signal_handlers, loop)

@@ -259,7 +259,8 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 
 
 def _seconds(hook: Hook) -> float:
-    return hook.timeout.total_seconds()
+    # Never 0: aiohttp reads a zero timeout as none at all.
+    return max(hook.timeout.total_seconds(), 0.001)
 
 
 def _target(hook: Hook) -> str:

@@ -103,6 +103,13 @@ class HookModel(_Model):
     include_secret: bool = False
     hmac_key_file: str | None = None
 
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: str | int) -> str | int:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError("a hook's timeout must be at least 1s")
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> HookModel:
         if (self.exec is None) == (self.webhook is None):
