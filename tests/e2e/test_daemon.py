@@ -265,3 +265,40 @@ def _get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_the_grace_period_bounds_the_drain_and_a_second_sigint_exits_at_once(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    tmp_path: Path,
+    rotd_process: Start,
+) -> None:
+    """A rotation held up in testSecret (pg_sleep) is cut at the grace period, resumed later."""
+    name, entry = await pending_secret(db, secrets, alternating=False)
+    slow = {**entry, "test_query": "SELECT pg_sleep(20)"}
+    path = write_inventory(tmp_path / "inv.yaml", moto, [slow], daemon={"shutdown_grace": "1s"})
+
+    first = rotd_process("run", "-c", str(path))
+    first.wait_for_event("rotation.resuming", 30)
+    first.send(signal.SIGTERM)
+    assert first.wait(15) == 0
+    (stopped,) = first.named("daemon.stopped")
+    assert stopped["cancelled"] == 1
+    assert first.named("rotation.resumed") == []
+
+    write_inventory(tmp_path / "inv.yaml", moto, [slow], daemon={"shutdown_grace": "60s"})
+    second = rotd_process("run", "-c", str(path))
+    second.wait_for_event("rotation.resuming", 30)
+    second.send(signal.SIGINT)
+    second.wait_for_event("daemon.stopping", 10)
+    second.send(signal.SIGINT)
+    assert second.wait(15) == 130
+
+    write_inventory(tmp_path / "inv.yaml", moto, [entry])
+    third = rotd_process("run", "-c", str(path))
+    third.wait_for_event("rotation.resumed", 60)
+    third.send(signal.SIGTERM)
+    assert third.wait(30) == 0
+    await assert_current_logs_in(db, secrets, name)
