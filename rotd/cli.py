@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import click
 
 from rotd import inventory as inventory_module
+from rotd import onboarding
 from rotd.daemon import Daemon, aws_connection
-from rotd.engines import all_engines
-from rotd.errors import ConfigErrors
-from rotd.inventory import Inventory, SecretSpec
-from rotd.observability import configure_logging
+from rotd.engines import ENGINE_FAMILIES, all_engines
+from rotd.errors import ConfigErrors, RotdError
+from rotd.inventory import Inventory, SecretSpec, Strategy
+from rotd.observability import configure_logging, redactor
 from rotd.protocol import Outcome
 from rotd.runner import Runner
 from rotd.secretstore import AwsSecretStore
@@ -131,6 +132,28 @@ def status(config_path: str, as_json: bool, log_level: str) -> None:
     _exit(EXIT_FAILED if any(r.problem for r in reports) else EXIT_OK)
 
 
+@cli.command(name="doctor")
+@CONFIG_OPTION
+@click.argument("ids", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per check on stdout.")
+@LOG_LEVEL_OPTION
+def doctor_command(config_path: str, ids: tuple[str, ...], as_json: bool, log_level: str) -> None:
+    """Check what rotating the named secrets (default: all) needs, changing nothing.
+
+    One line per check: ok, warn or FAIL, the secret, the check, and for a failure what to do.
+    Exits 1 if a check failed (warnings do not count).
+    """
+    from rotd.doctor import diagnose
+
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path)
+    specs = select(loaded, ids, not ids)
+    checks = asyncio.run(diagnose(loaded, specs, aws_connection(loaded)))
+    for check in checks:
+        click.echo(json.dumps(check.as_dict()) if as_json else check.line())
+    _exit(EXIT_FAILED if any(c.failed for c in checks) else EXIT_OK)
+
+
 @cli.command()
 @click.option("--pg-port", default=5432, show_default=True, help="Local PostgreSQL port.")
 @click.option("--mysql-port", default=3306, show_default=True, help="Local MariaDB/MySQL port.")
@@ -150,6 +173,176 @@ def demo(pg_port: int, mysql_port: int, listen_port: int, log_level: str) -> Non
         listen_port=listen_port,
     )
     _exit(asyncio.run(run_demo(servers)))
+
+
+@cli.command(name="iam-policy")
+@CONFIG_OPTION
+@click.option("--offline", is_flag=True, help="Call no AWS: name secrets by ARN patterns.")
+@LOG_LEVEL_OPTION
+def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
+    """Print the least-privilege IAM policy (JSON) that rotating the inventory needs.
+
+    Names are resolved to ARNs, and KMS keys found, when AWS can be reached; otherwise ARN
+    patterns are used and a warning says so on standard error.
+    """
+    from rotd.iampolicy import build_policy
+
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path)
+    if not loaded.secrets:
+        raise click.ClickException(f"{loaded.path}: no secrets, so no policy to print")
+    policy = asyncio.run(build_policy(loaded, offline=offline))
+    for warning in policy.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(policy.text())
+    _exit(EXIT_OK)
+
+
+@cli.group()
+def secret() -> None:
+    """Store database logins in Secrets Manager in the format rotd rotates."""
+
+
+def _option_value(check: Callable[[str], Any]) -> Callable[..., Any]:
+    """A click callback that turns check's ValueError into a usage error (exit 2)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            if isinstance(value, tuple):
+                return tuple(check(v) for v in value)
+            return check(value) if value is not None else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return callback
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+@secret.command(name="create")
+@click.option("--name", required=True, callback=_option_value(onboarding.check_name))
+@click.option("--engine", required=True, type=click.Choice(sorted(ENGINE_FAMILIES)))
+@click.option("--host", required=True, callback=_option_value(_not_blank))
+@click.option("--port", type=click.IntRange(1, 65535), help="Default: 5432 or 3306 by engine.")
+@click.option("--username", required=True, callback=_option_value(_not_blank))
+@click.option("--dbname", callback=_option_value(_not_blank))
+@click.option("--masterarn", callback=_option_value(_not_blank), help="The master's secret.")
+@click.option("--ssl/--no-ssl", default=None, help="Store ssl: true or false (default: absent).")
+@click.option(
+    "--strategy",
+    type=click.Choice([s.value for s in Strategy]),
+    default=Strategy.SINGLE_USER.value,
+    show_default=True,
+    help="The strategy in the printed inventory snippet.",
+)
+@click.option("--description")
+@click.option("--kms-key-id", help="A customer-managed KMS key (id, ARN or alias).")
+@click.option(
+    "--tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_option_value(onboarding.parse_tag),
+    help="A tag for the secret; repeatable.",
+)
+@click.option("--verify", is_flag=True, help="Log in with the login first; store nothing if not.")
+@click.option("--overwrite", is_flag=True, help="Store a new AWSCURRENT version if it exists.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Take the aws settings from this inventory.",
+)
+@click.option("--region")
+@click.option("--endpoint-url", help="A Secrets Manager compatible endpoint.")
+@click.option("--profile", help="A named AWS profile.")
+@LOG_LEVEL_OPTION
+def secret_create(
+    name: str,
+    engine: str,
+    host: str,
+    port: int | None,
+    username: str,
+    dbname: str | None,
+    masterarn: str | None,
+    ssl: bool | None,
+    strategy: str,
+    description: str | None,
+    kms_key_id: str | None,
+    tags: tuple[tuple[str, str], ...],
+    verify: bool,
+    overwrite: bool,
+    password_stdin: bool,
+    config_path: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+    log_level: str,
+) -> None:
+    """Store a database login as a secret; print its ARN and the inventory lines to add.
+
+    The secret holds the documented JSON (engine, host, port, username, password, dbname,
+    masterarn, ssl). The password comes from standard input (--password-stdin) or a hidden
+    prompt, never from the command line.
+    """
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path) if config_path else None
+    if len(dict(tags)) != len(tags):
+        raise click.BadParameter("a tag key is given twice", param_hint="--tags")
+    warning = onboarding.name_warning(name)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    password = _read_password(password_stdin)
+    login = onboarding.NewLogin(
+        engine=engine,
+        host=host,
+        port=port if port is not None else onboarding.default_port(engine),
+        username=username,
+        password=password,
+        dbname=dbname,
+        masterarn=masterarn,
+        ssl=ssl,
+    )
+    request = onboarding.SecretRequest(
+        name=name,
+        login=login,
+        description=description,
+        kms_key_id=kms_key_id,
+        tags=tags,
+        overwrite=overwrite,
+        verify=verify,
+    )
+    connection = onboarding.connection_for(
+        loaded, region=region, endpoint_url=endpoint_url, profile=profile
+    )
+    try:
+        stored = asyncio.run(onboarding.create(request, connection, all_engines()))
+    except RotdError as exc:
+        raise click.ClickException(redactor.scrub(str(exc))) from None
+    click.echo(stored.arn)
+    snippet = onboarding.inventory_snippet(name, Strategy(strategy), has_master=bool(masterarn))
+    click.echo(snippet, nl=False)
+    _exit(EXIT_OK)
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line of standard input, or a hidden prompt (confirmed) on a terminal."""
+    if from_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        raise click.UsageError(
+            "standard input is not a terminal: pass --password-stdin to read the password from it"
+        )
+    if not password:
+        raise click.UsageError("the password is empty; nothing was stored")
+    return password
 
 
 def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -31,6 +31,7 @@ from botocore.exceptions import (
 )
 
 from rotd.errors import Category, StoreError
+from rotd.observability import redactor
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
@@ -124,6 +125,28 @@ class _RateLimit:
                 await asyncio.sleep((1 - self._tokens) / self._rate)
 
 
+@asynccontextmanager
+async def open_client(
+    service: str, connection: AwsConnection, *, retry_mode: str = "adaptive"
+) -> AsyncIterator[Any]:
+    """An aioboto3 client of ``service`` with rotd's deadlines and retries.
+
+    Every AWS client rotd makes comes from here, so that no call goes without a deadline. The
+    inventory's ``endpoint_url`` applies to every service (an emulator serves them all).
+    """
+    session = aioboto3.Session(profile_name=connection.profile, region_name=connection.region)
+    config = Config(
+        retries={"mode": retry_mode, "max_attempts": connection.max_attempts},
+        connect_timeout=connection.connect_timeout_s,
+        read_timeout=connection.read_timeout_s,
+        max_pool_connections=connection.max_pool_connections,
+    )
+    async with session.client(
+        service, endpoint_url=connection.endpoint_url, config=config
+    ) as client:
+        yield client
+
+
 class AwsSecretStore:
     """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
 
@@ -135,21 +158,13 @@ class AwsSecretStore:
         self.calls: dict[str, int] = {}
 
     async def __aenter__(self) -> AwsSecretStore:
-        conn = self._connection
         try:
-            session = aioboto3.Session(profile_name=conn.profile, region_name=conn.region)
-            config = Config(
-                retries={"mode": "adaptive", "max_attempts": conn.max_attempts},
-                connect_timeout=conn.connect_timeout_s,
-                read_timeout=conn.read_timeout_s,
-                max_pool_connections=conn.max_pool_connections,
-            )
             self._client = await self._stack.enter_async_context(
-                session.client("secretsmanager", endpoint_url=conn.endpoint_url, config=config)
+                open_client("secretsmanager", self._connection)
             )
         except (BotoCoreError, ClientError) as exc:
             await self._stack.aclose()
-            raise _translate(exc, "-", "connect") from None
+            raise translate(exc, "-", "connect") from None
         self._client.meta.events.register("before-call.secrets-manager.*", self._count)
         return self
 
@@ -169,7 +184,7 @@ class AwsSecretStore:
             method = getattr(self._client, operation)
             result: dict[str, Any] = await method(SecretId=secret_id, **kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise _translate(exc, secret_id, operation) from None
+            raise translate(exc, secret_id, operation) from None
         return result
 
     async def describe(self, secret_id: str) -> SecretDescription:
@@ -262,19 +277,24 @@ _THROTTLE_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 )
 _PERMISSION_HINT = {
+    "connect": "Secrets Manager",
     "describe_secret": "secretsmanager:DescribeSecret",
     "get_secret_value": "secretsmanager:GetSecretValue",
     "put_secret_value": "secretsmanager:PutSecretValue",
     "update_secret_version_stage": "secretsmanager:UpdateSecretVersionStage",
+    "create_secret": "secretsmanager:CreateSecret",
+    "update_secret": "secretsmanager:UpdateSecret",
+    "tag_resource": "secretsmanager:TagResource",
 }
 
 
-def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
-    """Turn a botocore failure into a StoreError that says what to do about it."""
+def translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
+    """Turn a botocore failure of a Secrets Manager call into a StoreError that says what to
+    do about it (for a refused call: the exact action to allow)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
-        message = str(error.get("Message", "")).strip()
+        message = redactor.scrub(str(error.get("Message", "")).strip())
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code == "ResourceNotFoundException":
             return StoreError(
@@ -283,6 +303,13 @@ def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
                 Category.NOT_FOUND,
                 "Secrets Manager cannot find it (check the name or ARN, the region and the "
                 "version)",
+            )
+        if code == "ResourceExistsException":
+            return StoreError(
+                secret_id,
+                operation,
+                Category.CONFLICT,
+                "a secret with this name already exists (one scheduled for deletion counts too)",
             )
         if code in _ACCESS_CODES:
             action = _PERMISSION_HINT.get(operation, operation)
@@ -293,13 +320,14 @@ def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
                 f"access denied ({code}): allow {action} on this secret for the identity rotd "
                 f"uses; AWS said: {message}",
             )
-        if code == "DecryptionFailure" or code.startswith("KMS"):
+        if code in ("DecryptionFailure", "EncryptionFailure") or code.startswith("KMS"):
             return StoreError(
                 secret_id,
                 operation,
                 Category.PERMISSION,
-                f"cannot use the secret's KMS key ({code}): allow kms:Decrypt and "
-                f"kms:GenerateDataKey on it; AWS said: {message}",
+                f"cannot use the secret's KMS key ({code}): it must exist and be enabled, and "
+                f"the identity needs kms:Decrypt and kms:GenerateDataKey on it; AWS said: "
+                f"{message}",
             )
         if code in _THROTTLE_CODES:
             return StoreError(
@@ -318,15 +346,15 @@ def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
             secret_id,
             operation,
             Category.PERMISSION,
-            "no AWS credentials found: set a profile in the inventory (aws.profile), "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
+            "no AWS credentials found: set a profile (aws.profile in the inventory, or "
+            "--profile), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance or task role",
         )
     if isinstance(exc, NoRegionError):
         return StoreError(
             secret_id,
             operation,
             Category.PERMISSION,
-            "no AWS region: set aws.region in the inventory or AWS_REGION",
+            "no AWS region: set aws.region in the inventory (or --region) or AWS_REGION",
         )
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
         return StoreError(

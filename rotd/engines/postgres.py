@@ -498,8 +498,9 @@ class _Powers:
         if not self.createrole:
             return Permission(
                 False,
-                f"{quote_ident(me)} is neither a superuser nor has CREATEROLE",
-                f"ALTER ROLE {quote_ident(me)} CREATEROLE (as a superuser)",
+                f"{quote_ident(me)} is neither a superuser nor has CREATEROLE (a superuser can "
+                "give it)",
+                f"ALTER ROLE {quote_ident(me)} CREATEROLE",
             )
         if role.superuser:
             return Permission(

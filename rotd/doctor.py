@@ -1,0 +1,917 @@
+"""``rotd doctor``: whether each secret could be rotated now, found out without rotating it.
+
+For every secret it checks what a rotation will need, in the order the rotation needs it: the
+AWS identity and region; the secret (described, read, its JSON, no native rotation, any
+unfinished rotation); the master secret; the database from this host (reachable, TLS, the
+current and master logins); the privileges the strategy uses and the clone's name; and the
+Secrets Manager writes, by IAM policy simulation where the identity may run it. It writes
+nothing anywhere: no version, no password, no user. Secrets are checked concurrently within
+the inventory's limits, each master secret is read once, and every call has a deadline. Each
+finding is a :class:`Check` (ok, warn or FAIL); a failure says what to do about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.parsers import ResponseParserError
+
+from rotd.credentials import BadSecret, Credentials
+from rotd.engines import (
+    Endpoint,
+    Engine,
+    Family,
+    Login,
+    Permission,
+    Session,
+    TlsMode,
+    all_engines,
+)
+from rotd.errors import Category, DatabaseError, RotdError, StoreError
+from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
+from rotd.observability import get_logger, redactor
+from rotd.protocol import endpoint_for
+from rotd.runner import HostLimits
+from rotd.secretstore import CURRENT, AwsConnection, AwsSecretStore, SecretDescription
+from rotd.strategies import CLONE_SUFFIX
+
+log = get_logger("rotd.doctor")
+
+INVENTORY = "-"  # the secret id of checks that concern the whole inventory
+DB_TIMEOUT_S = 10.0
+# The Secrets Manager writes a rotation makes; the reads are proven by making them.
+WRITE_ACTIONS = ("secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage")
+SIMULATE = "iam:SimulatePrincipalPolicy"
+
+
+class Level(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: which secret, which check, how it went, and what to do about a failure."""
+
+    secret_id: str
+    name: str
+    level: Level
+    detail: str
+    fix: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.level is Level.FAIL
+
+    def line(self) -> str:
+        text = f"{self.level.value:<4}  {self.secret_id}  {self.name}: {self.detail}"
+        return f"{text}  FIX: {self.fix}" if self.fix else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level.value,
+            "secret_id": self.secret_id,
+            "check": self.name,
+            "detail": self.detail,
+            "fix": self.fix,
+        }
+
+
+class _Findings:
+    """The checks of one secret, in the order they were made; every text passes the redactor."""
+
+    def __init__(self, secret_id: str) -> None:
+        self.secret_id = secret_id
+        self.checks: list[Check] = []
+
+    def add(self, level: Level, name: str, detail: str, fix: str | None = None) -> None:
+        self.checks.append(
+            Check(self.secret_id, name, level, _one_line(detail), _one_line(fix) if fix else None)
+        )
+
+    def ok(self, name: str, detail: str) -> None:
+        self.add(Level.OK, name, detail)
+
+    def warn(self, name: str, detail: str, fix: str | None = None) -> None:
+        self.add(Level.WARN, name, detail, fix)
+
+    def fail(self, name: str, detail: str, fix: str | None = None) -> None:
+        self.add(Level.FAIL, name, detail, fix)
+
+    def permission(self, name: str, verdict: Permission, *, refused: Level = Level.FAIL) -> None:
+        if verdict.granted:
+            self.ok(name, verdict.reason)
+        else:
+            self.add(refused, name, verdict.reason, verdict.fix)
+
+
+# --- STS and IAM: the small edge this command adds ----------------------------------------------
+
+
+class AccountError(RotdError):
+    """STS or IAM refused or failed a call."""
+
+    def __init__(self, operation: str, category: Category, reason: str) -> None:
+        self.operation = operation
+        self.category = category
+        self.reason = reason
+        super().__init__(f"{operation}: {reason}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who rotd is to AWS (``sts get-caller-identity``)."""
+
+    arn: str
+    account: str
+
+    @property
+    def partition(self) -> str:
+        parts = self.arn.split(":")
+        return parts[1] if len(parts) > 1 and parts[1] else "aws"
+
+    @property
+    def root(self) -> bool:
+        return self.arn.endswith(":root")
+
+    def principal(self) -> str | None:
+        """The IAM user or role whose policies a simulation evaluates, if there is one."""
+        parts = self.arn.split(":", 5)
+        if len(parts) != 6:
+            return None
+        _, partition, service, _, account, resource = parts
+        if service == "iam" and resource.startswith(("user/", "role/")):
+            return self.arn
+        if service == "sts" and resource.startswith("assumed-role/"):
+            # The role's path is not in the session's ARN; most roles have none.
+            return f"arn:{partition}:iam::{account}:role/{resource.split('/')[1]}"
+        return None
+
+    def secret_arn(self, secret_id: str, region: str | None) -> str:
+        """The ARN pattern IAM policies use for a secret known by name or by ARN."""
+        if secret_id.startswith("arn:"):
+            return secret_id
+        return (
+            f"arn:{self.partition}:secretsmanager:{region or '*'}:{self.account}:"
+            f"secret:{secret_name(secret_id)}-??????"
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    decision: str  # allowed, explicitDeny, implicitDeny
+    missing_context: tuple[str, ...] = ()
+
+
+def account_endpoint(endpoint_url: str | None) -> str | None:
+    """Where to ask STS and IAM: an emulator's endpoint serves every service, while an AWS
+    endpoint for Secrets Manager (a VPC endpoint) serves only that one."""
+    if endpoint_url is None:
+        return None
+    host = (urlsplit(endpoint_url).hostname or "").lower()
+    if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
+        return None
+    return endpoint_url
+
+
+class AwsAccount:
+    """STS and IAM over aioboto3. Use as ``async with AwsAccount(conn) as account``."""
+
+    def __init__(self, connection: AwsConnection) -> None:
+        self._connection = connection
+        self._stack = AsyncExitStack()
+        self._sts: Any = None
+        self._iam: Any = None
+
+    async def __aenter__(self) -> AwsAccount:
+        conn = self._connection
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 2},
+            connect_timeout=conn.connect_timeout_s,
+            read_timeout=conn.read_timeout_s,
+        )
+        endpoint = account_endpoint(conn.endpoint_url)
+        try:
+            session = aioboto3.Session(profile_name=conn.profile, region_name=conn.region)
+            self._sts = await self._stack.enter_async_context(
+                session.client("sts", endpoint_url=endpoint, config=config)
+            )
+            self._iam = await self._stack.enter_async_context(
+                session.client("iam", endpoint_url=endpoint, config=config)
+            )
+        except (BotoCoreError, ClientError) as exc:
+            await self._stack.aclose()
+            raise _translate(exc, "sts:GetCallerIdentity") from None
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def identity(self) -> Identity:
+        try:
+            r = await self._sts.get_caller_identity()
+        except (BotoCoreError, ClientError, ResponseParserError) as exc:
+            raise _translate(exc, "sts:GetCallerIdentity") from None
+        return Identity(arn=str(r["Arn"]), account=str(r["Account"]))
+
+    async def simulate(
+        self, principal: str, actions: Sequence[str], resource: str
+    ) -> list[Decision]:
+        """What ``principal``'s policies decide for each action on ``resource``."""
+        decisions: list[Decision] = []
+        kwargs: dict[str, Any] = {
+            "PolicySourceArn": principal,
+            "ActionNames": list(actions),
+            "ResourceArns": [resource],
+        }
+        try:
+            while True:
+                r = await self._iam.simulate_principal_policy(**kwargs)
+                for result in r.get("EvaluationResults") or ():
+                    decisions.append(
+                        Decision(
+                            action=str(result["EvalActionName"]),
+                            decision=str(result["EvalDecision"]),
+                            missing_context=tuple(result.get("MissingContextValues") or ()),
+                        )
+                    )
+                if not r.get("IsTruncated"):
+                    return decisions
+                kwargs["Marker"] = r["Marker"]
+        except (BotoCoreError, ClientError, ResponseParserError) as exc:
+            raise _translate(exc, SIMULATE) from None
+
+
+def _translate(exc: Exception, operation: str) -> AccountError:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")).strip()
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if "AccessDenied" in code or code in ("UnauthorizedOperation", "AuthorizationError"):
+            return AccountError(
+                operation, Category.PERMISSION, f"access denied ({code}): {message}"
+            )
+        if code in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken"):
+            return AccountError(
+                operation, Category.AUTH, f"AWS does not accept the credentials ({code})"
+            )
+        if code == "NoSuchEntity":
+            return AccountError(operation, Category.NOT_FOUND, f"IAM has no such entity: {message}")
+        if code in ("Throttling", "ThrottlingException", "TooManyRequestsException"):
+            return AccountError(operation, Category.THROTTLED, f"throttled ({code})")
+        if status >= 500:
+            return AccountError(operation, Category.SERVER, f"AWS failed ({code or status})")
+        return AccountError(operation, Category.UNSUPPORTED, f"refused ({code}): {message}")
+    if isinstance(exc, ResponseParserError):
+        return AccountError(
+            operation,
+            Category.UNSUPPORTED,
+            "the endpoint did not answer as the API does (an emulator that lacks it?)",
+        )
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return AccountError(
+            operation,
+            Category.AUTH,
+            "no AWS credentials found: set aws.profile in the inventory, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
+        )
+    if isinstance(exc, NoRegionError):
+        return AccountError(
+            operation, Category.UNSUPPORTED, "no AWS region: set aws.region or AWS_REGION"
+        )
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return AccountError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
+    if isinstance(exc, EndpointConnectionError):
+        return AccountError(operation, Category.UNREACHABLE, f"cannot reach AWS: {exc}")
+    return AccountError(operation, Category.UNREACHABLE, f"the call failed: {exc}")
+
+
+class _Simulator:
+    """IAM policy simulation, tried once before it is relied on: when the identity may not run
+    it (or the endpoint lacks it), every secret is told so without asking again."""
+
+    def __init__(self, account: AwsAccount | None, unavailable: str | None = None) -> None:
+        self._account = account
+        self.unavailable = unavailable
+        self._proven = False
+        self._first = asyncio.Lock()
+        self._slots = asyncio.Semaphore(4)  # IAM's request rate is low
+
+    async def decide(
+        self, principal: str, actions: Sequence[str], resource: str
+    ) -> list[Decision] | str:
+        """The decisions, or why they could not be had."""
+        if self._proven:
+            return await self._call(principal, actions, resource)
+        async with self._first:
+            if self.unavailable is not None:
+                return self.unavailable
+            result = await self._call(principal, actions, resource)
+            self._proven = not isinstance(result, str)
+            return result
+
+    async def _call(
+        self, principal: str, actions: Sequence[str], resource: str
+    ) -> list[Decision] | str:
+        assert self._account is not None
+        try:
+            async with self._slots:
+                return await self._account.simulate(principal, actions, resource)
+        except AccountError as exc:
+            # One identity for every secret: what failed for one fails for all.
+            if exc.category is Category.PERMISSION:
+                self.unavailable = f"{principal} may not call {SIMULATE} ({exc.reason})"
+            elif exc.category is Category.NOT_FOUND:
+                self.unavailable = f"IAM does not know {principal} (a role with a path?)"
+            else:
+                self.unavailable = f"{SIMULATE} failed: {exc.reason}"
+            return self.unavailable
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Master:
+    id: str
+    arn: str
+    credentials: Credentials
+
+
+class _Masters:
+    """Master secrets, each read once and shared by every secret that names it."""
+
+    def __init__(self, store: AwsSecretStore) -> None:
+        self._store = store
+        self._reads: dict[str, asyncio.Task[_Master]] = {}
+
+    async def get(self, master_id: str) -> _Master:
+        task = self._reads.get(master_id)
+        if task is None:
+            task = self._reads[master_id] = asyncio.ensure_future(self._read(master_id))
+        return await asyncio.shield(task)
+
+    async def _read(self, master_id: str) -> _Master:
+        value = await self._store.get_value(master_id, stage=CURRENT)
+        return _Master(master_id, value.arn, Credentials.parse(value.string))
+
+
+async def diagnose(
+    inventory: Inventory,
+    specs: Sequence[SecretSpec],
+    connection: AwsConnection,
+    *,
+    engines: Mapping[str, Engine] | None = None,
+    db_timeout_s: float = DB_TIMEOUT_S,
+) -> list[Check]:
+    """Every check for ``specs``: the inventory's first, then each secret's, in order."""
+    started = time.monotonic()
+    head = _Findings(INVENTORY)
+    head.ok("inventory", inventory.summary())
+    for warning in inventory.warnings:
+        head.warn("inventory", warning)
+    # Fewer retries than a rotation: a doctor should answer quickly and say what failed.
+    connection = replace(connection, max_attempts=2)
+    async with AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(AwsSecretStore(connection))
+        except StoreError as exc:
+            head.fail("aws.identity", exc.reason, "fix the aws settings of the inventory")
+            return _finish(head.checks, started)
+        identity: Identity | None = None
+        account: AwsAccount | None = None
+        try:
+            account = await stack.enter_async_context(AwsAccount(connection))
+            identity = await account.identity()
+        except AccountError as exc:
+            head.fail("aws.identity", exc.reason, _identity_fix(exc))
+        if identity is not None:
+            head.ok("aws.identity", f"{identity.arn} (account {identity.account})")
+        if inventory.region:
+            endpoint = connection.endpoint_url or "AWS's endpoint"
+            head.ok("aws.region", f"{inventory.region}, Secrets Manager at {endpoint}")
+        else:
+            head.fail(
+                "aws.region",
+                "no AWS region is set",
+                "set aws.region in the inventory, or AWS_REGION in rotd's environment",
+            )
+        doctor = _Doctor(
+            inventory,
+            store,
+            identity,
+            _Simulator(account, None if account else "STS and IAM could not be reached"),
+            engines if engines is not None else all_engines(),
+            db_timeout_s,
+        )
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(doctor.secret(spec)) for spec in specs]
+    checks = head.checks + [check for task in tasks for check in task.result()]
+    return _finish(checks, started)
+
+
+def _finish(checks: list[Check], started: float) -> list[Check]:
+    counts = {level: sum(1 for c in checks if c.level is level) for level in Level}
+    log.info(
+        "doctor.finished",
+        ok=counts[Level.OK],
+        warn=counts[Level.WARN],
+        failed=counts[Level.FAIL],
+        duration_s=round(time.monotonic() - started, 3),
+    )
+    return checks
+
+
+def _identity_fix(exc: AccountError) -> str:
+    if exc.category is Category.AUTH:
+        return "give rotd valid AWS credentials (aws.profile, environment, or a role)"
+    if exc.category in (Category.UNREACHABLE, Category.TIMEOUT):
+        return "STS must be reachable from this host (or set AWS_ENDPOINT_URL_STS)"
+    return "check the aws settings of the inventory and rotd's AWS credentials"
+
+
+class _Doctor:
+    def __init__(
+        self,
+        inventory: Inventory,
+        store: AwsSecretStore,
+        identity: Identity | None,
+        simulator: _Simulator,
+        engines: Mapping[str, Engine],
+        db_timeout_s: float,
+    ) -> None:
+        self.inventory = inventory
+        self.store = store
+        self.identity = identity
+        self.simulator = simulator
+        self.engines = engines
+        self.db_timeout_s = db_timeout_s
+        self.masters = _Masters(store)
+        self.slots = asyncio.Semaphore(inventory.max_concurrent)
+        self.hosts = HostLimits(inventory.max_concurrent_per_host)
+        self.unreachable: dict[str, DatabaseError] = {}
+
+    async def secret(self, spec: SecretSpec) -> list[Check]:
+        found = _Findings(spec.id)
+        async with self.slots:
+            description, current = await self._read_secret(spec, found)
+            master = await self._read_master(spec, current, found)
+            if description is None or current is None:
+                return found.checks
+            database = _Findings(spec.id)
+            permissions = _Findings(spec.id)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._database(spec, current, master, database))
+                group.create_task(self._permissions(description, permissions))
+        return found.checks + database.checks + permissions.checks
+
+    # Secrets Manager.
+
+    async def _read_secret(
+        self, spec: SecretSpec, found: _Findings
+    ) -> tuple[SecretDescription | None, Credentials | None]:
+        # Not protocol.inspect: it drops the credentials that the database checks need.
+        try:
+            description = await self.store.describe(spec.id)
+        except StoreError as exc:
+            found.fail(
+                "secret.describe",
+                exc.reason,
+                self._store_fix(exc, spec.id, "secretsmanager:DescribeSecret"),
+            )
+            return None, None
+        found.ok("secret.describe", description.arn)
+        if description.rotation_enabled and description.rotation_lambda:
+            found.fail(
+                "secret.native_rotation",
+                "Secrets Manager's own rotation is enabled with "
+                f"{description.rotation_lambda}; two rotators would fight",
+                f"aws secretsmanager cancel-rotate-secret --secret-id {description.arn}, "
+                "or remove the secret from the inventory",
+            )
+        elif description.rotation_enabled:
+            found.warn(
+                "secret.native_rotation",
+                "Secrets Manager says rotation is enabled, with no Lambda: another service "
+                "(RDS-managed passwords?) may rotate it too",
+                "let one rotator own the secret",
+            )
+        else:
+            found.ok("secret.native_rotation", "Secrets Manager's own rotation is off")
+        version = description.version_with(CURRENT)
+        if version is None:
+            found.fail(
+                "secret.read",
+                "the secret has no AWSCURRENT version",
+                "put the credentials JSON with the AWSCURRENT label (put-secret-value)",
+            )
+            return None, None
+        try:
+            value = await self.store.get_value(spec.id, version_id=version)
+        except StoreError as exc:
+            fix = self._store_fix(exc, description.arn, "secretsmanager:GetSecretValue")
+            found.fail("secret.read", exc.reason, fix)
+            return None, None
+        found.ok("secret.read", f"AWSCURRENT ({version}) read, so its KMS key is usable")
+        try:
+            current = Credentials.parse(value.string)
+        except BadSecret as exc:
+            found.fail(
+                "secret.format",
+                str(exc),
+                "store AWS's JSON for database credentials: engine, host, username, password "
+                "(port, dbname, masterarn, ssl optional)",
+            )
+            return None, None
+        engine = spec.engine or current.engine
+        found.ok(
+            "secret.format",
+            f"engine {engine}, user {current.username!r}, host {current.host}:{current.port}",
+        )
+        await self._unfinished(spec, description, current, found)
+        return description, current
+
+    async def _unfinished(
+        self,
+        spec: SecretSpec,
+        description: SecretDescription,
+        current: Credentials,
+        found: _Findings,
+    ) -> None:
+        token = description.unfinished_pending()
+        if token is None:
+            found.ok("secret.unfinished", "no unfinished rotation")
+            return
+        try:
+            pending = Credentials.parse(
+                (await self.store.get_value(spec.id, version_id=token)).string
+            )
+        except (StoreError, BadSecret) as exc:
+            found.fail(
+                "secret.unfinished",
+                f"the unfinished rotation {token} cannot be resumed: its AWSPENDING value "
+                f"is unusable ({exc})",
+                f"remove the AWSPENDING label from version {token} (update-secret-version-stage)",
+            )
+            return
+        if spec.strategy is Strategy.ALTERNATING_USERS and pending.username == current.username:
+            found.fail(
+                "secret.unfinished",
+                f"the unfinished rotation {token} has the same username as AWSCURRENT, which "
+                "alternating_users cannot finish",
+                "finish it with strategy single_user, or remove the AWSPENDING label",
+            )
+            return
+        found.warn(
+            "secret.unfinished",
+            f"version {token} holds AWSPENDING without AWSCURRENT (user {pending.username!r}): "
+            "the next rotation resumes it",
+        )
+
+    async def _read_master(
+        self, spec: SecretSpec, current: Credentials | None, found: _Findings
+    ) -> _Master | None:
+        master_id = spec.master_secret or (current.masterarn if current else None)
+        alternating = spec.strategy is Strategy.ALTERNATING_USERS
+        if master_id is None:
+            if alternating and current is not None:
+                found.fail(
+                    "master.read",
+                    "alternating_users needs a master login, and none is set",
+                    "set master_secret in the inventory, or masterarn in the secret",
+                )
+            return None
+        # single_user turns to the master only when the user's own passwords are refused.
+        level = Level.FAIL if alternating else Level.WARN
+        try:
+            master = await self.masters.get(master_id)
+        except StoreError as exc:
+            fix = self._store_fix(exc, master_id, "secretsmanager:GetSecretValue")
+            found.add(level, "master.read", f"master secret {master_id!r}: {exc.reason}", fix)
+            return None
+        except BadSecret as exc:
+            found.add(
+                level,
+                "master.read",
+                f"master secret {master_id!r}: {exc}",
+                "store the master's credentials as AWS's JSON (engine, host, username, password)",
+            )
+            return None
+        found.ok("master.read", f"{master.arn} read (user {master.credentials.username!r})")
+        return master
+
+    def _store_fix(self, exc: StoreError, secret_id: str, action: str) -> str:
+        if exc.category is Category.NOT_FOUND:
+            where = f"region {self.inventory.region or '(none)'}"
+            if self.identity is not None:
+                where += f", account {self.identity.account}"
+            return f"check the name or ARN ({where}); create the secret or take it out"
+        if _denied(exc):
+            who = f" for {self.identity.principal() or self.identity.arn}" if self.identity else ""
+            if "KMS" in exc.reason:
+                return f"allow kms:Decrypt on the secret's KMS key{who}"
+            resource = (
+                self.identity.secret_arn(secret_id, self.inventory.region)
+                if self.identity
+                else secret_id
+            )
+            return f"allow {action} on {resource}{who}"
+        if exc.transient:
+            return "Secrets Manager must be reachable from this host; try again if it was busy"
+        return f"make {action} on {secret_id} succeed for rotd's identity"
+
+    # The database.
+
+    async def _database(
+        self,
+        spec: SecretSpec,
+        current: Credentials,
+        master: _Master | None,
+        found: _Findings,
+    ) -> None:
+        endpoint = endpoint_for(spec, current)
+        alternating = spec.strategy is Strategy.ALTERNATING_USERS
+        async with self.hosts.slot(endpoint), AsyncExitStack() as stack:
+            try:
+                session = await self._open(
+                    stack, Login(endpoint, current.username, current.password), found, "db.login"
+                )
+                if session is not None:
+                    found.ok(
+                        "db.login",
+                        f"user {current.username!r} logs in with the AWSCURRENT password",
+                    )
+                master_session: Session | None = None
+                if master is not None:
+                    credentials = master.credentials
+                    master_session = await self._open(
+                        stack,
+                        Login(endpoint, credentials.username, credentials.password),
+                        found,
+                        "master.login",
+                        refused=Level.FAIL if alternating else Level.WARN,
+                        secret_id=master.id,
+                    )
+                    if master_session is not None:
+                        found.ok(
+                            "master.login",
+                            f"user {credentials.username!r} logs in with the master secret",
+                        )
+            except _Unreachable:
+                return
+            await self._tls(endpoint, session or master_session, found)
+            if alternating:
+                if master_session is not None:
+                    await self._alternating(current, master_session, found)
+                return
+            if session is not None:
+                await self._ask(found, "db.own_password", session.may_set_own_password())
+            if master_session is not None:
+                await self._ask(
+                    found,
+                    "master.reset_password",
+                    master_session.may_set_password(current.username),
+                    refused=Level.WARN,
+                )
+
+    async def _open(
+        self,
+        stack: AsyncExitStack,
+        login: Login,
+        found: _Findings,
+        name: str,
+        *,
+        refused: Level = Level.FAIL,
+        secret_id: str | None = None,
+    ) -> Session | None:
+        """A session as ``login``, or None when the login failed (reported as ``name``).
+
+        Raises :class:`_Unreachable` (reported) when the server cannot be reached, or TLS
+        cannot be set up: nothing more can be found out about it then. An address found
+        unreachable once is not tried again, so that secrets queued on a dead host do not
+        each wait for the deadline.
+        """
+        endpoint = login.endpoint
+        known = self.unreachable.get(endpoint.address)
+        if known is not None:
+            self._unreachable(endpoint, known, found)
+        try:
+            session = await stack.enter_async_context(
+                self.engines[endpoint.family].connect(login, timeout_s=self.db_timeout_s)
+            )
+        except DatabaseError as exc:
+            if exc.category in (Category.UNREACHABLE, Category.TIMEOUT, Category.TLS):
+                if exc.category is not Category.TLS:
+                    self.unreachable[endpoint.address] = exc
+                self._unreachable(endpoint, exc, found)
+            self._reachable(endpoint, found)
+            whose = secret_id or found.secret_id
+            if exc.category is Category.AUTH:
+                fix = (
+                    f"the AWSCURRENT password of secret {whose!r} does not let user "
+                    f"{login.username!r} log in: fix the secret, or the user's password"
+                )
+            else:
+                fix = f"let user {login.username!r} of secret {whose!r} log in here"
+            found.add(refused, name, _said(endpoint, exc), fix)
+            return None
+        self._reachable(endpoint, found)
+        return session
+
+    def _unreachable(self, endpoint: Endpoint, exc: DatabaseError, found: _Findings) -> None:
+        if exc.category is Category.TLS:
+            self._reachable(endpoint, found)
+            found.fail("db.tls", _said(endpoint, exc), _tls_fix(endpoint))
+        else:
+            found.fail(
+                "db.reachable",
+                _said(endpoint, exc),
+                f"{endpoint.address} must be reachable from this host: check DNS, routes, "
+                "security groups and firewalls (the inventory's host and port, when set, "
+                "are the route from this host)",
+            )
+        raise _Unreachable
+
+    def _reachable(self, endpoint: Endpoint, found: _Findings) -> None:
+        if not any(c.name == "db.reachable" for c in found.checks):
+            found.ok("db.reachable", f"{endpoint.address} answers from this host")
+
+    async def _tls(self, endpoint: Endpoint, session: Session | None, found: _Findings) -> None:
+        mode = endpoint.tls.mode
+        safer = "set tls: verify-full and ca_file in the inventory"
+        if mode is TlsMode.DISABLE:
+            found.warn(
+                "db.tls",
+                "TLS is off (tls: disable, or the secret's ssl is false): logins and "
+                "passwords cross the network in clear",
+                safer,
+            )
+            return
+        if session is None:
+            return
+        try:
+            encrypted = await session.tls_in_use()
+        except DatabaseError as exc:
+            found.warn("db.tls", f"cannot tell whether TLS is in use: {exc.reason}")
+            return
+        if not encrypted:
+            found.warn(
+                "db.tls",
+                f"the server offers no TLS, so logins and passwords cross the network in "
+                f"clear (tls: {mode})",
+                "turn TLS on in the server, then " + safer,
+            )
+        elif mode in (TlsMode.VERIFY_CA, TlsMode.VERIFY_FULL) or (
+            mode is TlsMode.REQUIRE and endpoint.tls.ca_file and endpoint.family is Family.POSTGRES
+        ):
+            checked = ", and the host name" if mode is TlsMode.VERIFY_FULL else ""
+            against = endpoint.tls.ca_file or "the system's CAs"
+            found.ok("db.tls", f"TLS, certificate verified against {against}{checked}")
+        else:
+            found.warn(
+                "db.tls",
+                f"TLS is in use, but the server's certificate is not verified (tls: {mode})",
+                safer,
+            )
+
+    async def _alternating(self, current: Credentials, master: Session, found: _Findings) -> None:
+        original = current.username.removesuffix(CLONE_SUFFIX)
+        clone = original + CLONE_SUFFIX
+        try:
+            await master.check_username(clone)
+        except DatabaseError as exc:
+            if exc.category is not Category.NAME_TOO_LONG:
+                found.fail("clone.name", exc.reason)
+            else:
+                found.fail(
+                    "clone.name",
+                    exc.reason,
+                    f"rename user {original!r} so that {clone!r} fits, or use strategy single_user",
+                )
+        else:
+            found.ok("clone.name", f"{clone!r} fits the server's limit")
+        await self._ask(found, "master.privileges", master.may_mirror_user(original, clone))
+
+    async def _ask(
+        self,
+        found: _Findings,
+        name: str,
+        question: Awaitable[Permission],
+        *,
+        refused: Level = Level.FAIL,
+    ) -> None:
+        try:
+            verdict = await question
+        except DatabaseError as exc:
+            found.add(refused, name, f"could not find out: {exc.reason}")
+            return
+        found.permission(name, verdict, refused=refused)
+
+    # IAM.
+
+    async def _permissions(self, description: SecretDescription, found: _Findings) -> None:
+        name = "iam.permissions"
+        actions = ", ".join(WRITE_ACTIONS)
+        identity = self.identity
+        if identity is None:
+            found.warn(name, f"not checked ({actions}): the AWS identity is unknown")
+            return
+        if identity.root:
+            found.warn(
+                name,
+                "rotd runs as the account's root user, which may do everything",
+                "run rotd with an IAM role or user that holds only what it needs",
+            )
+            return
+        principal = identity.principal()
+        if principal is None:
+            found.warn(
+                name,
+                f"not checked ({actions}): the policies of {identity.arn} cannot be "
+                "simulated (only IAM users and roles can)",
+            )
+            return
+        result = await self.simulator.decide(principal, WRITE_ACTIONS, description.arn)
+        if isinstance(result, str):
+            fix = None
+            if f"may not call {SIMULATE}" in result:
+                fix = f"allow {SIMULATE} on {principal} to let rotd doctor check them"
+            found.warn(name, f"not checked ({actions}): {result}", fix)
+            return
+        denied = [d for d in result if d.decision != "allowed"]
+        if not denied:
+            found.ok(
+                name,
+                f"{actions} allowed on {description.arn} for {principal} (IAM policy "
+                "simulation); DescribeSecret and GetSecretValue were proven by reading",
+            )
+            return
+        what = "; ".join(
+            f"{d.decision} for {d.action}"
+            + (f" (it depends on {', '.join(d.missing_context)})" if d.missing_context else "")
+            for d in denied
+        )
+        explicit = any(d.decision == "explicitDeny" for d in denied)
+        found.fail(
+            name,
+            f"IAM policy simulation for {principal} on {description.arn}: {what}"
+            + ("" if explicit else " (a resource policy on the secret is not seen by it)"),
+            f"allow {', '.join(d.action for d in denied)} on {description.arn} for {principal}"
+            + (" and remove the Deny" if explicit else ""),
+        )
+
+
+class _Unreachable(Exception):
+    """The server cannot be reached (already reported): stop checking it."""
+
+
+def _one_line(text: str) -> str:
+    """``text`` scrubbed of secrets, on one line (servers' messages may span several)."""
+    return " ".join(redactor.scrub(text).split())
+
+
+def _denied(exc: StoreError) -> bool:
+    """Whether Secrets Manager refused access; an endpoint that answers HTTP 403 without
+    AWS's JSON error (moto's server, some proxies) is refusing it too."""
+    return exc.category is Category.PERMISSION or exc.reason.startswith("refused (403)")
+
+
+def _said(endpoint: Endpoint, exc: DatabaseError) -> str:
+    """The error's reason, with the address it concerns when the reason lacks it."""
+    return exc.reason if endpoint.address in exc.reason else f"{endpoint.address}: {exc.reason}"
+
+
+def _tls_fix(endpoint: Endpoint) -> str:
+    mode = endpoint.tls.mode
+    if mode in (TlsMode.VERIFY_CA, TlsMode.VERIFY_FULL):
+        name = " and connect by a name the certificate holds" if mode is TlsMode.VERIFY_FULL else ""
+        return f"set ca_file to the CA that signed {endpoint.address}'s certificate{name}"
+    return f"turn TLS on in the server at {endpoint.address}, or lower tls (not advised)"

@@ -1,0 +1,430 @@
+"""``rotd iam-policy``: the least-privilege IAM policy that an inventory's rotations need.
+
+Rotated secrets get the four calls a rotation makes (DescribeSecret, GetSecretValue,
+PutSecretValue, UpdateSecretVersionStage); master secrets, named by ``master_secret`` or by the
+``masterarn`` inside a secret that has no ``master_secret``, get GetSecretValue only; the
+customer-managed KMS keys of those secrets get kms:Decrypt (and kms:GenerateDataKey where rotd
+writes), usable only through Secrets Manager in the secrets' region. Names become exact ARNs
+when AWS can be reached; otherwise, or when asked to stay offline, secrets are named by ARN
+patterns (``<name>-??????``) and every guess is reported as a warning. The same facts always
+give the same document. Secret values are read only for their ``masterarn`` and never kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aioboto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rotd.credentials import BadSecret, Credentials
+from rotd.errors import Category, RotdError, StoreError
+from rotd.inventory import Inventory, SecretSpec
+from rotd.secretstore import AwsConnection, AwsSecretStore, SecretDescription, open_client
+
+VERSION = "2012-10-17"
+ROTATE_ACTIONS = (
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+)
+READ_ACTIONS = ("secretsmanager:GetSecretValue",)
+KMS_WRITE_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+KMS_READ_ACTIONS = ("kms:Decrypt",)
+CONCURRENCY = 16
+
+_SECRET_ARN = re.compile(
+    r"^arn:(?P<partition>aws[\w-]*):secretsmanager:(?P<region>[\w-]+):(?P<account>\d{12}):"
+    r"secret:(?P<name>.+)$"
+)
+_KMS_ARN = re.compile(
+    r"^arn:(?P<partition>aws[\w-]*):kms:(?P<region>[\w-]+):(?P<account>\d{12}):"
+    r"(?P<kind>key|alias)/(?P<id>.+)$"
+)
+# AWS appends "-" and six random characters to a secret's name in its full ARN.
+_FULL_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+
+
+class KeyLookupError(RotdError):
+    """KMS could not say which key an alias names."""
+
+    def __init__(self, key_id: str, category: Category, reason: str) -> None:
+        self.key_id = key_id
+        self.category = category
+        self.reason = reason
+        super().__init__(f"KMS key {key_id!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a pattern points when no ARN is known: partition, region and account (or ``*``)."""
+
+    partition: str = "aws"
+    region: str = "*"
+    account: str = "*"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One secret as the policy names it: an exact ARN or a pattern, and its KMS key's ARN."""
+
+    resource: str
+    kms_key: str | None = None
+
+    @property
+    def region(self) -> str:
+        match = _SECRET_ARN.match(self.resource)
+        return match.group("region") if match else "*"
+
+
+@dataclass(frozen=True)
+class Policy:
+    document: dict[str, Any]
+    warnings: tuple[str, ...]
+
+    def text(self) -> str:
+        return json.dumps(self.document, indent=2)
+
+
+def secret_resource(secret_id: str, scope: Scope) -> str:
+    """A full ARN as it is; a name or partial ARN as the pattern that matches its full ARN."""
+    match = _SECRET_ARN.match(secret_id)
+    if match is None:
+        return (
+            f"arn:{scope.partition}:secretsmanager:{scope.region}:{scope.account}:"
+            f"secret:{secret_id}-??????"
+        )
+    if _FULL_ARN_SUFFIX.search(match.group("name")):
+        return secret_id
+    return f"{secret_id}-??????"
+
+
+def policy_document(rotated: Sequence[Grant], masters: Sequence[Grant]) -> dict[str, Any]:
+    """The policy for these secrets: fixed statement order, sorted resources, no empty statement.
+
+    A master that is also rotated needs nothing more; a KMS key that a rotated secret uses is
+    not repeated among the keys that only masters use.
+    """
+    rotated_resources = sorted({g.resource for g in rotated})
+    master_resources = sorted({g.resource for g in masters} - set(rotated_resources))
+    write_keys = _keys(rotated)
+    read_keys = {k: r for k, r in _keys(masters).items() if k not in write_keys}
+    statements = [_statement("RotateSecrets", ROTATE_ACTIONS, rotated_resources)]
+    if master_resources:
+        statements.append(_statement("ReadMasterSecrets", READ_ACTIONS, master_resources))
+    if write_keys:
+        statements.append(_statement("UseSecretKmsKeys", KMS_WRITE_ACTIONS, write_keys))
+    if read_keys:
+        statements.append(_statement("ReadMasterSecretKmsKeys", KMS_READ_ACTIONS, read_keys))
+    return {"Version": VERSION, "Statement": statements}
+
+
+def _keys(grants: Iterable[Grant]) -> dict[str, set[str]]:
+    """Key ARN -> the regions of the secrets encrypted with it."""
+    keys: dict[str, set[str]] = {}
+    for grant in grants:
+        if grant.kms_key is not None:
+            keys.setdefault(grant.kms_key, set()).add(grant.region)
+    return keys
+
+
+def _statement(
+    sid: str, actions: Sequence[str], resources: Iterable[str] | dict[str, set[str]]
+) -> dict[str, Any]:
+    statement: dict[str, Any] = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": sorted(actions),
+        "Resource": sorted(resources),
+    }
+    if isinstance(resources, dict):
+        # KMS keys: only when Secrets Manager uses them on the principal's behalf.
+        services = sorted(
+            {f"secretsmanager.{r}.amazonaws.com" for regions in resources.values() for r in regions}
+        )
+        operator = "StringLike" if any("*" in s for s in services) else "StringEquals"
+        via: str | list[str] = services[0] if len(services) == 1 else services
+        statement["Condition"] = {operator: {"kms:ViaService": via}}
+    return statement
+
+
+async def build_policy(inventory: Inventory, *, offline: bool = False) -> Policy:
+    """The policy for ``inventory`` and the warnings about whatever had to be guessed.
+
+    Calls AWS unless ``offline``; if AWS cannot be reached it falls back to patterns (with a
+    warning) instead of failing.
+    """
+    resolver = _Resolver(inventory)
+    if offline:
+        rotated, masters = resolver.patterns("--offline")
+    else:
+        rotated, masters = await resolver.resolve()
+    return Policy(policy_document(rotated, masters), tuple(resolver.warnings))
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A rotated secret as Secrets Manager described it (or why it could not)."""
+
+    spec: SecretSpec
+    description: SecretDescription | None
+    masterarn: str | None
+    warnings: tuple[str, ...]
+
+
+class _Unreachable(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class _Resolver:
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self.warnings: list[str] = []
+
+    def scope(self, known_arns: Iterable[str]) -> Scope:
+        """Patterns take the inventory's region, and what the known ARNs agree on."""
+        matches = [m for m in (_SECRET_ARN.match(a) for a in known_arns) if m]
+        partitions = {m.group("partition") for m in matches}
+        regions = {m.group("region") for m in matches}
+        accounts = {m.group("account") for m in matches}
+        return Scope(
+            partition=partitions.pop() if len(partitions) == 1 else "aws",
+            region=self.inventory.region or (regions.pop() if len(regions) == 1 else "*"),
+            account=accounts.pop() if len(accounts) == 1 else "*",
+        )
+
+    def patterns(self, why: str) -> tuple[list[Grant], list[Grant]]:
+        """Every secret by pattern, from the inventory alone."""
+        specs = self.inventory.secrets
+        masters = sorted({s.master_secret for s in specs if s.master_secret is not None})
+        scope = self.scope([s.id for s in specs] + masters)
+        self.warnings.insert(
+            0,
+            f"{why}: secrets are named by ARN patterns ({_pattern_words(scope)}); customer-"
+            "managed KMS keys and masters named only by the masterarn inside a secret can be "
+            "read from AWS only, so they are not in this policy; run rotd iam-policy where AWS "
+            "can be reached for exact ARNs and keys",
+        )
+        return (
+            [Grant(secret_resource(s.id, scope)) for s in specs],
+            [Grant(secret_resource(m, scope)) for m in masters],
+        )
+
+    async def resolve(self) -> tuple[list[Grant], list[Grant]]:
+        connection = AwsConnection(
+            region=self.inventory.region,
+            endpoint_url=self.inventory.endpoint_url,
+            profile=self.inventory.profile,
+            max_attempts=2,
+            connect_timeout_s=3.0,
+            read_timeout_s=10.0,
+        )
+        problem = await credentials_problem(connection)
+        if problem is not None:
+            return self.patterns(f"AWS cannot be reached ({problem})")
+        try:
+            async with AwsSecretStore(connection) as store, AwsKeys(connection) as keys:
+                return await self._resolve(store, keys)
+        except _Unreachable as exc:
+            return self.patterns(f"AWS cannot be reached ({exc.reason})")
+        except StoreError as exc:  # the client could not be made
+            return self.patterns(f"AWS cannot be reached ({exc.reason})")
+
+    async def _resolve(
+        self, store: AwsSecretStore, keys: AwsKeys
+    ) -> tuple[list[Grant], list[Grant]]:
+        specs = self.inventory.secrets
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def bounded(spec: SecretSpec) -> _Found:
+            async with slots:
+                return await _find(store, spec, probe=False)
+
+        # One call first: if AWS is out of reach, say so once instead of once per secret.
+        first = await _find(store, specs[0], probe=True)
+        found = [first, *await asyncio.gather(*(bounded(s) for s in specs[1:]))]
+        for item in found:
+            self.warnings.extend(item.warnings)
+
+        master_ids = {s.master_secret for s in specs if s.master_secret is not None}
+        master_ids |= {f.masterarn for f in found if f.masterarn is not None}
+        ordered_masters = sorted(master_ids)
+        masters = await asyncio.gather(*(_describe_master(store, m) for m in ordered_masters))
+
+        known = [f.description.arn for f in found if f.description is not None]
+        known += [d.arn for d in masters if isinstance(d, SecretDescription)]
+        scope = self.scope(known or [*(s.id for s in specs), *ordered_masters])
+        key_arns = await self._key_arns(keys, [*found, *masters])
+
+        rotated: list[Grant] = []
+        for item in found:
+            if item.description is None:
+                rotated.append(Grant(secret_resource(item.spec.id, scope)))
+            else:
+                description = item.description
+                rotated.append(Grant(description.arn, key_arns.get(description.kms_key_id or "")))
+        master_grants: list[Grant] = []
+        for master_id, master in zip(ordered_masters, masters, strict=True):
+            if isinstance(master, SecretDescription):
+                master_grants.append(Grant(master.arn, key_arns.get(master.kms_key_id or "")))
+            else:
+                self.warnings.append(
+                    f"master secret {master_id!r}: {master.reason}; it is named by an ARN "
+                    "pattern, and its KMS key, if customer-managed, is not in this policy"
+                )
+                master_grants.append(Grant(secret_resource(master_id, scope)))
+        return rotated, master_grants
+
+    async def _key_arns(
+        self, keys: AwsKeys, items: Sequence[_Found | SecretDescription | StoreError]
+    ) -> dict[str, str]:
+        """KmsKeyId as Secrets Manager reports it -> the key's ARN; AWS-managed keys left out."""
+        wanted: dict[str, str] = {}  # key id -> the ARN of the first secret that uses it
+        for item in items:
+            description = item.description if isinstance(item, _Found) else item
+            if isinstance(description, SecretDescription) and description.kms_key_id:
+                wanted.setdefault(description.kms_key_id, description.arn)
+        ordered = sorted(wanted)
+        arns = await asyncio.gather(*(self._key_arn(keys, k, wanted[k]) for k in ordered))
+        return {k: arn for k, arn in zip(ordered, arns, strict=True) if arn is not None}
+
+    async def _key_arn(self, keys: AwsKeys, key_id: str, secret_arn: str) -> str | None:
+        kms_arn = _KMS_ARN.match(key_id)
+        name = kms_arn.group("id") if kms_arn else key_id.removeprefix("alias/")
+        is_alias = (kms_arn.group("kind") == "alias") if kms_arn else key_id.startswith("alias/")
+        if is_alias and name.startswith("aws/"):
+            return None  # AWS-managed (aws/secretsmanager): its key policy already allows use
+        if kms_arn is not None and not is_alias:
+            return key_id
+        # A bare key id or alias lives in the secret's own account and region.
+        owner = kms_arn or _SECRET_ARN.match(secret_arn)
+        where = owner.group("partition", "region", "account") if owner else ("aws", "*", "*")
+        if not is_alias:
+            return f"arn:{where[0]}:kms:{where[1]}:{where[2]}:key/{key_id}"
+        # Only KMS knows which key an alias names; KMS authorizes against the key, not the alias.
+        try:
+            key = await keys.describe(key_id)
+        except KeyLookupError as exc:
+            fallback = f"arn:{where[0]}:kms:{where[1]}:{where[2]}:key/*"
+            self.warnings.append(
+                f"KMS key {key_id!r} of secret {secret_arn!r}: {exc.reason}; the "
+                f"policy allows {fallback} (through Secrets Manager only) instead: replace it "
+                "with the key's ARN"
+            )
+            return fallback
+        return None if key.aws_managed else key.arn
+
+
+async def _find(store: AwsSecretStore, spec: SecretSpec, *, probe: bool) -> _Found:
+    try:
+        description = await store.describe(spec.id)
+    except StoreError as exc:
+        if probe and exc.transient:
+            raise _Unreachable(exc.reason) from None
+        warning = (
+            f"secret {spec.id!r}: {exc.reason}; it is named by an ARN pattern, and its KMS key "
+            "and masterarn are unknown"
+        )
+        return _Found(spec, None, None, (warning,))
+    if spec.master_secret is not None:
+        return _Found(spec, description, None, ())
+    # Without master_secret, rotd uses the masterarn inside the secret: read it from AWSCURRENT.
+    try:
+        value = await store.get_value(description.arn)
+        masterarn = Credentials.parse(value.string).masterarn
+    except (StoreError, BadSecret) as exc:
+        reason = exc.reason if isinstance(exc, StoreError) else str(exc)
+        warning = f"secret {spec.id!r}: cannot read a masterarn from its AWSCURRENT value: {reason}"
+        return _Found(spec, description, None, (warning,))
+    return _Found(spec, description, masterarn, ())
+
+
+async def _describe_master(store: AwsSecretStore, secret_id: str) -> SecretDescription | StoreError:
+    try:
+        return await store.describe(secret_id)
+    except StoreError as exc:
+        return exc
+
+
+def _pattern_words(scope: Scope) -> str:
+    account = "any account" if scope.account == "*" else f"account {scope.account}"
+    region = "any region" if scope.region == "*" else f"region {scope.region}"
+    return f"<name>-??????, in {region}, {account}"
+
+
+# --- the I/O edge: KMS and the credential chain, over aioboto3 -----------------------------------
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    arn: str
+    aws_managed: bool
+
+
+async def credentials_problem(connection: AwsConnection) -> str | None:
+    """Why no AWS call can be made from here (no region, no credentials), or None."""
+    try:
+        session = aioboto3.Session(profile_name=connection.profile, region_name=connection.region)
+        if session.region_name is None:
+            return "no AWS region: set aws.region in the inventory or AWS_REGION"
+        if await session.get_credentials() is None:
+            return "no AWS credentials found"
+    except BotoCoreError as exc:
+        return str(exc)
+    return None
+
+
+class AwsKeys:
+    """KMS's DescribeKey, to learn which key an alias names; the client is made on first use."""
+
+    def __init__(self, connection: AwsConnection) -> None:
+        self._connection = connection
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AwsKeys:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _kms(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                # The inventory's endpoint_url serves KMS too when it is an emulator (moto).
+                self._client = await self._stack.enter_async_context(
+                    open_client("kms", self._connection, retry_mode="standard")
+                )
+            return self._client
+
+    async def describe(self, key_id: str) -> KeyInfo:
+        try:
+            client = await self._kms()
+            result = await client.describe_key(KeyId=key_id)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            category = Category.NOT_FOUND if code == "NotFoundException" else Category.PERMISSION
+            hint = " (allow kms:DescribeKey to resolve it)" if "Denied" in code else ""
+            reason = f"KMS refused DescribeKey ({code}){hint}: {error.get('Message', '')}"
+            raise KeyLookupError(key_id, category, reason) from None
+        except BotoCoreError as exc:
+            raise KeyLookupError(key_id, Category.UNREACHABLE, f"cannot reach KMS: {exc}") from None
+        metadata = result["KeyMetadata"]
+        return KeyInfo(arn=metadata["Arn"], aws_managed=metadata.get("KeyManager") == "AWS")
