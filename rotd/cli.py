@@ -20,7 +20,7 @@ from rotd.daemon import Daemon, aws_connection
 from rotd.engines import ENGINE_FAMILIES, all_engines
 from rotd.errors import ConfigErrors, RotdError
 from rotd.inventory import Inventory, SecretSpec, Strategy
-from rotd.observability import configure_logging, redactor
+from rotd.observability import configure_logging, get_logger, redactor
 from rotd.protocol import Outcome
 from rotd.runner import Runner
 from rotd.secretstore import AwsSecretStore
@@ -52,8 +52,10 @@ def _exit(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def load_or_exit(path: str) -> Inventory:
-    """Load the inventory, or print every error as FILE:LINE:COL and exit 78."""
+def load_or_exit(path: str, *, log_warnings: bool = False) -> Inventory:
+    """Load the inventory, or print every error as FILE:LINE:COL and exit 78.
+
+    Warnings are printed, or logged as ``inventory.warning`` events for the daemon."""
     try:
         loaded = inventory_module.load(path)
     except ConfigErrors as exc:
@@ -62,7 +64,10 @@ def load_or_exit(path: str) -> Inventory:
         click.echo(f"{path}: {len(exc.errors)} error(s); nothing was done", err=True)
         _exit(EXIT_CONFIG)
     for warning in loaded.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        if log_warnings:
+            get_logger("rotd.inventory").warning("inventory.warning", warning=warning)
+        else:
+            click.echo(f"warning: {warning}", err=True)
     return loaded
 
 
@@ -109,7 +114,7 @@ def run(config_path: str, log_level: str) -> None:
     a second SIGINT exits at once (130).
     """
     configure_logging(level=log_level)
-    loaded = load_or_exit(config_path)
+    loaded = load_or_exit(config_path, log_warnings=True)
     _exit(asyncio.run(Daemon(loaded).run()))
 
 
