@@ -124,6 +124,10 @@ class Daemon:
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
+            # First of all, so that a signal during start-up is handled, not fatal.
+            if self.install_signal_handlers:
+                self._install_signal_handlers(loop)
+                stack.callback(self._remove_signal_handlers, loop)
             store = self._store
             if store is None:
                 store = await stack.enter_async_context(
@@ -139,9 +143,6 @@ class Daemon:
             self._runner.on_start = lambda _spec: self.metrics.in_flight.inc()
             self._runner.on_finish = self._observe
             self._runner.hooks.on_result = self.metrics.hook_finished
-            if self.install_signal_handlers:
-                self._install_signal_handlers(loop)
-                stack.callback(self._remove_signal_handlers, loop)
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))

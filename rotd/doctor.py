@@ -22,8 +22,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aioboto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -52,7 +50,13 @@ from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
 from rotd.observability import get_logger, redactor
 from rotd.protocol import endpoint_for
 from rotd.runner import HostLimits
-from rotd.secretstore import CURRENT, AwsConnection, AwsSecretStore, SecretDescription
+from rotd.secretstore import (
+    CURRENT,
+    AwsConnection,
+    AwsSecretStore,
+    SecretDescription,
+    open_client,
+)
 from rotd.strategies import CLONE_SUFFIX
 
 log = get_logger("rotd.doctor")
@@ -206,20 +210,15 @@ class AwsAccount:
         self._iam: Any = None
 
     async def __aenter__(self) -> AwsAccount:
-        conn = self._connection
-        config = Config(
-            retries={"mode": "standard", "max_attempts": 2},
-            connect_timeout=conn.connect_timeout_s,
-            read_timeout=conn.read_timeout_s,
+        conn = replace(
+            self._connection, endpoint_url=account_endpoint(self._connection.endpoint_url)
         )
-        endpoint = account_endpoint(conn.endpoint_url)
         try:
-            session = aioboto3.Session(profile_name=conn.profile, region_name=conn.region)
             self._sts = await self._stack.enter_async_context(
-                session.client("sts", endpoint_url=endpoint, config=config)
+                open_client("sts", conn, retry_mode="standard")
             )
             self._iam = await self._stack.enter_async_context(
-                session.client("iam", endpoint_url=endpoint, config=config)
+                open_client("iam", conn, retry_mode="standard")
             )
         except (BotoCoreError, ClientError) as exc:
             await self._stack.aclose()

@@ -77,6 +77,9 @@ class DatabaseError(RotdError):
         self.port = port
         self.category = category
         self.reason = reason
+        # Set when the failure happened while opening a session: only then does it say
+        # anything about the host being down (a cut mid-statement does not).
+        self.connecting = False
         super().__init__(f"{host}:{port}: {reason}")
 
 

@@ -174,6 +174,7 @@ class _Rotation:
         self.token: str | None = None
         self.resumed = False
         self.skipped = False
+        self.current_version: str | None = None
 
     async def run(self) -> Outcome:
         try:
@@ -216,9 +217,18 @@ class _Rotation:
             duration_s=round(time.monotonic() - started, 4),
         )
 
-    def _connect(self, login: Login) -> AbstractAsyncContextManager[Session]:
+    @asynccontextmanager
+    async def _connect(self, login: Login) -> AsyncIterator[Session]:
         engine = self.deps.engines[login.endpoint.family]
-        return engine.connect(login, timeout_s=self.deps.db_timeout_s)
+        async with AsyncExitStack() as stack:
+            try:
+                session = await stack.enter_async_context(
+                    engine.connect(login, timeout_s=self.deps.db_timeout_s)
+                )
+            except DatabaseError as exc:
+                exc.connecting = True
+                raise
+            yield session
 
     async def _run(self) -> None:
         spec = self.spec
@@ -231,6 +241,7 @@ class _Rotation:
 
         async with AsyncExitStack() as stack:
             async with self._step(Step.CREATE):
+                self.current_version = current_version
                 current_value = await self.store.get_value(spec.id, version_id=current_version)
                 current = self.current = Credentials.parse(current_value.string)
                 self.engine = spec.engine or current.engine
@@ -256,6 +267,7 @@ class _Rotation:
                     if spec.strategy is Strategy.ALTERNATING_USERS:
                         await session.check_username(username)
                     assert self.token is not None
+                    await self._hold_lock(session)
                     await self.store.put_pending(spec.id, self.token, fresh.dumps())
                     self.pending = fresh
             pending = self.pending
@@ -266,9 +278,10 @@ class _Rotation:
                     await strategies.set_single_user(
                         session, how, current.username, pending.password
                     )
-                elif self.resumed and await self._logs_in(endpoint, pending):
-                    self.log.info("rotation.step_skipped", step=str(Step.SET))
                 else:
+                    # Even when resuming, and even if the pending login already works: the
+                    # clone's grants are brought in line again (idempotent), since a cut may
+                    # have left them half done.
                     await strategies.set_alternating(
                         self._connect, endpoint, current, pending, session
                     )
@@ -284,7 +297,34 @@ class _Rotation:
             async with self._step(Step.FINISH):
                 assert self.token is not None
                 if current_version != self.token:
-                    await self.store.move_current(spec.id, self.token, current_version)
+                    await self._hold_lock(session)
+                    await self._move_current(current_version)
+
+    async def _hold_lock(self, session: Session) -> None:
+        """Make sure the lock is still ours before writing to Secrets Manager.
+
+        The lock dies with its session; taking it again on the same session is a no-op that
+        fails if the session is gone, so a rotation whose lock was lost writes nothing.
+        """
+        assert self.arn is not None
+        if not await session.try_lock(self.arn):
+            raise SecretError(
+                self.spec.id,
+                self.step,
+                Category.LOCKED,
+                "the rotation lock was lost; another rotd process may have taken over",
+            )
+
+    async def _move_current(self, current_version: str) -> None:
+        """finishSecret, idempotent: a retried call whose first attempt went through is fine."""
+        assert self.token is not None
+        try:
+            await self.store.move_current(self.spec.id, self.token, current_version)
+        except StoreError as exc:
+            if exc.category is not Category.CONFLICT:
+                raise
+            if (await self.store.describe(self.spec.id)).version_with(CURRENT) != self.token:
+                raise
 
     def _guard(self, description: SecretDescription) -> str | None:
         """Check that rotd may rotate the secret; pick the token. None: nothing to do."""
@@ -362,18 +402,63 @@ class _Rotation:
         async def as_master() -> Credentials | None:
             return await self._master_or_none(current)
 
-        how, session = await strategies.first_login(
-            opened,
-            endpoint,
-            current.username,
-            [
-                ("current", as_current),
-                ("previous", lambda: self._read_previous(current)),
-                (strategies.PENDING, as_pending),
-                (strategies.MASTER, as_master),
-            ],
-        )
-        return session, how
+        candidates: list[strategies.Candidate] = [
+            ("current", as_current),
+            ("previous", lambda: self._read_previous(current)),
+            (strategies.PENDING, as_pending),
+            (strategies.MASTER, as_master),
+        ]
+        try:
+            how, session = await strategies.first_login(
+                opened, endpoint, current.username, candidates
+            )
+            return session, how
+        except DatabaseError as exc:
+            if exc.category is not Category.AUTH:
+                raise
+            refused = exc
+        try:
+            # A write delivered late (after its process lost the lock) can leave the password
+            # the database holds on a version with no label: try those too, newest first.
+            how, session = await strategies.first_login(
+                opened, endpoint, current.username, await self._unlabelled(current)
+            )
+            self.log.warning(
+                "rotation.recovering",
+                case="only an unlabelled version's password logs in: setting the pending one",
+            )
+            return session, strategies.OWN[1]
+        except DatabaseError as exc:
+            if exc.category is not Category.AUTH:
+                raise
+        # Every password refused: another rotator may have changed it since we read it.
+        fresh = await self.store.describe(self.spec.id)
+        before = (self.current_version, self.token if self.resumed else None)
+        if (fresh.version_with(CURRENT), fresh.unfinished_pending()) != before:
+            raise SecretError(
+                self.spec.id,
+                Step.CREATE,
+                Category.LOCKED,
+                "the secret changed while rotd was logging in: another rotator is at work on "
+                "it; it is left to it",
+            ) from None
+        raise refused
+
+    async def _unlabelled(self, current: Credentials) -> list[strategies.Candidate]:
+        """Login candidates from the secret's unlabelled versions (a few, newest first)."""
+        candidates: list[strategies.Candidate] = []
+        for version_id in (await self.store.unlabelled_versions(self.spec.id))[:8]:
+
+            async def read(version_id: str = version_id) -> Credentials | None:
+                value = await self.store.get_value(self.spec.id, version_id=version_id)
+                try:
+                    found = Credentials.parse(value.string)
+                except BadSecret:
+                    return None
+                return found if found.username == current.username else None
+
+            candidates.append((f"version {version_id}", read))
+        return candidates
 
     async def _recover(self, current: Credentials, how: str) -> Credentials | None:
         """Take up an unfinished rotation, of any origin (rotd, AWS's Lambda, a hand edit).
@@ -454,15 +539,6 @@ class _Rotation:
             self.log.info("rotation.verify_waiting", endpoint=endpoint.address, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 8.0)
-
-    async def _logs_in(self, endpoint: Endpoint, credentials: Credentials) -> bool:
-        try:
-            async with self._connect(strategies.login(endpoint, credentials)):
-                return True
-        except DatabaseError as exc:
-            if exc.category is Category.AUTH:
-                return False
-            raise
 
     def _master_id(self, current: Credentials) -> str | None:
         return self.spec.master_secret or current.masterarn

@@ -117,8 +117,8 @@ class HostLimits:
         if probe:
             breaker.probing = False
         if isinstance(cause, DatabaseError) and cause.category in _HOST_DOWN:
-            if cause.reason.startswith("not tried:"):
-                return
+            if not cause.connecting:
+                return  # a session cut mid-statement: the host answered
             breaker.failures += 1
             interval = min(self.breaker_cap_s, self.breaker_base_s * 2 ** (breaker.failures - 1))
             breaker.open_until = time.monotonic() + interval

@@ -89,6 +89,9 @@ class SecretStore(Protocol):
     async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
         """Take ``stage`` off ``version_id``."""
 
+    async def unlabelled_versions(self, secret_id: str) -> list[str]:
+        """Ids of the versions that carry no label, newest first as far as AWS says."""
+
 
 @dataclass(frozen=True)
 class AwsConnection:
@@ -251,6 +254,12 @@ class AwsSecretStore:
             RemoveFromVersionId=from_version,
         )
 
+    async def unlabelled_versions(self, secret_id: str) -> list[str]:
+        r = await self._call("list_secret_version_ids", secret_id, IncludeDeprecated=True)
+        versions = [v for v in r.get("Versions") or () if not v.get("VersionStages")]
+        versions.sort(key=lambda v: v.get("CreatedDate") or 0, reverse=True)
+        return [str(v["VersionId"]) for v in versions]
+
     async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
         await self._writes.acquire()
         await self._call(
@@ -282,6 +291,7 @@ _PERMISSION_HINT = {
     "get_secret_value": "secretsmanager:GetSecretValue",
     "put_secret_value": "secretsmanager:PutSecretValue",
     "update_secret_version_stage": "secretsmanager:UpdateSecretVersionStage",
+    "list_secret_version_ids": "secretsmanager:ListSecretVersionIds",
     "create_secret": "secretsmanager:CreateSecret",
     "update_secret": "secretsmanager:UpdateSecret",
     "tag_resource": "secretsmanager:TagResource",

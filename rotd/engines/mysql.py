@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -344,12 +345,15 @@ class MysqlSession:
         for source in originals:
             target = clones.pop(source.host, None)
             if target is None:
-                await self._create_clone(source, clone, new_password)
+                # The new clone must not accept the pending password before it holds every
+                # grant: a cut in between would leave a working login without privileges.
+                placeholder = secrets.token_urlsafe(32)
+                redactor.add(placeholder, mysql_native_hash(placeholder))
+                await self._create_clone(source, clone, placeholder)
             elif (target.require, target.limits) != (source.require, source.limits):
                 await self._copy_options(source, clone)
             await self._sync_privileges(source.user, clone, source.host)
-            if target is not None:
-                await self._set_account_password(clone, source.host, source.plugin, new_password)
+            await self._set_account_password(clone, source.host, source.plugin, new_password)
         for host in clones:
             # A host part the original no longer has: rotd does not drop accounts, and leaves
             # this one's password and grants alone, so an operator should look at it.

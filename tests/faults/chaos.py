@@ -1,0 +1,263 @@
+"""The fault schedule: rotd processes killed and restarted in lanes, and database faults.
+
+A :class:`Lanes` runs real ``rotd`` processes, one after the other in each lane and several
+lanes at once, and kills each with SIGKILL at a moment drawn from the seeded generator: early
+(often before any rotation began), in the middle of its rotations (a short while after its
+first rotation event, which is when the protocol's state is most interesting), or never (the
+process finishes, or a daemon runs until its phase ends). :class:`DatabaseFaults` meanwhile
+cuts rotd's database connections, from the server side (``pg_terminate_backend`` on rotd's
+backends, ``KILL`` on its MariaDB threads) and from the network (a reset of every connection
+through a proxy), and makes a database unreachable for a few seconds by stopping its proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiomysql
+import asyncpg
+
+from tests.faults.proxy import TcpProxy
+from tests.fixtures.postgres import PgServer
+from tests.fixtures.process import RotdProcess
+
+__all__ = ["DatabaseFaults", "Lanes", "Run"]
+
+# Events that say a rotation is under way in a process.
+_ROTATING = frozenset({"rotation.step", "rotation.resuming"})
+_READY = frozenset({"daemon.ready"})
+
+
+@dataclass
+class Run:
+    """One rotd process of a lane."""
+
+    kind: str  # "rotate" or "run"
+    phase: str
+    lane: int
+    process: RotdProcess
+    started: float
+    plan: str
+    killed: bool = False
+    exit_code: int | None = None
+    ended: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.proc.poll() is None
+
+
+@dataclass
+class Lanes:
+    start: Callable[..., RotdProcess]
+    rng: random.Random
+    runs: list[Run] = field(default_factory=list)
+    concurrency: Counter[int] = field(default_factory=Counter)  # samples of processes alive
+
+    def alive(self) -> list[Run]:
+        return [r for r in self.runs if r.exit_code is None and r.alive]
+
+    async def sample(self, stop: asyncio.Event) -> None:
+        """Count how many processes run at once, five times a second."""
+        while not stop.is_set():
+            self.concurrency[len(self.alive())] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def lane(
+        self,
+        number: int,
+        kind: str,
+        phase: str,
+        args: list[str],
+        deadline: float,
+        *,
+        first_delay_s: float = 0.0,
+        pause_s: tuple[float, float] = (0.0, 0.4),
+        at_deadline: str = "kill",
+    ) -> None:
+        """Start processes one after the other until ``deadline`` (monotonic); then SIGKILL
+        the last one (``at_deadline="kill"``) or stop it with SIGTERM (``"terminate"``)."""
+        await self._until(deadline, first_delay_s)
+        while time.monotonic() < deadline:
+            plan, delay_s = self._plan(kind)
+            run = Run(kind, phase, number, self.start(*args), time.monotonic(), plan)
+            self.runs.append(run)
+            await self._watch(run, delay_s, deadline, at_deadline)
+            await self._until(deadline, self.rng.uniform(*pause_s))
+
+    def _plan(self, kind: str) -> tuple[str, float]:
+        roll = self.rng.random()
+        if kind == "rotate":
+            if roll < 0.15:
+                return "early", self.rng.uniform(0.2, 2.5)
+            if roll < 0.7:
+                return "mid", self.rng.uniform(0.0, 3.0)
+            return "finish", 0.0
+        if roll < 0.2:
+            return "early", self.rng.uniform(0.3, 3.0)
+        if roll < 0.8:
+            return "mid", self.rng.uniform(0.0, 5.0)
+        return "long", self.rng.uniform(5.0, 15.0)
+
+    async def _watch(self, run: Run, delay_s: float, deadline: float, at_deadline: str) -> None:
+        """Let ``run`` go until its planned kill, its exit or the deadline."""
+        kill_at: float | None = None
+        if run.plan == "early":
+            kill_at = run.started + delay_s
+        while run.alive and time.monotonic() < deadline:
+            now = time.monotonic()
+            waits_for = _ROTATING if run.kind == "rotate" else _READY
+            if kill_at is None and run.plan != "finish" and _has_event(run.process, waits_for):
+                kill_at = now + delay_s
+            if kill_at is not None and now >= kill_at:
+                break
+            await asyncio.sleep(0.02)
+        if not run.alive:
+            self._ended(run)
+        elif time.monotonic() >= deadline and at_deadline == "terminate":
+            run.plan = "terminated"
+            await self.terminate(run, timeout_s=30)
+        else:
+            await self.kill(run)
+
+    async def kill(self, run: Run) -> None:
+        """SIGKILL: no drain, no finally block, sessions dropped by the kernel."""
+        run.killed = run.alive
+        await asyncio.to_thread(run.process.kill)
+        self._ended(run)
+
+    async def terminate(self, run: Run, timeout_s: float) -> None:
+        """SIGTERM and wait for the drain; SIGKILL if it overstays."""
+        if run.alive:
+            run.process.send(signal.SIGTERM)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(run.process.wait, timeout_s)
+        if run.alive:
+            run.killed = True
+        await asyncio.to_thread(run.process.kill)
+        self._ended(run)
+
+    def _ended(self, run: Run) -> None:
+        run.exit_code = run.process.proc.poll()
+        run.ended = time.monotonic()
+
+    async def _until(self, deadline: float, delay_s: float) -> None:
+        # The random pause is part of the fault schedule, not a wait for some state.
+        await asyncio.sleep(max(0.0, min(delay_s, deadline - time.monotonic())))
+
+
+def _has_event(process: RotdProcess, names: set[str] | frozenset[str]) -> bool:
+    return any(e.get("event") in names for e in list(process.events))
+
+
+@dataclass
+class DatabaseFaults:
+    """Cuts rotd's database connections and takes databases away, at seeded random moments."""
+
+    rng: random.Random
+    pg_server: PgServer
+    mysql_host: str
+    mysql_port: int
+    proxies: dict[str, TcpProxy]  # by inventory database name
+    counts: Counter[str] = field(default_factory=Counter)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), what)
+    outage_s: float = 0.0
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"pg_terminate": 3, "mysql_kill": 3, "proxy_cut": 2, "outage": 1}
+    )
+    _outages: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run(self, stop: asyncio.Event, interval_s: tuple[float, float] = (0.8, 2.4)) -> None:
+        pg = await self.pg_server.connect()
+        mysql = await aiomysql.connect(
+            host=self.mysql_host, port=self.mysql_port, user="root", password="", autocommit=True
+        )
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.rng.uniform(*interval_s))
+                if stop.is_set():
+                    break
+                kinds = list(self.weights)
+                kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
+                if kind == "pg_terminate":
+                    await self._pg_terminate(pg)
+                elif kind == "mysql_kill":
+                    await self._mysql_kill(mysql)
+                elif kind == "proxy_cut":
+                    proxy = self.proxies[self.rng.choice(sorted(self.proxies))]
+                    cut = proxy.cut_all()
+                    self.counts["proxy_cut"] += 1
+                    self.counts["proxy_cut_connections"] += cut
+                    self.timeline.append((time.time(), f"reset {cut} connections to {proxy.name}"))
+                else:
+                    self._outage()
+        finally:
+            await pg.close()
+            mysql.close()
+            await asyncio.gather(*self._outages, return_exceptions=True)
+            for proxy in self.proxies.values():
+                if not proxy.running:
+                    await proxy.start()
+
+    async def _pg_terminate(self, pg: asyncpg.Connection) -> None:
+        """End every backend rotd opened (``application_name`` rotd): mid-statement or idle."""
+        ended = await pg.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+            " FROM pg_stat_activity WHERE application_name = 'rotd'"
+        )
+        self.counts["pg_terminate"] += 1
+        self.counts["pg_terminate_backends"] += int(ended or 0)
+        self.timeline.append((time.time(), f"pg_terminate_backend x{ended}"))
+
+    async def _mysql_kill(self, mysql: aiomysql.Connection) -> None:
+        """KILL each MariaDB thread that came through the proxy, that is rotd's."""
+        ports = self.proxies["mariadb"].upstream_ports()
+        async with mysql.cursor() as cursor:
+            await cursor.execute("SELECT ID, HOST FROM information_schema.PROCESSLIST")
+            rows = await cursor.fetchall()
+            victims = [i for i, host in rows if _port_of(host) in ports]
+            for thread in victims:
+                try:
+                    await cursor.execute(f"KILL {int(thread)}")
+                except Exception:  # the thread ended on its own meanwhile
+                    continue
+                self.counts["mysql_kill_threads"] += 1
+        self.counts["mysql_kill"] += 1
+        self.timeline.append((time.time(), f"KILL x{len(victims)}"))
+
+    def _outage(self) -> None:
+        running = [p for p in self.proxies.values() if p.running]
+        if len(running) < len(self.proxies):
+            return  # one database away at a time
+        proxy = self.rng.choice(running)
+        seconds = self.rng.uniform(1.0, 3.0)
+        task = asyncio.create_task(self._take_away(proxy, seconds))
+        self._outages.add(task)
+        task.add_done_callback(self._outages.discard)
+
+    async def _take_away(self, proxy: TcpProxy, seconds: float) -> None:
+        self.counts["outage"] += 1
+        self.counts[f"outage_{proxy.name}"] += 1
+        self.timeline.append((time.time(), f"{proxy.name} away for {seconds:.1f} s"))
+        await proxy.stop()
+        try:
+            await asyncio.sleep(seconds)  # the length of the outage is the fault
+        finally:
+            self.outage_s += seconds
+            await proxy.start()
+            self.timeline.append((time.time(), f"{proxy.name} back"))
+
+
+def _port_of(host: object) -> int | None:
+    text = str(host or "")
+    _, colon, port = text.rpartition(":")
+    return int(port) if colon and port.isdigit() else None

@@ -1,0 +1,39 @@
+"""Failures this suite has found in rotd, described for the messages of the tests.
+
+``test_cuts`` reproduces each on purpose: the fixed bugs (CLONE, FINISH, RACE) fail it if
+they come back. FENCE is a limitation of Secrets Manager (no conditional writes) that rotd
+narrows but cannot close: ``test_faults`` recognises it by its exact signature and reports it
+as an expected failure, while any other broken invariant fails the test.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLONE_BUG", "FENCE_BUG", "FINISH_BUG", "RACE_BUG"]
+
+CLONE_BUG = (
+    "rotd bug: MySQL/MariaDB mirror_user creates a missing clone WITH the pending password "
+    "before copying the original's grants (rotd/engines/mysql.py, mirror_user/_create_clone); "
+    "cut off in between, the resumed rotation finds the pending login working, skips setSecret "
+    "(rotd/protocol.py, 'rotation.step_skipped') and makes AWSCURRENT a clone without the "
+    "original's privileges"
+)
+FINISH_BUG = (
+    "rotd bug: finishSecret is not idempotent: when the answer to UpdateSecretVersionStage is "
+    "lost, botocore retries it, Secrets Manager refuses the retry (AWSCURRENT is no longer on "
+    "RemoveFromVersionId) and rotd reports a failed, non-transient rotation (a daemon parks "
+    "the secret) although AWSCURRENT is on the new version"
+)
+RACE_BUG = (
+    "rotd bug: single user: a rotation that read AWSCURRENT before another process rotated the "
+    "secret logs in with the retired password, is refused, and fails as a permanent 'auth' "
+    "error (a daemon parks the secret, 'fix the secret') instead of seeing that the secret "
+    "moved (rotd/protocol.py, _lock_session and strategies.first_login)"
+)
+FENCE_BUG = (
+    "known limitation: Secrets Manager has no conditional write, so rotd's writes are fenced "
+    "only by re-checking its lock session right before each one; a PutSecretValue delayed in "
+    "the network past the loss of that session can still move AWSPENDING away from the "
+    "rotation that now holds the lock. Until the next attempt (which finds the password the "
+    "database holds among the unlabelled versions and finishes), a single-user secret may "
+    "have neither label logging in"
+)

@@ -1,0 +1,610 @@
+"""Fault injection: real rotd processes rotate 16 secrets while everything around them fails.
+
+Real PostgreSQL (``pg_server``, which checks passwords), the machine's MariaDB and moto's
+server; rotd reaches the databases through TCP proxies (the inventory's ``databases[].host``
+and ``port``) and Secrets Manager through an HTTP proxy, both of which the test breaks. A
+witness per secret logs in with AWSCURRENT all along (see ``tests.faults.witness``). The fault
+schedule comes from one seeded ``random.Random``; the seed is printed, and
+``ROTD_FAULTS_SEED=<seed>`` replays the schedule (not the operating system's timing).
+
+Which process kind meets which fault:
+
+========  ============================================  =======================================
+phase     processes                                     faults
+========  ============================================  =======================================
+1 rotate  ``rotd rotate --all`` on group A (12          SIGKILL at random moments (early, or
+          secrets), in 3 lanes: 2 or 3 at once, each    during its rotations), restarted; DB
+          restarted after it exits or is killed         connections cut (``pg_terminate_backend``
+                                                        on rotd's backends, ``KILL`` on its
+                                                        MariaDB threads, proxy resets); a DB
+                                                        unreachable for seconds (proxy stopped);
+                                                        Secrets Manager throttling, 500s, stalls,
+                                                        connections cut before and after moto
+                                                        acted on the call
+2 run     ``rotd run`` on all 16 secrets with           the same, and SIGKILL/restart of the
+          ``rate(1 minute)``, window 0, in 3 lanes: 2   daemons. Each daemon starts by resuming
+          or 3 daemons at once; ``rotd status`` and     what phase 1 left unfinished; group D (4
+          ``/metrics`` read meanwhile                   secrets phase 1 never touched) falls due
+                                                        during the phase, in every daemon at the
+                                                        same instant. SIGTERM at the end
+3 clean   one ``rotd run``, stopped with SIGTERM once   none
+          nothing is left unfinished
+========  ============================================  =======================================
+
+Then the test checks the invariants from the logs of every process, the version histories and
+the witnesses (see :func:`judge`), and prints its totals, which the terminal summary and the
+test's report (``record_property``) repeat. Hitting a rotd bug listed in ``tests.faults.known``
+(by its exact signature) makes the test xfail with the details once every other check passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientError, ClientSession, ClientTimeout
+
+from tests.faults import evidence, report
+from tests.faults.chaos import DatabaseFaults, Lanes, Run
+from tests.faults.fleet import ALTERNATING, SINGLE, Fleet, Member, write_inventory
+from tests.faults.known import CLONE_BUG, FENCE_BUG
+from tests.faults.proxy import FaultRates, HttpFaultProxy, TcpProxy
+from tests.faults.witness import SecretsReader, Version, Witness, logs_in
+from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.databases import Mariadb, Postgres
+from tests.fixtures.mariadb import MysqlServer
+from tests.fixtures.postgres import PgServer
+from tests.fixtures.process import RotdProcess, free_tcp_port
+
+SEED = int(os.environ.get("ROTD_FAULTS_SEED") or random.SystemRandom().randrange(2**32))
+
+# Moderate: most calls pass, botocore's retries absorb most faults, some still reach rotd.
+SECRETS_MANAGER_FAULTS = FaultRates(
+    throttle=0.04, error_500=0.03, stall=0.03, cut_before=0.03, cut_after=0.03
+)
+RATE_S = 60.0  # rate(1 minute), the daemons' schedule
+PHASE_1_S = 40.0
+PHASE_2_S = 30.0
+DUE_AFTER_PHASE_2_STARTS_S = 12.0  # every daemon has planned group D when it falls due
+AFTER_DUE_S = 15.0  # and has time to rotate it, and to retry once
+# A rotation's steps are logged a moment after moto answered (see evidence.overlaps).
+LOG_SLACK_S = 1.0
+# Moto's CreatedDate is whole seconds: a version made at 12:00:00.9 says 12:00:00.
+CREATED_SLACK_S = 1.0
+
+
+@pytest.mark.timeout(300)
+async def test_rotations_survive_kills_cuts_outages_and_rivals(
+    pg_server: PgServer,
+    mysql_server: MysqlServer,
+    moto: MotoServer,
+    secrets: Secrets,
+    tmp_path: Path,
+    rotd_process: Callable[..., RotdProcess],
+    record_property: Callable[[str, object], None],
+) -> None:
+    print(f"fault schedule seed {SEED}; replay with ROTD_FAULTS_SEED={SEED}")
+    async with AsyncExitStack() as stack:
+        campaign = await Campaign.set_up(
+            stack, pg_server, mysql_server, moto, secrets, tmp_path, rotd_process
+        )
+        await campaign.rotate_processes()
+        await campaign.daemons()
+        clean_exit = await campaign.finish_cleanly()
+        verdict = await judge(campaign)
+
+    heading = f"test_rotations_survive_kills_cuts_outages_and_rivals (seed {SEED})"
+    report.add(heading, verdict.lines)
+    record_property("fault_totals", "\n".join(verdict.lines))
+    print("\n".join(verdict.lines))
+    broken = {k: v for k, v in verdict.violations.items() if v}
+    assert not broken, f"seed {SEED}: invariants broken: {broken}\n" + "\n".join(verdict.lines)
+    assert clean_exit == 0, "the clean daemon did not exit with 0 on SIGTERM"
+    assert verdict.group_d_rotated >= 1, "no daemon rotated group D when it fell due"
+    if verdict.known:
+        pytest.xfail(f"seed {SEED}: known rotd bugs hit: {verdict.known}")
+
+
+@dataclass
+class Campaign:
+    """Everything one run of the test made, and the three phases."""
+
+    rng: random.Random
+    fleet: Fleet
+    proxies: dict[str, TcpProxy]
+    http: HttpFaultProxy
+    reader: SecretsReader
+    faults: DatabaseFaults
+    lanes: Lanes
+    witnesses: dict[str, Witness]
+    inventories: dict[str, Path]
+    start: Callable[..., RotdProcess]
+    pg_server: PgServer
+    tmp_path: Path
+    group_d_due: float  # monotonic
+    stop_faults: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_watching: asyncio.Event = field(default_factory=asyncio.Event)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    faulting: asyncio.Task[None] | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # monotonic
+    phase_2_from: float = 0.0  # wall clock, whole seconds: versions made by daemons
+    phase_2_until: float = 0.0
+    observed: list[str] = field(default_factory=list)  # status output, /metrics scrapes
+
+    @classmethod
+    async def set_up(
+        cls,
+        stack: AsyncExitStack,
+        pg_server: PgServer,
+        mysql_server: MysqlServer,
+        moto: MotoServer,
+        secrets: Secrets,
+        tmp_path: Path,
+        start: Callable[..., RotdProcess],
+    ) -> Campaign:
+        began = time.monotonic()
+        rng = random.Random(SEED)
+        pg, maria = Postgres(pg_server), Mariadb(mysql_server)
+        stack.push_async_callback(maria.cleanup)
+        stack.push_async_callback(pg.cleanup)
+        proxies = {
+            "postgres": TcpProxy(pg_server.host, pg_server.port, "postgres"),
+            "mariadb": TcpProxy(mysql_server.host, mysql_server.port, "mariadb"),
+        }
+        for proxy in proxies.values():
+            await proxy.start()
+            stack.push_async_callback(proxy.close)
+        http = HttpFaultProxy(
+            moto.endpoint_url, random.Random(rng.random()), rates=SECRETS_MANAGER_FAULTS
+        )
+        await http.start()
+        stack.push_async_callback(http.close)
+        reader = SecretsReader(moto.endpoint_url)
+        stack.push_async_callback(reader.close)
+
+        # Group D first: it falls due RATE_S after it was made; phase 1 leaves it alone.
+        fleet = Fleet({"postgres": pg, "mariadb": maria}, secrets)
+        await fleet.add_masters()
+        kinds = [(db, strategy) for db in fleet.databases for strategy in (SINGLE, ALTERNATING)]
+        await asyncio.gather(*(fleet.add(db, strategy, "D") for db, strategy in kinds))
+        group_d_due = time.monotonic() + RATE_S
+        await asyncio.gather(*(fleet.add(db, s, "A") for db, s in kinds for _ in range(3)))
+
+        faults = DatabaseFaults(
+            random.Random(rng.random()), pg_server, mysql_server.host, mysql_server.port, proxies
+        )
+        campaign = cls(
+            rng=rng,
+            fleet=fleet,
+            proxies=proxies,
+            http=http,
+            reader=reader,
+            faults=faults,
+            lanes=Lanes(start, random.Random(rng.random())),
+            witnesses={m.secret_id: Witness(m.target, reader) for m in fleet.members},
+            inventories=_inventories(tmp_path, fleet, proxies, http, moto),
+            start=start,
+            pg_server=pg_server,
+            tmp_path=tmp_path,
+            group_d_due=group_d_due,
+            marks={"began": began},
+        )
+        stack.push_async_callback(campaign.stop_background)
+        tasks = [w.run(campaign.stop_watching) for w in campaign.witnesses.values()]
+        tasks.append(campaign.lanes.sample(campaign.stop_watching))
+        campaign.faulting = asyncio.create_task(faults.run(campaign.stop_faults))
+        campaign.background = [campaign.faulting, *(asyncio.create_task(t) for t in tasks)]
+        return campaign
+
+    async def stop_background(self) -> None:
+        self.stop_faults.set()
+        self.stop_watching.set()
+        await asyncio.gather(*self.background, return_exceptions=True)
+
+    async def rotate_processes(self) -> None:
+        """Phase 1: ``rotd rotate --all`` on group A, two or three at once, killed at random."""
+        self.marks["phase 1"] = time.monotonic()
+        deadline = min(time.monotonic() + PHASE_1_S, self.group_d_due - DUE_AFTER_PHASE_2_STARTS_S)
+        args = ["rotate", "-c", str(self.inventories["phase1"]), "--all", "--json"]
+        args += ["--log-level", "debug"]
+        rng = self.rng
+        await asyncio.gather(
+            self.lanes.lane(1, "rotate", "1", args, deadline),
+            self.lanes.lane(2, "rotate", "1", args, deadline, first_delay_s=rng.uniform(0, 1)),
+            self.lanes.lane(
+                3, "rotate", "1", args, deadline, first_delay_s=rng.uniform(2, 8), pause_s=(0.5, 4)
+            ),
+        )
+        self.phase_2_from = await _next_second()
+
+    async def daemons(self) -> None:
+        """Phase 2: ``rotd run`` on every secret, two or three at once, killed at random;
+        group D falls due meanwhile; SIGTERM at the end."""
+        self.marks["phase 2"] = time.monotonic()
+        deadline = max(time.monotonic() + PHASE_2_S, self.group_d_due + AFTER_DUE_S)
+        lanes = [
+            self.lanes.lane(
+                lane,
+                "run",
+                "2",
+                ["run", "-c", str(self.inventories[f"daemon{lane}"]), "--log-level", "debug"],
+                deadline,
+                first_delay_s=0.0 if lane < 3 else self.rng.uniform(1, 6),
+                pause_s=(0.0, 0.5) if lane < 3 else (0.5, 4.0),
+                at_deadline="terminate",
+            )
+            for lane in (1, 2, 3)
+        ]
+        await asyncio.gather(*lanes, self._observe(deadline))
+        self.phase_2_until = await _next_second()
+
+    async def finish_cleanly(self) -> int:
+        """Phase 3, without faults: a daemon resumes whatever is unfinished as it starts;
+        stopped with SIGTERM once nothing is left (or after 45 s). Returns its exit code."""
+        self.stop_faults.set()
+        assert self.faulting is not None
+        await self.faulting  # every proxy is up again
+        self.http.enabled = False
+        self.marks["phase 3"] = time.monotonic()
+        daemon = self.start("run", "-c", str(self.inventories["final"]), "--log-level", "debug")
+        self.lanes.runs.append(Run("run", "3", 0, daemon, time.monotonic(), "clean"))
+        await _event(daemon, "daemon.ready", 60)
+        # What is still unfinished after this is judged with the final state.
+        deadline = time.monotonic() + 45
+        while await _unfinished(self.fleet, self.reader) and time.monotonic() < deadline:
+            assert daemon.proc.poll() is None, "".join(daemon.lines[-30:])
+            await asyncio.sleep(0.2)  # polling Secrets Manager
+        daemon.send(signal.SIGTERM)
+        code = await asyncio.to_thread(daemon.wait, 30)
+        self.lanes.runs[-1].exit_code = code
+        self.stop_watching.set()
+        crashed = [
+            r
+            for r in await asyncio.gather(*self.background, return_exceptions=True)
+            if isinstance(r, BaseException)
+        ]
+        assert not crashed, f"a witness or the fault schedule crashed: {crashed!r}"
+        self.marks["ended"] = time.monotonic()
+        return code
+
+    async def _observe(self, deadline: float) -> None:
+        """Read the daemons' /metrics now and then, and run ``rotd status`` once, amid the
+        faults: neither may show a secret."""
+        ports = {
+            lane: json.loads(self.inventories[f"daemon{lane}"].read_text())["daemon"]["listen"]
+            for lane in (1, 2, 3)
+        }
+        status = self.start("status", "-c", str(self.inventories["daemon1"]), "--json")
+        async with ClientSession(timeout=ClientTimeout(total=3)) as session:
+            while time.monotonic() < deadline:
+                for run in self.lanes.alive():
+                    with contextlib.suppress(ClientError, TimeoutError, OSError):
+                        url = f"http://{ports[run.lane]}/metrics"
+                        async with session.get(url) as answer:
+                            self.observed.append(await answer.text())
+                await asyncio.sleep(1.5)  # a scrape interval
+        await asyncio.to_thread(status.wait, 60)
+        self.observed.append("".join(status.stdout) + "".join(status.lines))
+
+
+@dataclass
+class Verdict:
+    violations: dict[str, list[Any]]
+    known: list[str]  # signatures of the bugs in tests.faults.known
+    group_d_rotated: int
+    lines: list[str]  # the totals
+
+
+async def judge(c: Campaign) -> Verdict:
+    """Check every invariant against the logs, the version histories and the witnesses."""
+    fleet, runs, witnesses = c.fleet, c.lanes.runs, c.witnesses
+    members = fleet.by_id()
+    history = {m.secret_id: await c.reader.history(m.secret_id) for m in fleet.members}
+    found = evidence.rotations(runs)
+    finish_steps = {
+        (e.get("secret_id"), e.get("version_id"))
+        for run in runs
+        for e in run.process.named("rotation.step")
+        if e.get("step") == "finishSecret"
+    }
+    finished = {(r.secret_id, r.version_id) for r in found} | finish_steps
+    seen = {name: w.seen_current for name, w in witnesses.items()}
+    made_by_daemons = evidence.made_in(history, c.phase_2_from, c.phase_2_until)
+    racing = evidence.concurrent_creates(runs)
+    # Known rotd bugs the random schedule may hit, recognised by their exact signature only:
+    # a version both processes made while each held the lock as far as it knew (FENCE_BUG),
+    # a MariaDB clone finished by a resumed rotation that skipped setSecret (CLONE_BUG).
+    known: list[str] = []
+
+    def unless_raced(secret_id: str, version_id: str | None, what: str) -> bool:
+        """True (a violation) unless the secret's trouble comes from a race of lock holders."""
+        raced = [k for k in racing if k[0] == secret_id and version_id in (None, k[1])]
+        if raced:
+            known.append(f"{FENCE_BUG}: {secret_id}: {what}; {racing[raced[0]]}")
+        return not raced
+
+    neither = []
+    for name, witness in witnesses.items():
+        for a in witness.neither:
+            if a.holder is not None and ((name, a.holder) in finished or a.holder in seen[name]):
+                known.append(
+                    f"{FENCE_BUG}: {name} at {a.started:.3f}: the database held version "
+                    f"{a.holder} (finished later), AWSCURRENT {a.current}, AWSPENDING {a.pending}"
+                )
+            else:
+                neither.append((name, a.started, a.current, a.pending, a.holder))
+    abandoned = [
+        (secret_id, version_id)
+        for secret_id, version_id in evidence.abandoned(history, found, finish_steps, seen)
+        if unless_raced(secret_id, version_id, f"version {version_id} abandoned")
+    ]
+    early = [
+        (secret_id, version_id, gap)
+        for secret_id, version_id, gap in evidence.early_rotations(
+            history, c.phase_2_from, c.phase_2_until, RATE_S
+        )
+        if unless_raced(secret_id, version_id, f"a second version {gap:.0f} s after the first")
+    ]
+    # Versions made in phase 2, with those of one race between two lock holders counted once.
+    made: dict[str, set[str]] = {}
+    for secret_id, versions in history.items():
+        for v in versions:
+            if c.phase_2_from <= v.created < c.phase_2_until:
+                raced = (secret_id, v.version_id) in racing
+                made.setdefault(secret_id, set()).add("raced" if raced else v.version_id)
+    broken, unprivileged = await _final_state(c)
+    final_state = [f"{s}: {problem}" for s, problem in broken if unless_raced(s, None, problem)]
+    skipped = {e.get("secret_id") for r in runs for e in r.process.named("rotation.step_skipped")}
+    for name in sorted(unprivileged):
+        member = members[name]
+        if member.alternating and member.database == "mariadb" and name in skipped:
+            known.append(f"{CLONE_BUG}: {name}")
+        else:
+            final_state.append(f"{name}: AWSCURRENT cannot read {member.table}")
+
+    violations: dict[str, list[Any]] = {
+        "(1) final state": final_state,
+        "(1) neither AWSCURRENT nor AWSPENDING logged in": neither,
+        "(1) single-user refusals outside setSecret..finishSecret": [
+            (name, a.started, a.current, a.pending)
+            for name, w in witnesses.items()
+            if not members[name].alternating
+            for a in evidence.outside_windows(
+                w.current_only, {v.version_id: v for v in history[name]}, CREATED_SLACK_S
+            )
+        ],
+        "(2) AWSCURRENT refused (alternating users)": [
+            (name, a.started, a.current)
+            for name, w in witnesses.items()
+            if members[name].alternating
+            for a in w.current_only + w.neither
+        ],
+        "(3) abandoned versions (restarted, not resumed)": abandoned,
+        "(4) overlapping rotations": [
+            (a.secret_id, a.version_id, b.version_id, round(a.finished - b.start, 3))
+            for a, b in evidence.overlaps(found, LOG_SLACK_S)
+        ],
+        "(4) versions finished twice": evidence.finished_twice(found),
+        "(4) rotated by a daemon before due": early,
+        "(4) rotated twice in phase 2": [s for s, versions in made.items() if len(versions) > 1],
+        "(5) secrets in rotd's output": await _leaks(c, history),
+    }
+    group_d = sum(made_by_daemons[m.secret_id] for m in fleet.in_groups("D"))
+    lines = _totals(c, found, history, made_by_daemons)
+    lines += [
+        f"createSecret of one secret in two processes at once: {len(racing)}; "
+        f"known rotd bugs hit: {len(known)}",
+        f"every process's output, and the faults' timeline: {_keep_logs(c)}",
+    ]
+    return Verdict(violations, known, group_d, lines)
+
+
+async def _leaks(c: Campaign, history: dict[str, list[Version]]) -> list[str]:
+    """(5): every password ever stored (and its hashes) against everything rotd wrote: its
+    logs and output, ``status``, ``/metrics``. PostgreSQL's own log holds the verifiers rotd
+    sends (by design) and the test's CREATE ROLE ... PASSWORD literals, but none of rotd's."""
+    masters = {s: await c.reader.history(s) for s in c.fleet.masters.values()}
+    texts = {f"run {i} ({r.kind} {r.phase})": _output(r) for i, r in enumerate(c.lanes.runs)}
+    texts |= {f"status or /metrics read {i}": text for i, text in enumerate(c.observed)}
+    generated = evidence.secret_strings({k: v[1:] for k, v in history.items()})
+    own = evidence.secret_strings({k: v[:1] for k, v in (history | masters).items()})
+    server_log = {"the PostgreSQL server log": c.pg_server.log_file.read_text(errors="replace")}
+    return evidence.leaks(texts, generated | own) + evidence.leaks(
+        server_log, generated, scram=False
+    )
+
+
+def _inventories(
+    tmp_path: Path,
+    fleet: Fleet,
+    proxies: dict[str, TcpProxy],
+    http: HttpFaultProxy,
+    moto: MotoServer,
+) -> dict[str, Path]:
+    routes = {name: ("127.0.0.1", proxy.port) for name, proxy in proxies.items()}
+    common: dict[str, Any] = {"region": moto.region, "routes": routes, "masters": fleet.masters}
+    paths = {
+        "phase1": write_inventory(
+            tmp_path / "phase1.yaml", aws_endpoint=http.url, members=fleet.in_groups("A"), **common
+        ),
+        "final": write_inventory(
+            tmp_path / "final.yaml",
+            aws_endpoint=moto.endpoint_url,
+            members=fleet.members,
+            daemon={"shutdown_grace": "10s"},
+            **common,
+        ),
+    }
+    for lane in (1, 2, 3):
+        paths[f"daemon{lane}"] = write_inventory(
+            tmp_path / f"daemon{lane}.yaml",
+            aws_endpoint=http.url,
+            members=fleet.members,
+            defaults={"schedule": "rate(1 minute)", "window": "0"},
+            daemon={"shutdown_grace": "5s", "listen": f"127.0.0.1:{free_tcp_port()}"},
+            **common,
+        )
+    return paths
+
+
+async def _next_second() -> float:
+    """Wait for the next whole second, so that moto's whole-second CreatedDate tells the
+    versions made before from those made after; return it."""
+    boundary = math.floor(time.time()) + 1
+    await asyncio.sleep(boundary - time.time() + 0.01)
+    return float(boundary)
+
+
+async def _unfinished(fleet: Fleet, reader: SecretsReader) -> list[str]:
+    left = []
+    for member in fleet.members:
+        described = await reader.call("DescribeSecret", SecretId=member.secret_id)
+        assert described is not None
+        for stages in (described.get("VersionIdsToStages") or {}).values():
+            if "AWSPENDING" in stages and "AWSCURRENT" not in stages:
+                left.append(member.secret_id)
+    return left
+
+
+async def _final_state(c: Campaign) -> tuple[list[tuple[str, str]], set[str]]:
+    """What is wrong at the end: something left unfinished, an AWSCURRENT that does not log
+    in; and the secrets whose AWSCURRENT cannot read the table their original user may."""
+    unfinished = await _unfinished(c.fleet, c.reader)
+    problems = [(s, "AWSPENDING left unfinished") for s in unfinished]
+    unprivileged = set()
+    for member in c.fleet.members:
+        current = await c.reader.get(member.secret_id, stage="AWSCURRENT")
+        assert current is not None
+        username, password = current.value["username"], current.value["password"]
+        if not await logs_in(member.target, username, password):
+            problems.append((member.secret_id, f"AWSCURRENT ({username}) does not log in"))
+        elif not await _reads_table(c.fleet, member, username, password):
+            unprivileged.add(member.secret_id)
+    return problems, unprivileged
+
+
+async def _reads_table(fleet: Fleet, member: Member, username: str, password: str) -> bool:
+    schema = "public" if member.database == "postgres" else "test"
+    try:
+        await fleet.databases[member.database].execute_as(
+            username, password, f"SELECT count(*) FROM {schema}.{member.table}"
+        )
+    except Exception:
+        return False
+    return True
+
+
+async def _event(process: RotdProcess, name: str, timeout_s: float) -> None:
+    """Wait for a log event without blocking the loop (the proxies live in it)."""
+    deadline = time.monotonic() + timeout_s
+    while not process.named(name):
+        assert process.proc.poll() is None, "".join(process.lines[-30:])
+        assert time.monotonic() < deadline, f"no {name}: " + "".join(process.lines[-30:])
+        await asyncio.sleep(0.05)
+
+
+def _output(run: Run) -> str:
+    return "".join(run.process.lines) + "".join(run.process.stdout)
+
+
+def _keep_logs(c: Campaign) -> Path:
+    """Every process's output and the faults' timeline, for the post-mortem of a failure."""
+    logs = c.tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    for i, run in enumerate(c.lanes.runs):
+        (logs / f"{i:03d}-{run.kind}-phase{run.phase}-{run.plan}.log").write_text(_output(run))
+    timeline = sorted(c.faults.timeline + c.http.timeline)
+    (logs / "faults.log").write_text("".join(f"{t:.3f} {what}\n" for t, what in timeline))
+    return logs
+
+
+def _totals(
+    c: Campaign,
+    found: list[evidence.Rotation],
+    history: dict[str, list[Version]],
+    made_by_daemons: Counter[str],
+) -> list[str]:
+    processes: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    notable: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    for run in c.lanes.runs:
+        processes[f"{run.kind} started"] += 1
+        fate = f"killed ({run.plan})" if run.killed else f"exit {run.exit_code}"
+        processes[f"{run.kind} {fate}"] += 1
+        for event in run.process.events:
+            name = str(event.get("event"))
+            if name == "rotation.failed":
+                outcomes[f"{run.kind}: failed {event.get('category')}"] += 1
+                if not event.get("transient"):
+                    notable[f"{run.kind} {event.get('step')}: {event.get('error')}"] += 1
+            elif name in ("rotation.succeeded", "rotation.resumed", "rotation.skipped"):
+                outcomes[f"{run.kind}: {name.rpartition('.')[2]}"] += 1
+            elif name in ("rotation.parked", "rotation.retry_scheduled", "schedule.resume"):
+                events[f"{name} {event.get('category', '')}".strip()] += 1
+    marks = c.marks
+    durations = {
+        "setup": marks["phase 1"] - marks["began"],
+        "phase 1 (rotate)": marks["phase 2"] - marks["phase 1"],
+        "phase 2 (run)": marks["phase 3"] - marks["phase 2"],
+        "phase 3 (clean)": marks["ended"] - marks["phase 3"],
+    }
+    alive = c.lanes.concurrency
+    samples = sum(alive.values()) or 1
+    members = c.fleet.by_id()
+    witnesses = c.witnesses.values()
+    single = [w for n, w in c.witnesses.items() if not members[n].alternating]
+    alternating = [w for n, w in c.witnesses.items() if members[n].alternating]
+    errors: Counter[str] = Counter()
+    for witness in witnesses:
+        errors.update(witness.errors)
+    group_d = sum(made_by_daemons[m.secret_id] for m in c.fleet.in_groups("D"))
+    proxies = "; ".join(f"{name} {_join(p.counts)}" for name, p in c.proxies.items())
+    return [
+        f"seed {SEED}; secrets {len(c.fleet.members)} "
+        f"(group A {len(c.fleet.in_groups('A'))}, group D {len(c.fleet.in_groups('D'))})",
+        "durations: " + ", ".join(f"{k} {v:.1f} s" for k, v in durations.items()),
+        "processes: " + _join(processes),
+        "processes alive at once (share of samples): "
+        + ", ".join(f"{n}: {100 * k / samples:.0f}%" for n, k in sorted(alive.items())),
+        f"database faults: {_join(c.faults.counts)}; unreachable {c.faults.outage_s:.1f} s",
+        f"database proxies: {proxies}",
+        f"Secrets Manager calls {sum(c.http.calls.values())}: {_join(c.http.calls)}",
+        f"Secrets Manager faults: {_join(c.http.counts)}",
+        "rotation outcomes: " + _join(outcomes),
+        "daemon events: " + _join(events),
+        f"successful rotations {len(found)} "
+        f"(median {_median([r.finished - r.start for r in found])} s); "
+        f"versions made {sum(len(v) - 1 for v in history.values())}, "
+        f"by daemons in phase 2 {sum(made_by_daemons.values())} (group D {group_d})",
+        f"witness logins {sum(w.logins for w in witnesses)}; "
+        f"stale reads {sum(w.stale for w in witnesses)}; "
+        f"errors {sum(errors.values())} {dict(errors.most_common(3))}",
+        "single-user refusals of AWSCURRENT while AWSPENDING logged in (expected window): "
+        f"{sum(len(w.current_only) for w in single)}",
+        "alternating-users refusals of AWSCURRENT: "
+        f"{sum(len(w.current_only) + len(w.neither) for w in alternating)}",
+        f"neither AWSCURRENT nor AWSPENDING logged in: {sum(len(w.neither) for w in witnesses)}",
+        *(f"failure no retry can fix, x{n}: {text}" for text, n in notable.most_common(6)),
+    ]
+
+
+def _median(values: list[float]) -> str:
+    return f"{sorted(values)[len(values) // 2]:.2f}" if values else "-"
+
+
+def _join(counts: Counter[str] | dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"

@@ -1,0 +1,176 @@
+"""Exactly how many Secrets Manager calls and database connections one rotation costs.
+
+Secrets Manager calls are counted by the store's own per-operation counter
+(``AwsSecretStore.calls``), snapshotted around one rotation. Database connections are counted
+by a TCP relay that the inventory routes the database through (``databases[].host/port``
+override the secret's address). Each expectation is named after the step that spends it; a
+change to the protocol that adds or saves a call must change these numbers on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from contextlib import suppress
+from types import TracebackType
+
+from rotd.inventory import Inventory
+from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.databases import Database
+from tests.fixtures.rotation import Rotd, assert_ok, inventory, make_login, make_master
+
+# Single user: the guard and its second look under the rotation lock, createSecret's read and
+# write, finishSecret's label move.
+SINGLE_USER_CALLS = {
+    "DescribeSecret": 2,  # guard: rotation state and labels; again once the lock is held
+    "GetSecretValue": 1,  # createSecret: the AWSCURRENT value
+    "PutSecretValue": 1,  # createSecret: the new version as AWSPENDING
+    "UpdateSecretVersionStage": 1,  # finishSecret: AWSCURRENT moves to the new version
+}
+# Alternating users: the same, and the master secret read once per batch.
+ALTERNATING_USERS_CALLS = {**SINGLE_USER_CALLS, "GetSecretValue": 2}
+
+# Single user: the current login takes the rotation lock and changes its own password; the
+# pending login is tested.
+SINGLE_USER_CONNECTIONS = 2
+# Alternating users: the master (the rotation lock, the name check and setSecret), the current
+# login's check, and the pending login's test.
+ALTERNATING_USERS_CONNECTIONS = 3
+
+
+class ConnectionCounter:
+    """A TCP relay on 127.0.0.1 in front of ``host:port`` that counts accepted connections."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
+        self.accepted = 0
+        self.port = 0
+
+    async def __aenter__(self) -> ConnectionCounter:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        # rotd has closed its sessions by now; give the relays a moment to see it.
+        if not self._relays:
+            return
+        _, left = await asyncio.wait(set(self._relays), timeout=5)
+        for relay in left:
+            relay.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        relay = asyncio.create_task(self._relay(reader, writer))
+        self._relays.add(relay)
+        relay.add_done_callback(self._relays.discard)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers = [writer]
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+            writers.append(up_writer)
+            pipes = {
+                asyncio.ensure_future(_pipe(reader, up_writer)),
+                asyncio.ensure_future(_pipe(up_reader, writer)),
+            }
+            try:
+                # Either side closing ends the connection for both.
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+                await asyncio.gather(*pipes, return_exceptions=True)
+        finally:
+            for each in writers:
+                each.close()
+                with suppress(OSError):
+                    await each.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+
+def routed_inventory(
+    moto: MotoServer, port: int, secrets: list[str], strategy: str, master: str | None
+) -> Inventory:
+    """One database reached through the relay on ``port``, holding ``secrets``."""
+    lines = [
+        "databases:",
+        "  - name: counted",
+        "    host: 127.0.0.1",
+        f"    port: {port}",
+        "    secrets:",
+    ]
+    for secret in secrets:
+        lines += [f"      - id: {json.dumps(secret)}", f"        strategy: {strategy}"]
+        if master:
+            lines.append(f"        master_secret: {json.dumps(master)}")
+    return inventory(moto, "\n".join(lines) + "\n")
+
+
+def calls_since(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    return {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)}
+
+
+async def test_single_user_costs_five_calls_and_two_connections(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    _, name = await make_login(db, secrets)
+    async with ConnectionCounter(db.host, db.port) as counter:
+        inv = routed_inventory(moto, counter.port, [name], "single_user", None)
+        before = dict(rotd.store.calls)
+        assert_ok(await rotd.rotate_one(inv))
+        calls = calls_since(before, rotd.store.calls)
+    assert calls == SINGLE_USER_CALLS
+    assert counter.accepted == SINGLE_USER_CONNECTIONS
+
+
+async def test_alternating_users_cost_six_calls_and_three_connections(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    _, name = await make_login(db, secrets)
+    master = await make_master(db, secrets)
+    async with ConnectionCounter(db.host, db.port) as counter:
+        inv = routed_inventory(moto, counter.port, [name], "alternating_users", master)
+        # The first rotation creates the clone, the second sets the original's password:
+        # both cost the same.
+        for rotation in ("to the clone", "back to the original"):
+            before = dict(rotd.store.calls)
+            accepted = counter.accepted
+            assert_ok(await rotd.rotate_one(inv))
+            calls = calls_since(before, rotd.store.calls)
+            assert calls == ALTERNATING_USERS_CALLS, rotation
+            assert counter.accepted - accepted == ALTERNATING_USERS_CONNECTIONS, rotation
+
+
+async def test_a_batch_reads_its_shared_master_secret_once(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    names = [(await make_login(db, secrets))[1] for _ in range(2)]
+    master = await make_master(db, secrets)
+    async with ConnectionCounter(db.host, db.port) as counter:
+        inv = routed_inventory(moto, counter.port, names, "alternating_users", master)
+        before = dict(rotd.store.calls)
+        for outcome in await rotd.rotate(inv):
+            assert_ok(outcome)
+        calls = calls_since(before, rotd.store.calls)
+    per_secret = {op: n * 2 for op, n in SINGLE_USER_CALLS.items()}
+    assert calls == {**per_secret, "GetSecretValue": 2 + 1}
+    assert counter.accepted == 2 * ALTERNATING_USERS_CONNECTIONS
