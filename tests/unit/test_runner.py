@@ -14,8 +14,9 @@ DEAD = Endpoint(Family.POSTGRES, "10.0.0.1", 5432, None)
 ALIVE = Endpoint(Family.POSTGRES, "10.0.0.2", 5432, None)
 
 
-def unreachable(endpoint: Endpoint) -> SecretError:
+def unreachable(endpoint: Endpoint, *, connecting: bool = True) -> SecretError:
     cause = DatabaseError(endpoint.host, endpoint.port, Category.UNREACHABLE, "connection refused")
+    cause.connecting = connecting
     error = SecretError("s", "createSecret", Category.UNREACHABLE, str(cause))
     error.__cause__ = cause
     return error
@@ -101,3 +102,12 @@ async def test_a_rotation_waiting_for_a_busy_host_gives_its_global_slot_to_other
     release_busy.set()
     await asyncio.wait_for(asyncio.gather(hold, waiting), timeout=5)
     assert not global_slots.locked()
+
+
+async def test_a_session_cut_mid_statement_does_not_open_the_breaker() -> None:
+    hosts = HostLimits(4, breaker_base_s=3600)
+    with pytest.raises(SecretError):
+        async with hosts.slot(DEAD):
+            raise unreachable(DEAD, connecting=False)
+    async with hosts.slot(DEAD):
+        pass  # the host answered before the cut: it is not down
