@@ -10,21 +10,21 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from rotd import inventory as inventory_module
-from rotd import onboarding
-from rotd.daemon import Daemon, aws_connection
 from rotd.engines import ENGINE_FAMILIES, all_engines
 from rotd.errors import ConfigErrors, RotdError
 from rotd.inventory import Inventory, SecretSpec, Strategy
 from rotd.observability import configure_logging, get_logger, redactor
-from rotd.protocol import Outcome
-from rotd.runner import Runner
-from rotd.secretstore import AwsSecretStore
-from rotd.status import survey
+
+if TYPE_CHECKING:
+    from rotd.protocol import Outcome
+
+# The AWS and database libraries take a second or more to import: commands import what they
+# use, so that `rotd validate` (and `systemctl reload`, which runs it) stays quick.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -113,6 +113,8 @@ def run(config_path: str, log_level: str) -> None:
     SIGHUP reloads the inventory, SIGTERM or SIGINT drains rotations in flight and exits 0;
     a second SIGINT exits at once (130).
     """
+    from rotd.daemon import Daemon
+
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path, log_warnings=True)
     _exit(asyncio.run(Daemon(loaded).run()))
@@ -128,7 +130,10 @@ def status(config_path: str, as_json: bool, log_level: str) -> None:
     loaded = load_or_exit(config_path)
 
     async def read() -> list[Any]:
-        async with AwsSecretStore(aws_connection(loaded)) as store:
+        from rotd.secretstore import AwsSecretStore, connection_for
+        from rotd.status import survey
+
+        async with AwsSecretStore(connection_for(loaded)) as store:
             return await survey(loaded, store)
 
     reports = asyncio.run(read())
@@ -149,11 +154,12 @@ def doctor_command(config_path: str, ids: tuple[str, ...], as_json: bool, log_le
     Exits 1 if a check failed (warnings do not count).
     """
     from rotd.doctor import diagnose
+    from rotd.secretstore import connection_for
 
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
     specs = select(loaded, ids, not ids)
-    checks = asyncio.run(diagnose(loaded, specs, aws_connection(loaded)))
+    checks = asyncio.run(diagnose(loaded, specs, connection_for(loaded)))
     for check in checks:
         click.echo(json.dumps(check.as_dict()) if as_json else check.line())
     _exit(EXIT_FAILED if any(c.failed for c in checks) else EXIT_OK)
@@ -222,6 +228,12 @@ def _option_value(check: Callable[[str], Any]) -> Callable[..., Any]:
     return callback
 
 
+def _onboarding() -> Any:
+    from rotd import onboarding
+
+    return onboarding
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -229,7 +241,9 @@ def _not_blank(value: str) -> str:
 
 
 @secret.command(name="create")
-@click.option("--name", required=True, callback=_option_value(onboarding.check_name))
+@click.option(
+    "--name", required=True, callback=_option_value(lambda v: _onboarding().check_name(v))
+)
 @click.option("--engine", required=True, type=click.Choice(sorted(ENGINE_FAMILIES)))
 @click.option("--host", required=True, callback=_option_value(_not_blank))
 @click.option("--port", type=click.IntRange(1, 65535), help="Default: 5432 or 3306 by engine.")
@@ -250,7 +264,7 @@ def _not_blank(value: str) -> str:
     "--tags",
     multiple=True,
     metavar="KEY=VALUE",
-    callback=_option_value(onboarding.parse_tag),
+    callback=_option_value(lambda v: _onboarding().parse_tag(v)),
     help="A tag for the secret; repeatable.",
 )
 @click.option("--verify", is_flag=True, help="Log in with the login first; store nothing if not.")
@@ -295,6 +309,8 @@ def secret_create(
     masterarn, ssl). The password comes from standard input (--password-stdin) or a hidden
     prompt, never from the command line.
     """
+    from rotd import onboarding
+
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path) if config_path else None
     if len(dict(tags)) != len(tags):
@@ -373,7 +389,10 @@ def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec
 
 
 async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
-    async with AwsSecretStore(aws_connection(loaded)) as store:
+    from rotd.runner import Runner
+    from rotd.secretstore import AwsSecretStore, connection_for
+
+    async with AwsSecretStore(connection_for(loaded)) as store:
         runner = Runner(
             store,
             all_engines(),

@@ -30,7 +30,7 @@ from rotd.observability import Metrics, SecretStatus, get_logger, serve_http
 from rotd.protocol import Outcome, inspect
 from rotd.runner import Runner
 from rotd.schedule import plan_start
-from rotd.secretstore import AwsConnection, AwsSecretStore, SecretStore
+from rotd.secretstore import AwsSecretStore, SecretStore, connection_for
 
 log = get_logger("rotd.daemon")
 
@@ -131,7 +131,7 @@ class Daemon:
             store = self._store
             if store is None:
                 store = await stack.enter_async_context(
-                    AwsSecretStore(aws_connection(self.inventory))
+                    AwsSecretStore(connection_for(self.inventory))
                 )
             self.store = store
             self._runner = Runner(
@@ -468,16 +468,6 @@ class Daemon:
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-def aws_connection(loaded: Inventory) -> AwsConnection:
-    return AwsConnection(
-        region=loaded.region,
-        endpoint_url=loaded.endpoint_url,
-        profile=loaded.profile,
-        max_write_tps=loaded.max_write_tps,
-        max_pool_connections=max(10, loaded.max_concurrent * 2),
-    )
 
 
 def _listen_text(loaded: Inventory) -> str | None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -291,6 +290,7 @@ async def serve_http(
     ``/healthz`` is answered by the same loop that runs the scheduler, so a stuck loop shows
     as a failing health check, not as a healthy one.
     """
+    from aiohttp import web  # only the daemon serves HTTP; keep other commands quick to start
 
     async def metrics_handler(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -31,6 +31,7 @@ from botocore.exceptions import (
 )
 
 from rotd.errors import Category, StoreError
+from rotd.inventory import Inventory
 from rotd.observability import redactor
 
 CURRENT = "AWSCURRENT"
@@ -105,6 +106,17 @@ class AwsConnection:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     max_attempts: int = 5
+
+
+def connection_for(inventory: Inventory) -> AwsConnection:
+    """How the inventory says to reach Secrets Manager."""
+    return AwsConnection(
+        region=inventory.region,
+        endpoint_url=inventory.endpoint_url,
+        profile=inventory.profile,
+        max_write_tps=inventory.max_write_tps,
+        max_pool_connections=max(10, inventory.max_concurrent * 2),
+    )
 
 
 class _RateLimit:

@@ -22,7 +22,6 @@ from typing import Any
 import aioboto3
 import pytest
 
-from rotd.daemon import aws_connection
 from rotd.doctor import Check, Identity, Level, account_endpoint, diagnose
 from rotd.engines import Tls, TlsMode
 from rotd.engines.mysql import MysqlEngine
@@ -30,6 +29,7 @@ from rotd.engines.postgres import PostgresEngine
 from rotd.errors import DatabaseError
 from rotd.inventory import Inventory
 from rotd.passwords import mysql_native_hash
+from rotd.secretstore import connection_for
 from tests.e2e.test_daemon import write_inventory
 from tests.fixtures.aws import REGION, MotoServer, Secrets, free_port, wait_for_port
 from tests.fixtures.databases import Database
@@ -54,7 +54,7 @@ ALL_OK = {Level.OK, Level.WARN}
 
 
 async def doctor(inv: Inventory) -> list[Check]:
-    return await diagnose(inv, inv.secrets, aws_connection(inv))
+    return await diagnose(inv, inv.secrets, connection_for(inv))
 
 
 def check(checks: list[Check], secret_id: str, name: str) -> Check:
@@ -625,15 +625,15 @@ class IamMoto:
 @pytest.fixture(scope="module")
 def iam_moto(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamMoto]:
     port = free_port()
-    log = (tmp_path_factory.mktemp("iam-moto") / "moto.log").open("w")
+    # Its request log goes to a file: a pipe nobody reads fills up and blocks the server.
+    log = (tmp_path_factory.mktemp("iam-moto") / "moto.log").open("w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
-        wait_for_port("127.0.0.1", port, 30, proc)
+        wait_for_port("127.0.0.1", port, 30, proc, log)
         yield IamMoto(MotoServer(endpoint_url=f"http://127.0.0.1:{port}"))
     finally:
         proc.terminate()
