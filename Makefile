@@ -25,5 +25,11 @@ test: lint
 demo: install
 	$(BIN)/rotd demo
 
+# The benchmark (bench/run.py): `make bench`, or `make bench BENCH_ARGS=--quick` for a smoke
+# check. Figures go to bench-results/results.json.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""rotd's benchmark: `make bench` (see bench/run.py)."""
