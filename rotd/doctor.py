@@ -45,7 +45,7 @@ from rotd.engines import (
     TlsMode,
     all_engines,
 )
-from rotd.errors import Category, DatabaseError, RotdError, StoreError
+from rotd.errors import AwsError, Category, DatabaseError, StoreError
 from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
 from rotd.observability import get_logger, redactor
 from rotd.protocol import endpoint_for
@@ -131,16 +131,6 @@ class _Findings:
 
 
 # --- STS and IAM: the small edge this command adds ----------------------------------------------
-
-
-class AccountError(RotdError):
-    """STS or IAM refused or failed a call."""
-
-    def __init__(self, operation: str, category: Category, reason: str) -> None:
-        self.operation = operation
-        self.category = category
-        self.reason = reason
-        super().__init__(f"{operation}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -268,49 +258,47 @@ class AwsAccount:
             raise _translate(exc, SIMULATE) from None
 
 
-def _translate(exc: Exception, operation: str) -> AccountError:
+def _translate(exc: Exception, operation: str) -> AwsError:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         message = str(error.get("Message", "")).strip()
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if "AccessDenied" in code or code in ("UnauthorizedOperation", "AuthorizationError"):
-            return AccountError(
-                operation, Category.PERMISSION, f"access denied ({code}): {message}"
-            )
+            return AwsError(operation, Category.PERMISSION, f"access denied ({code}): {message}")
         if code in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken"):
-            return AccountError(
+            return AwsError(
                 operation, Category.AUTH, f"AWS does not accept the credentials ({code})"
             )
         if code == "NoSuchEntity":
-            return AccountError(operation, Category.NOT_FOUND, f"IAM has no such entity: {message}")
+            return AwsError(operation, Category.NOT_FOUND, f"IAM has no such entity: {message}")
         if code in ("Throttling", "ThrottlingException", "TooManyRequestsException"):
-            return AccountError(operation, Category.THROTTLED, f"throttled ({code})")
+            return AwsError(operation, Category.THROTTLED, f"throttled ({code})")
         if status >= 500:
-            return AccountError(operation, Category.SERVER, f"AWS failed ({code or status})")
-        return AccountError(operation, Category.UNSUPPORTED, f"refused ({code}): {message}")
+            return AwsError(operation, Category.SERVER, f"AWS failed ({code or status})")
+        return AwsError(operation, Category.UNSUPPORTED, f"refused ({code}): {message}")
     if isinstance(exc, ResponseParserError):
-        return AccountError(
+        return AwsError(
             operation,
             Category.UNSUPPORTED,
             "the endpoint did not answer as the API does (an emulator that lacks it?)",
         )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return AccountError(
+        return AwsError(
             operation,
             Category.AUTH,
             "no AWS credentials found: set aws.profile in the inventory, "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
         )
     if isinstance(exc, NoRegionError):
-        return AccountError(
+        return AwsError(
             operation, Category.UNSUPPORTED, "no AWS region: set aws.region or AWS_REGION"
         )
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
-        return AccountError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
+        return AwsError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
     if isinstance(exc, EndpointConnectionError):
-        return AccountError(operation, Category.UNREACHABLE, f"cannot reach AWS: {exc}")
-    return AccountError(operation, Category.UNREACHABLE, f"the call failed: {exc}")
+        return AwsError(operation, Category.UNREACHABLE, f"cannot reach AWS: {exc}")
+    return AwsError(operation, Category.UNREACHABLE, f"the call failed: {exc}")
 
 
 class _Simulator:
@@ -344,7 +332,7 @@ class _Simulator:
         try:
             async with self._slots:
                 return await self._account.simulate(principal, actions, resource)
-        except AccountError as exc:
+        except AwsError as exc:
             # One identity for every secret: what failed for one fails for all.
             if exc.category is Category.PERMISSION:
                 self.unavailable = f"{principal} may not call {SIMULATE} ({exc.reason})"
@@ -410,7 +398,7 @@ async def diagnose(
         try:
             account = await stack.enter_async_context(AwsAccount(connection))
             identity = await account.identity()
-        except AccountError as exc:
+        except AwsError as exc:
             head.fail("aws.identity", exc.reason, _identity_fix(exc))
         if identity is not None:
             head.ok("aws.identity", f"{identity.arn} (account {identity.account})")
@@ -449,7 +437,7 @@ def _finish(checks: list[Check], started: float) -> list[Check]:
     return checks
 
 
-def _identity_fix(exc: AccountError) -> str:
+def _identity_fix(exc: AwsError) -> str:
     if exc.category is Category.AUTH:
         return "give rotd valid AWS credentials (aws.profile, environment, or a role)"
     if exc.category in (Category.UNREACHABLE, Category.TIMEOUT):

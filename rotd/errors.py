@@ -94,6 +94,16 @@ class StoreError(RotdError):
         super().__init__(f"{operation} on secret {secret!r}: {reason}")
 
 
+class AwsError(RotdError):
+    """An AWS service other than Secrets Manager (STS, IAM, KMS) refused or failed a call."""
+
+    def __init__(self, operation: str, category: Category, reason: str) -> None:
+        self.operation = operation
+        self.category = category
+        self.reason = reason
+        super().__init__(f"{operation}: {reason}")
+
+
 class SecretError(RotdError):
     """A rotation of one secret failed at one step; the cause is kept in ``__cause__``."""
 

@@ -25,7 +25,7 @@ import aioboto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rotd.credentials import BadSecret, Credentials
-from rotd.errors import Category, RotdError, StoreError
+from rotd.errors import AwsError, Category, StoreError
 from rotd.inventory import Inventory, SecretSpec
 from rotd.secretstore import AwsConnection, AwsSecretStore, SecretDescription, open_client
 
@@ -51,16 +51,6 @@ _KMS_ARN = re.compile(
 )
 # AWS appends "-" and six random characters to a secret's name in its full ARN.
 _FULL_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
-
-
-class KeyLookupError(RotdError):
-    """KMS could not say which key an alias names."""
-
-    def __init__(self, key_id: str, category: Category, reason: str) -> None:
-        self.key_id = key_id
-        self.category = category
-        self.reason = reason
-        super().__init__(f"KMS key {key_id!r}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -314,7 +304,7 @@ class _Resolver:
         # Only KMS knows which key an alias names; KMS authorizes against the key, not the alias.
         try:
             key = await keys.describe(key_id)
-        except KeyLookupError as exc:
+        except AwsError as exc:
             fallback = f"arn:{where[0]}:kms:{where[1]}:{where[2]}:key/*"
             self.warnings.append(
                 f"KMS key {key_id!r} of secret {secret_arn!r}: {exc.reason}; the "
@@ -423,8 +413,10 @@ class AwsKeys:
             category = Category.NOT_FOUND if code == "NotFoundException" else Category.PERMISSION
             hint = " (allow kms:DescribeKey to resolve it)" if "Denied" in code else ""
             reason = f"KMS refused DescribeKey ({code}){hint}: {error.get('Message', '')}"
-            raise KeyLookupError(key_id, category, reason) from None
+            raise AwsError(f"kms:DescribeKey {key_id!r}", category, reason) from None
         except BotoCoreError as exc:
-            raise KeyLookupError(key_id, Category.UNREACHABLE, f"cannot reach KMS: {exc}") from None
+            raise AwsError(
+                f"kms:DescribeKey {key_id!r}", Category.UNREACHABLE, f"cannot reach KMS: {exc}"
+            ) from None
         metadata = result["KeyMetadata"]
         return KeyInfo(arn=metadata["Arn"], aws_managed=metadata.get("KeyManager") == "AWS")
