@@ -316,60 +316,101 @@ def _split_host_port(value: str, what: str, example: str) -> tuple[str, int]:
 # --- loading ------------------------------------------------------------------------------------
 
 Path_ = tuple[str | int, ...]
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Located:
-    """Plain data built from YAML nodes, with the position of every key and value."""
+    """Plain data built from YAML nodes, and the position of any key or value, on demand.
 
-    def __init__(self, path: str) -> None:
+    libyaml's nodes already carry their marks, so positions cost nothing until asked for: only
+    errors, warnings and each secret's line ask, and a lookup walks the nodes along its path.
+    """
+
+    def __init__(self, path: str, root: yaml.Node) -> None:
         self.path = path
-        self.positions: dict[Path_, tuple[int, int]] = {}
-        self.key_positions: dict[Path_, tuple[int, int]] = {}
+        self.root = root
         self.errors: list[ConfigError] = []
         self._constructor = yaml.constructor.SafeConstructor()
+        self._nodes: dict[Path_, yaml.Node | None] = {(): root}
 
     def error_at(self, mark: Any, reason: str) -> None:
         self.errors.append(ConfigError(self.path, mark.line + 1, mark.column + 1, reason))
 
-    def build(self, node: yaml.Node, where: Path_) -> Any:
-        self.positions[where] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    def build(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR_TAG:
+                return node.value  # what SafeConstructor makes of it, without its bookkeeping
+            return self._constructor.construct_object(node, deep=True)
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
+                if key_node.tag == _MERGE_TAG:
                     self.error_at(key_node.start_mark, "YAML merge keys (<<) are not supported")
                     continue
-                key = self.build(key_node, (*where, "<key>"))
+                key = self.build(key_node)
                 if not isinstance(key, str):
                     self.error_at(key_node.start_mark, f"keys must be strings, not {key!r}")
                     continue
                 if key in result:
                     self.error_at(key_node.start_mark, f"duplicate key {key!r}")
                     continue
-                self.key_positions[(*where, key)] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                )
-                result[key] = self.build(value_node, (*where, key))
+                result[key] = self.build(value_node)
             return result
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*where, i)) for i, item in enumerate(node.value)]
+            return [self.build(item) for item in node.value]
         return self._constructor.construct_object(node, deep=True)
 
+    def _entry(self, mapping: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+        """The key and value nodes that :meth:`build` kept for ``key``: the first, if any."""
+        for key_node, value_node in mapping.value:
+            # Only plain string scalars build to a str key, so only they can match.
+            if (
+                isinstance(key_node, yaml.ScalarNode)
+                and key_node.tag == _STR_TAG
+                and key_node.value == key
+            ):
+                return key_node, value_node
+        return None
+
+    def _node(self, where: Path_) -> yaml.Node | None:
+        """The node at ``where``, or None when the data has nothing there."""
+        if where in self._nodes:
+            return self._nodes[where]
+        parent = self._node(where[:-1])
+        part = where[-1]
+        node: yaml.Node | None = None
+        if isinstance(parent, yaml.MappingNode) and isinstance(part, str):
+            entry = self._entry(parent, part)
+            node = entry[1] if entry is not None else None
+        elif isinstance(parent, yaml.SequenceNode) and isinstance(part, int):
+            node = parent.value[part] if 0 <= part < len(parent.value) else None
+        self._nodes[where] = node
+        return node
+
     def locate(self, where: Path_, *, key: bool = False) -> tuple[int, int]:
-        """The position of ``where``, or of its nearest ancestor that has one."""
-        if key and where in self.key_positions:
-            return self.key_positions[where]
+        """The position of ``where`` (of its key, with ``key``), or of its nearest ancestor."""
+        if key and where:
+            parent = self._node(where[:-1])
+            if isinstance(parent, yaml.MappingNode) and isinstance(where[-1], str):
+                entry = self._entry(parent, where[-1])
+                if entry is not None:
+                    return _position(entry[0])
         probe = where
         while probe:
-            if probe in self.positions:
-                return self.positions[probe]
+            node = self._node(probe)
+            if node is not None:
+                return _position(node)
             probe = probe[:-1]
-        return self.positions.get((), (1, 1))
+        return _position(self.root)
 
     def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
         line, column = self.locate(where, key=key)
         self.errors.append(ConfigError(self.path, line, column, reason))
+
+
+def _position(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:
@@ -389,7 +430,6 @@ def load(path: str | os.PathLike[str]) -> Inventory:
 
 
 def loads(text: str, path: str = "<inventory>") -> Inventory:
-    located = _Located(path)
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -401,7 +441,8 @@ def loads(text: str, path: str = "<inventory>") -> Inventory:
         raise ConfigErrors([ConfigError(path, 1, 1, f"not valid YAML: {exc}")]) from None
     if node is None:
         raise ConfigErrors([ConfigError(path, 1, 1, "the file is empty; see config/example.yaml")])
-    data = located.build(node, ())
+    located = _Located(path, node)
+    data = located.build(node)
     if not isinstance(data, dict):
         located.add((), "the inventory must be a mapping with aws, defaults, limits, databases")
         raise ConfigErrors(located.errors)

@@ -265,3 +265,85 @@ def test_find_accepts_the_id_its_name_or_its_arn() -> None:
     assert spec is not None
     assert spec.id == "prod/app"
     assert inventory.find("prod/other") is None
+
+
+def test_positions_follow_the_value_that_was_kept_and_aliases_point_at_their_anchor() -> None:
+    found = errors(
+        """
+        defaults:
+          window: &w soon
+        limits:
+          max_concurrent: many
+          max_concurrent: 8
+        databases:
+          - name: orders
+            port: 5432
+            secrets:
+              - id: a
+                window: *w
+                flavour: sweet
+        """
+    )
+    assert found == [
+        "inv.yaml:2:11: defaults.window: duration 'soon' is not valid; write whole seconds "
+        "(0, 90) or amounts with units d, h, m, s in that order, e.g. 30s, 10m, 1h, 2h30m, 1d, "
+        "1d12h",
+        "inv.yaml:2:11: databases.0.secrets.0.window: duration 'soon' is not valid; write whole "
+        "seconds (0, 90) or amounts with units d, h, m, s in that order, e.g. 30s, 10m, 1h, "
+        "2h30m, 1d, 1d12h",
+        "inv.yaml:4:19: limits.max_concurrent: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "inv.yaml:5:3: duplicate key 'max_concurrent'",
+        "inv.yaml:12:9: unknown key 'flavour'; allowed here: strategy, schedule, window, "
+        "timezone, password, tls, ca_file, master_secret, test_query, on_rotated, id",
+    ]
+
+
+def test_errors_inside_lists_and_under_odd_keys_keep_their_positions() -> None:
+    found = errors(
+        """
+        defaults:
+          on_rotated:
+            - exec: [/bin/true]
+            - webhook: ftp://example.com
+        databases:
+          - name: orders
+            verify_endpoints: ["10.0.0.1:5432", "nowhere"]
+            1: one
+            "secrets":
+              - id: a
+                <<: {window: 2h}
+        """
+    )
+    assert [e.split(": ")[0] for e in found] == [
+        "inv.yaml:4:7",
+        "inv.yaml:7:23",
+        "inv.yaml:8:5",
+        "inv.yaml:11:9",
+    ]
+    assert "webhook must be an http:// or https:// URL" in found[0]
+    assert "'nowhere'" in found[1]
+    assert found[2].endswith("keys must be strings, not 1")
+    assert found[3].endswith("YAML merge keys (<<) are not supported")
+
+
+def test_each_secret_knows_its_line_and_warnings_name_their_position() -> None:
+    inventory = parse(
+        """
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+              - strategy: alternating_users
+                id: b
+                schedule: rate(5 minutes)
+                window: 0
+          - name: billing
+            secrets: [{id: c}]
+        """
+    )
+    assert [(s.id, s.line) for s in inventory.secrets] == [("a", 4), ("b", 6), ("c", 10)]
+    assert inventory.warnings == (
+        "inv.yaml:6:13: secret 'b' rotates more often than every 10 minutes; Secrets Manager "
+        "advises against that, since every rotation adds a version",
+    )
