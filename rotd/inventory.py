@@ -527,7 +527,7 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
     warnings: list[str] = []
     seen_databases: dict[str, int] = {}
     seen_secrets: dict[str, Path_] = {}
-    parse_cache: dict[str, Schedule] = {}
+    resolved: _SettingsCache = {}
     for d, database in enumerate(model.databases):
         where_db: Path_ = ("databases", d)
         if database.name in seen_databases:
@@ -550,17 +550,19 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
                 )
                 continue
             seen_secrets[name] = where
-            settings = _layer(model.defaults, database, secret)
-            spec = _spec(secret.id, database, settings, located, where, parse_cache)
-            if spec is not None:
-                specs.append(spec)
-                if spec.schedule.min_interval() < SHORT_SCHEDULE:
-                    line, column = located.locate((*where, "id"))
-                    warnings.append(
-                        f"{located.path}:{line}:{column}: secret {spec.id!r} rotates more often "
-                        "than every 10 minutes; Secrets Manager advises against that, since "
-                        "every rotation adds a version"
-                    )
+            settings = _settings_of(model.defaults, d, database, secret, resolved)
+            for problem in settings.problems:
+                located.add((*where, "id"), f"secret {secret.id!r}: {problem}")
+            if settings.problems:
+                continue
+            line, column = located.locate((*where, "id"))
+            specs.append(SecretSpec(id=secret.id, line=line, **settings.fields))
+            if settings.short:
+                warnings.append(
+                    f"{located.path}:{line}:{column}: secret {secret.id!r} rotates more often "
+                    "than every 10 minutes; Secrets Manager advises against that, since "
+                    "every rotation adds a version"
+                )
     listen = _split_listen(model.daemon.listen) if model.daemon.listen else None
     return Inventory(
         path=located.path,
@@ -580,40 +582,60 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
     )
 
 
-def _spec(
-    secret_id: str,
+@dataclass(frozen=True)
+class _Settings:
+    """What one combination of defaults, database and secret settings resolves to."""
+
+    fields: dict[str, Any]  # SecretSpec's fields but id and line
+    problems: tuple[str, ...]  # each to be reported as "secret 'ID': PROBLEM"
+    short: bool  # rotates more often than every 10 minutes
+
+
+_SettingsCache = dict[tuple[int, tuple[tuple[str, Any], ...]], _Settings]
+
+
+def _settings_of(
+    defaults: SettingsModel,
+    d: int,
     database: DatabaseModel,
-    settings: dict[str, Any],
-    located: _Located,
-    where: Path_,
-    parse_cache: dict[str, Schedule],
-) -> SecretSpec | None:
-    schedule_text = settings.get("schedule") or DEFAULT_SCHEDULE
-    schedule = parse_cache.get(schedule_text)
-    if schedule is None:
-        schedule = parse_cache[schedule_text] = parse_schedule(schedule_text)
+    secret: SecretModel,
+    cache: _SettingsCache,
+) -> _Settings:
+    """The secret's resolved settings, worked out once for all that share database and settings.
+
+    Thousands of secrets typically differ only in their id; each would otherwise check the
+    same password policy and build the same schedule, window and hooks again.
+    """
+    own = tuple(
+        (name, getattr(secret, name)) for name in sorted(secret.model_fields_set) if name != "id"
+    )
+    try:
+        found = cache.get((d, own))
+    except TypeError:  # an unhashable setting (an exec hook's argv list): resolve it alone
+        return _settings(_layer(defaults, database, secret), database)
+    if found is None:
+        found = cache[(d, own)] = _settings(_layer(defaults, database, secret), database)
+    return found
+
+
+def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
+    schedule = parse_schedule(settings.get("schedule") or DEFAULT_SCHEDULE)
     window_text = settings.get("window")
     window = parse_duration(DEFAULT_WINDOW if window_text is None else window_text)
     strategy = settings.get("strategy") or Strategy.SINGLE_USER
-    ok = True
+    problems = []
     if window >= schedule.min_interval() and window > timedelta(0):
-        located.add(
-            (*where, "id"),
-            f"secret {secret_id!r}: window {_human(window)} is not shorter than its schedule "
-            f"{schedule.text}; the next rotation would be due before the window closes",
+        problems.append(
+            f"window {_human(window)} is not shorter than its schedule {schedule.text}; "
+            "the next rotation would be due before the window closes"
         )
-        ok = False
     policy = PasswordPolicy(**settings["password"])
     problem = policy.problem()
     if problem:
-        located.add((*where, "id"), f"secret {secret_id!r}: password: {problem}")
-        ok = False
-    if not ok:
-        return None
+        problems.append(f"password: {problem}")
     tls_mode = settings.get("tls")
     ca_file = settings.get("ca_file")
-    return SecretSpec(
-        id=secret_id,
+    fields = dict(
         database=database.name,
         strategy=Strategy(strategy),
         schedule=schedule,
@@ -632,8 +654,8 @@ def _spec(
         verify_endpoints=tuple(
             _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
         ),
-        line=located.locate((*where, "id"))[0],
     )
+    return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
 
 
 def _hook(model: HookModel) -> Hook:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from rotd.engines import TlsMode
 from rotd.errors import ConfigErrors
@@ -346,4 +348,88 @@ def test_each_secret_knows_its_line_and_warnings_name_their_position() -> None:
     assert inventory.warnings == (
         "inv.yaml:6:13: secret 'b' rotates more often than every 10 minutes; Secrets Manager "
         "advises against that, since every rotation adds a version",
+    )
+
+
+ALTERNATING = {"strategy": "alternating_users", "master_secret": "orders/master"}
+SHARED: dict[str, Any] = {
+    "defaults": {
+        "password": {"length": 20},
+        "on_rotated": [{"webhook": "http://hooks.internal/rotated"}],
+    },
+    "databases": [
+        {
+            "name": "orders",
+            "host": "orders.internal",
+            "secrets": [
+                {"id": "o1"},
+                {"id": "o2"},
+                {"id": "o3", **ALTERNATING},
+                {"id": "o4", **ALTERNATING},
+                {"id": "o5", "password": {"length": 24}, "on_rotated": [{"exec": ["/bin/true"]}]},
+                {"id": "o6", "password": {"length": 24}, "on_rotated": [{"exec": ["/bin/no"]}]},
+            ],
+        },
+        {
+            "name": "billing",
+            "port": 3306,
+            "schedule": "rate(7 days)",
+            "secrets": [
+                {"id": "b1"},
+                {"id": "b2", **ALTERNATING},
+                {"id": "b3", "password": {"length": 24}, "window": "2h", "on_rotated": []},
+            ],
+        },
+    ],
+}
+
+
+def test_secrets_that_share_settings_resolve_as_if_each_stood_alone() -> None:
+    inventory = loads(yaml.safe_dump(SHARED))
+    assert len(inventory.secrets) == 9
+    for database in SHARED["databases"]:
+        for secret in database["secrets"]:
+            alone = {**SHARED, "databases": [{**database, "secrets": [secret]}]}
+            (spec,) = loads(yaml.safe_dump(alone)).secrets
+            assert inventory.find(secret["id"]) == spec
+    by_id = {s.id: s for s in inventory.secrets}
+    assert by_id["o1"].host == "orders.internal"
+    assert by_id["b1"].host is None
+    assert by_id["b2"].port == 3306
+    assert by_id["b2"].schedule.text == "rate(7 days)"
+    assert [h.argv for h in by_id["o6"].hooks] == [("/bin/no",)]
+    assert by_id["b3"].hooks == ()
+    assert by_id["b3"].password.length == 24
+
+
+def test_a_problem_shared_by_many_secrets_is_reported_for_each() -> None:
+    found = errors(
+        """
+        defaults:
+          schedule: rate(1 hour)
+        databases:
+          - name: orders
+            window: 1h
+            secrets:
+              - id: a
+              - id: b
+              - id: c
+                window: 10m
+                password: &none
+                  {exclude_lowercase: true, exclude_uppercase: true, exclude_numbers: true,
+                   exclude_punctuation: true}
+              - {id: d, window: 10m}
+              - {id: e, window: 10m, password: *none}
+        """
+    )
+    assert [e.split(": secret")[0] for e in found] == [
+        "inv.yaml:7:13",
+        "inv.yaml:8:13",
+        "inv.yaml:9:13",
+        "inv.yaml:15:14",
+    ]
+    assert found[1].startswith("inv.yaml:8:13: secret 'b': window 1h is not shorter")
+    assert found[3] == (
+        "inv.yaml:15:14: secret 'e': password: the exclusions leave no character to build a "
+        "password from"
     )
