@@ -10,9 +10,11 @@ Loading is offline: it calls no AWS and no database.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -430,6 +432,32 @@ def load(path: str | os.PathLike[str]) -> Inventory:
 
 
 def loads(text: str, path: str = "<inventory>") -> Inventory:
+    """Validate and resolve an inventory's text; ``path`` names it in errors and warnings."""
+    with _collector_paused():
+        return _loads(text, path)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while loading.
+
+    A large inventory makes hundreds of thousands of short-lived objects (nodes, marks, models)
+    and next to no cycles. Each counts towards the collector's thresholds, and the full
+    collections they trigger walk every object the process holds: in a daemon tracking 10,000
+    secrets they made a reload take 2.5 times as long. Reference counting frees the objects
+    anyway. The pause is process-wide, so it also covers the daemon's event loop while a reload
+    loads in a worker thread, for the fraction of a second that takes.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _loads(text: str, path: str) -> Inventory:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -433,3 +434,17 @@ def test_a_problem_shared_by_many_secrets_is_reported_for_each() -> None:
         "inv.yaml:15:14: secret 'e': password: the exclusions leave no character to build a "
         "password from"
     )
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it() -> None:
+    assert gc.isenabled()
+    parse("databases: []\n")
+    assert gc.isenabled()
+    errors("databases: [{name: orders}]\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse("databases: []\n")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
