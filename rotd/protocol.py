@@ -6,6 +6,12 @@ as AWS's rotation functions do, so a secret can move between them and rotd: an u
 rotation (AWSPENDING on a version without AWSCURRENT) is resumed with the same token, never
 restarted with a new password the database may already hold; AWSPENDING stays on the new
 current version when done, as AWS leaves it. A failing step leaves AWSCURRENT where it was.
+
+The version id of a new rotation is not random: it follows from the secret and the version it
+replaces (:func:`version_token`), so every rotd process that starts a rotation from the same
+AWSCURRENT writes the same version. Secrets Manager never changes a version once written, so
+the first PutSecretValue wins and a late one from a process that lost its lock is refused:
+the version id is the fence that Secrets Manager's lack of conditional writes otherwise denies.
 """
 
 from __future__ import annotations
@@ -30,6 +36,24 @@ from rotd.observability import get_logger
 from rotd.secretstore import CURRENT, PENDING, PREVIOUS, SecretDescription, SecretStore
 
 log = get_logger("rotd.rotation")
+
+# The namespace of rotd's version ids (uuid5); changing it would let processes of two rotd
+# releases start the same rotation under two version ids.
+_TOKENS = uuid.UUID("6c1b8a3e-2f4d-5a7b-9e0c-1d2f3a4b5c6d")
+# How many version ids a rotation tries before giving up: each one taken means AWSCURRENT was
+# moved back to this version by hand that many times.
+_TOKEN_TRIES = 8
+
+
+def version_token(arn: str, current_version: str, n: int = 0) -> str:
+    """The version id of the ``n``-th try of the rotation that replaces ``current_version``.
+
+    Every rotd process computes the same one, so two processes that both believe they hold
+    the rotation lock write the same version, and Secrets Manager keeps only the first value.
+    ``n`` moves past ids already used (AWSCURRENT moved back to an older version by hand).
+    """
+    name = f"{arn}\n{current_version}" + (f"\n{n}" if n else "")
+    return str(uuid.uuid5(_TOKENS, name))
 
 
 class Step(StrEnum):
@@ -262,14 +286,7 @@ class _Rotation:
                 if self.resumed:
                     self.pending = await self._recover(current, how)
                 if not self.resumed:
-                    username = strategies.pending_username(spec.strategy, current.username)
-                    fresh = current.with_login(username, passwords.generate(spec.password))
-                    if spec.strategy is Strategy.ALTERNATING_USERS:
-                        await session.check_username(username)
-                    assert self.token is not None
-                    await self._hold_lock(session)
-                    await self.store.put_pending(spec.id, self.token, fresh.dumps())
-                    self.pending = fresh
+                    self.pending = await self._create(session, current, how)
             pending = self.pending
             assert pending is not None
 
@@ -299,6 +316,61 @@ class _Rotation:
                 if current_version != self.token:
                     await self._hold_lock(session)
                     await self._move_current(current_version)
+
+    async def _create(self, session: Session, current: Credentials, how: str) -> Credentials:
+        """createSecret: store a new password as AWSPENDING under this rotation's version id.
+
+        A version id already taken means another process wrote it first (it held the lock
+        once; its write arrived late), or AWSCURRENT was moved back to an older version: in
+        the first case this rotation finishes that version, in the second it takes the next id.
+        """
+        spec = self.spec
+        assert self.arn is not None
+        assert self.current_version is not None
+        username = strategies.pending_username(spec.strategy, current.username)
+        if spec.strategy is Strategy.ALTERNATING_USERS:
+            await session.check_username(username)
+        for n in range(_TOKEN_TRIES):
+            if n:
+                self.token = version_token(self.arn, self.current_version, n)
+                self.log = self.log.bind(version_id=self.token)
+            assert self.token is not None
+            fresh = current.with_login(username, passwords.generate(spec.password))
+            await self._hold_lock(session)
+            if await self.store.put_pending(spec.id, self.token, fresh.dumps()):
+                return fresh
+            await self._hold_lock(session)
+            found = await self.store.describe(spec.id)
+            if found.version_with(CURRENT) != self.current_version:
+                raise SecretError(
+                    spec.id,
+                    Step.CREATE,
+                    Category.LOCKED,
+                    "AWSCURRENT moved while rotd was writing the pending version: another "
+                    "rotator finished a rotation just now; run again to rotate once more",
+                )
+            if found.unfinished_pending() == self.token:
+                self.log.warning(
+                    "rotation.recovering",
+                    case="another rotd process wrote this rotation's pending version first: "
+                    "finishing it",
+                )
+                self.resumed = True
+                pending = await self._recover(current, how)
+                if pending is not None:
+                    return pending
+                continue
+            self.log.info(
+                "rotation.version_id_taken",
+                reason="a version with this id exists (AWSCURRENT moved back by hand?)",
+            )
+        raise SecretError(
+            spec.id,
+            Step.CREATE,
+            Category.CONFLICT,
+            f"the next {_TOKEN_TRIES} version ids of a rotation from AWSCURRENT "
+            f"{self.current_version} are all taken; move AWSCURRENT to a new version first",
+        )
 
     async def _hold_lock(self, session: Session) -> None:
         """Make sure the lock is still ours before writing to Secrets Manager.
@@ -351,7 +423,7 @@ class _Rotation:
             self.skipped = True
             return None
         self.resumed = unfinished is not None
-        self.token = unfinished or self.token or str(uuid.uuid4())
+        self.token = unfinished or version_token(description.arn, current_version)
         self.log = self.log.bind(version_id=self.token)
         if self.resumed:
             self.log.info("rotation.resuming", step=str(Step.GUARD))
@@ -503,7 +575,9 @@ class _Rotation:
                 stale_version_id=self.token,
             )
             self.resumed = False
-            self.token = str(uuid.uuid4())
+            assert self.arn is not None
+            assert self.current_version is not None
+            self.token = version_token(self.arn, self.current_version)
             self.log = self.log.bind(version_id=self.token)
             return None
         raise SecretError(

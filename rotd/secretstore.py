@@ -81,8 +81,12 @@ class SecretStore(Protocol):
     ) -> SecretValue:
         """Read one version, by id or by label (one of the two is required)."""
 
-    async def put_pending(self, secret_id: str, token: str, string: str) -> None:
-        """Store ``string`` as version ``token`` labelled AWSPENDING; idempotent per token."""
+    async def put_pending(self, secret_id: str, token: str, string: str) -> bool:
+        """Store ``string`` as version ``token`` labelled AWSPENDING; idempotent per token.
+
+        False when version ``token`` already exists with another value: Secrets Manager
+        never changes a version, so the first writer of a version id wins.
+        """
 
     async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
         """Move AWSCURRENT from ``from_version`` to ``token``; AWSPREVIOUS follows."""
@@ -246,15 +250,22 @@ class AwsSecretStore:
             string=r["SecretString"],
         )
 
-    async def put_pending(self, secret_id: str, token: str, string: str) -> None:
+    async def put_pending(self, secret_id: str, token: str, string: str) -> bool:
         await self._writes.acquire()
-        await self._call(
-            "put_secret_value",
-            secret_id,
-            ClientRequestToken=token,
-            SecretString=string,
-            VersionStages=[PENDING],
-        )
+        try:
+            await self._client.put_secret_value(
+                SecretId=secret_id,
+                ClientRequestToken=token,
+                SecretString=string,
+                VersionStages=[PENDING],
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceExistsException":
+                return False
+            raise translate(exc, secret_id, "put_secret_value") from None
+        except BotoCoreError as exc:
+            raise translate(exc, secret_id, "put_secret_value") from None
+        return True
 
     async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
         await self._writes.acquire()

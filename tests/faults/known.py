@@ -1,9 +1,8 @@
 """Failures this suite has found in rotd, described for the messages of the tests.
 
-``test_cuts`` reproduces each on purpose: the fixed bugs (CLONE, FINISH, RACE) fail it if
-they come back. FENCE is a limitation of Secrets Manager (no conditional writes) that rotd
-narrows but cannot close: ``test_faults`` recognises it by its exact signature and reports it
-as an expected failure, while any other broken invariant fails the test.
+``test_cuts`` reproduces each on purpose, and fails if one comes back. ``test_faults``
+names FENCE in its report when no label logs in, and recognises CLONE by its exact signature
+(reported as an expected failure); any other broken invariant fails the test.
 """
 
 from __future__ import annotations
@@ -30,10 +29,9 @@ RACE_BUG = (
     "moved (rotd/protocol.py, _lock_session and strategies.first_login)"
 )
 FENCE_BUG = (
-    "known limitation: Secrets Manager has no conditional write, so rotd's writes are fenced "
-    "only by re-checking its lock session right before each one; a PutSecretValue delayed in "
-    "the network past the loss of that session can still move AWSPENDING away from the "
-    "rotation that now holds the lock. Until the next attempt (which finds the password the "
-    "database holds among the unlabelled versions and finishes), a single-user secret may "
-    "have neither label logging in"
+    "rotd bug: a PutSecretValue delayed in the network past the loss of its process's lock "
+    "moved AWSPENDING away from the rotation that holds the lock now: the version id of a "
+    "rotation must follow from the AWSCURRENT it replaces (rotd/protocol.py, version_token), "
+    "so that Secrets Manager refuses the late write; with a random id, a single-user secret "
+    "can have neither label logging in"
 )

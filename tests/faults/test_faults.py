@@ -320,53 +320,29 @@ async def judge(c: Campaign) -> Verdict:
         for e in run.process.named("rotation.step")
         if e.get("step") == "finishSecret"
     }
-    finished = {(r.secret_id, r.version_id) for r in found} | finish_steps
     seen = {name: w.seen_current for name, w in witnesses.items()}
     made_by_daemons = evidence.made_in(history, c.phase_2_from, c.phase_2_until)
     racing = evidence.concurrent_creates(runs)
     # Known rotd bugs the random schedule may hit, recognised by their exact signature only:
-    # a version both processes made while each held the lock as far as it knew (FENCE_BUG),
     # a MariaDB clone finished by a resumed rotation that skipped setSecret (CLONE_BUG).
     known: list[str] = []
-
-    def unless_raced(secret_id: str, version_id: str | None, what: str) -> bool:
-        """True (a violation) unless the secret's trouble comes from a race of lock holders."""
-        raced = [k for k in racing if k[0] == secret_id and version_id in (None, k[1])]
-        if raced:
-            known.append(f"{FENCE_BUG}: {secret_id}: {what}; {racing[raced[0]]}")
-        return not raced
-
-    neither = []
-    for name, witness in witnesses.items():
-        for a in witness.neither:
-            if a.holder is not None and ((name, a.holder) in finished or a.holder in seen[name]):
-                known.append(
-                    f"{FENCE_BUG}: {name} at {a.started:.3f}: the database held version "
-                    f"{a.holder} (finished later), AWSCURRENT {a.current}, AWSPENDING {a.pending}"
-                )
-            else:
-                neither.append((name, a.started, a.current, a.pending, a.holder))
-    abandoned = [
-        (secret_id, version_id)
-        for secret_id, version_id in evidence.abandoned(history, found, finish_steps, seen)
-        if unless_raced(secret_id, version_id, f"version {version_id} abandoned")
+    # A process that lost its lock and wrote late once left neither label logging in
+    # (FENCE_BUG); rotations now share one version id per AWSCURRENT, so any such trace is a
+    # violation, with the unlabelled version that logged in named to tell it apart.
+    neither = [
+        (name, a.started, a.current, a.pending, a.holder)
+        for name, witness in witnesses.items()
+        for a in witness.neither
     ]
-    early = [
-        (secret_id, version_id, gap)
-        for secret_id, version_id, gap in evidence.early_rotations(
-            history, c.phase_2_from, c.phase_2_until, RATE_S
-        )
-        if unless_raced(secret_id, version_id, f"a second version {gap:.0f} s after the first")
-    ]
-    # Versions made in phase 2, with those of one race between two lock holders counted once.
+    abandoned = evidence.abandoned(history, found, finish_steps, seen)
+    early = evidence.early_rotations(history, c.phase_2_from, c.phase_2_until, RATE_S)
     made: dict[str, set[str]] = {}
     for secret_id, versions in history.items():
         for v in versions:
             if c.phase_2_from <= v.created < c.phase_2_until:
-                raced = (secret_id, v.version_id) in racing
-                made.setdefault(secret_id, set()).add("raced" if raced else v.version_id)
+                made.setdefault(secret_id, set()).add(v.version_id)
     broken, unprivileged = await _final_state(c)
-    final_state = [f"{s}: {problem}" for s, problem in broken if unless_raced(s, None, problem)]
+    final_state = [f"{s}: {problem}" for s, problem in broken]
     skipped = {e.get("secret_id") for r in runs for e in r.process.named("rotation.step_skipped")}
     for name in sorted(unprivileged):
         member = members[name]
@@ -377,7 +353,7 @@ async def judge(c: Campaign) -> Verdict:
 
     violations: dict[str, list[Any]] = {
         "(1) final state": final_state,
-        "(1) neither AWSCURRENT nor AWSPENDING logged in": neither,
+        f"(1) neither AWSCURRENT nor AWSPENDING logged in ({FENCE_BUG})": neither,
         "(1) single-user refusals outside setSecret..finishSecret": [
             (name, a.started, a.current, a.pending)
             for name, w in witnesses.items()

@@ -9,6 +9,7 @@ import pytest
 
 from rotd.errors import Category, StoreError
 from rotd.inventory import Inventory
+from rotd.protocol import version_token
 from rotd.secretstore import AwsConnection, AwsSecretStore
 from tests.fixtures.aws import MotoServer, Secrets, free_port
 from tests.fixtures.databases import Database
@@ -445,3 +446,72 @@ async def test_verify_endpoints_are_logged_in_through_before_current_moves(
     assert_ok(resumed)
     assert resumed.version_id == failed.version_id
     assert await db.logs_in(user, (await secrets.value(name))["password"])
+
+
+class RivalWritesFirst(AwsSecretStore):
+    """The real store, except that just before rotd's PutSecretValue another process's write
+    of the same version lands: a rotd that lost its lock, whose write arrived late."""
+
+    rival: dict[str, Any] = {}
+
+    async def put_pending(self, secret_id: str, token: str, string: str) -> bool:
+        if self.rival:
+            rival, self.rival = self.rival, {}
+            assert await super().put_pending(secret_id, token, json.dumps(rival))
+        return await super().put_pending(secret_id, token, string)
+
+
+async def test_a_rotation_is_one_version_id_whoever_writes_it_first(
+    db: Database, secrets: Secrets, moto: MotoServer
+) -> None:
+    """Every process derives a rotation's version id from AWSCURRENT; when another's write of
+    it lands first, Secrets Manager refuses ours and rotd finishes the version that won."""
+    user, name = await make_login(db, secrets)
+    first_current = await secrets.version(name)
+    arn = (await secrets.describe(name))["ARN"]
+    connection = AwsConnection(region=moto.region, endpoint_url=moto.endpoint_url)
+    async with RivalWritesFirst(connection) as store:
+        store.rival = db.secret(user, "Rival-pass-1", extra_key="kept")
+        outcome = await Rotd(store).rotate_one(one_secret(moto, name, "single_user"))
+        # The same version with another value: refused, and the winner is left alone.
+        refused = await store.put_pending(name, outcome.version_id or "", json.dumps({"x": 1}))
+
+    assert_ok(outcome)
+    assert outcome.version_id == version_token(arn, first_current)
+    assert await secrets.version(name) == outcome.version_id
+    assert (await secrets.value(name))["password"] == "Rival-pass-1"
+    assert await db.logs_in(user, "Rival-pass-1")
+    assert refused is False
+    assert (await secrets.value(name))["password"] == "Rival-pass-1"
+
+
+async def test_a_version_id_already_used_is_passed_over(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    """AWSCURRENT moved back by hand to a version already rotated from: the version id of a
+    rotation from it is taken, so rotd takes the next one, the same in every process."""
+    user, name = await make_login(db, secrets)
+    first_current = await secrets.version(name)
+    arn = (await secrets.describe(name))["ARN"]
+    inv = one_secret(moto, name, "single_user")
+    first = await rotd.rotate_one(inv)
+    assert_ok(first)
+    async with secrets.client() as client:  # the operator's roll-back (labels only)
+        await client.update_secret_version_stage(
+            SecretId=name,
+            VersionStage="AWSCURRENT",
+            MoveToVersionId=first_current,
+            RemoveFromVersionId=first.version_id,
+        )
+        await client.update_secret_version_stage(
+            SecretId=name, VersionStage="AWSPENDING", RemoveFromVersionId=first.version_id
+        )
+
+    again = await rotd.rotate_one(inv)
+
+    assert_ok(again)
+    assert first.version_id == version_token(arn, first_current)
+    assert again.version_id == version_token(arn, first_current, 1)
+    password = (await secrets.value(name))["password"]
+    assert password != "Initial-pass-1"
+    assert await db.logs_in(user, password)
