@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -80,6 +81,33 @@ async def test_a_bad_inventory_at_start_exits_78_with_positions(
     errors = "".join(process.lines)
     assert f"{path}:2:19: limits.max_concurrent" in errors
     assert f"{path}:3:12: databases" in errors
+
+
+def caught_signals(pid: int) -> set[signal.Signals]:
+    """The signals process ``pid`` has handlers for, from /proc (empty once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return set()
+    (mask,) = [int(line.split()[1], 16) for line in status.splitlines() if line[:7] == "SigCgt:"]
+    return {sig for sig in signal.Signals if mask >> (sig - 1) & 1}
+
+
+async def test_a_sigterm_while_starting_up_exits_0(
+    secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    """A service stopped as it starts: SIGTERM before the daemon's own handlers are in place
+    (they include SIGHUP) must be an orderly exit 0, not death by the signal."""
+    path = write_inventory(tmp_path / "inv.yaml", moto, [{"id": "rotd-test/never-read"}])
+    process = rotd_process("run", "-c", str(path))
+    deadline = time.monotonic() + 30
+    while signal.SIGTERM not in (caught := caught_signals(process.proc.pid)):
+        assert process.proc.poll() is None, "".join(process.lines)
+        assert time.monotonic() < deadline, "rotd run never handled SIGTERM"
+    assert signal.SIGHUP not in caught, "SIGTERM was caught only once the daemon's loop ran"
+    process.send(signal.SIGTERM)
+    assert process.wait(30) == 0, "".join(process.lines)
+    assert process.named("daemon.ready") == []
 
 
 async def test_unfinished_rotations_resume_promptly_within_the_limits(
