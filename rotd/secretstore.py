@@ -344,7 +344,7 @@ def translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
                 Category.CONFLICT,
                 "a secret with this name already exists (one scheduled for deletion counts too)",
             )
-        if code in _ACCESS_CODES:
+        if code in _ACCESS_CODES or status == 403:
             action = _PERMISSION_HINT.get(operation, operation)
             return StoreError(
                 secret_id,
