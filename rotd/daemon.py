@@ -207,6 +207,8 @@ class Daemon:
         for task in left:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.hosts.close_idle()
         log.info(
             "daemon.stopped",
             finished_in_grace=finished,

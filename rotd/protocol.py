@@ -69,8 +69,23 @@ class MasterSecrets(Protocol):
         """The master login stored at ``secret_id``'s AWSCURRENT; ``refresh`` re-reads it."""
 
 
+class HostSlot(Protocol):
+    """One of a host's slots, held by one rotation at a time. Between rotations it may keep
+    one idle session (a master login's), so that the next rotation as that login reuses it."""
+
+    async def take(self, login: Login) -> tuple[Session, AsyncExitStack] | None:
+        """The session kept as ``login``, with what closes it, if it still answers; a session
+        kept as another login is closed."""
+
+    async def evict(self) -> None:
+        """Close the kept session, if any, before this rotation opens one of its own."""
+
+    def keep(self, login: Login, session: Session, owner: AsyncExitStack) -> None:
+        """Keep ``session`` (closed by ``owner``) for the next rotation on this slot."""
+
+
 class HostGate(Protocol):
-    def slot(self, endpoint: Endpoint) -> AbstractAsyncContextManager[None]:
+    def slot(self, endpoint: Endpoint) -> AbstractAsyncContextManager[HostSlot]:
         """Wait for room to work on ``endpoint``'s host, and hold it while inside."""
 
 
@@ -199,6 +214,7 @@ class _Rotation:
         self.resumed = False
         self.skipped = False
         self.current_version: str | None = None
+        self.slot: HostSlot | None = None
 
     async def run(self) -> Outcome:
         try:
@@ -244,6 +260,10 @@ class _Rotation:
     @asynccontextmanager
     async def _connect(self, login: Login) -> AsyncIterator[Session]:
         engine = self.deps.engines[login.endpoint.family]
+        if self.slot is not None:
+            # At most one session kept per slot, and none beside a rotation's own sessions:
+            # the host's connection limit holds with reuse too.
+            await self.slot.evict()
         async with AsyncExitStack() as stack:
             try:
                 session = await stack.enter_async_context(
@@ -270,7 +290,7 @@ class _Rotation:
                 current = self.current = Credentials.parse(current_value.string)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
-                await stack.enter_async_context(self.deps.gate.slot(endpoint))
+                self.slot = await stack.enter_async_context(self.deps.gate.slot(endpoint))
                 session, how = await self._lock_session(stack, endpoint, current)
                 if not await session.try_lock(self.arn):
                     raise SecretError(
@@ -635,17 +655,42 @@ class _Rotation:
             )
         master = await self.deps.masters.get(master_id)
         try:
-            return await stack.enter_async_context(
-                self._connect(Login(endpoint, master.username, master.password))
+            return await self._master_session(
+                stack, Login(endpoint, master.username, master.password)
             )
         except DatabaseError as exc:
             if exc.category is not Category.AUTH:
                 raise
         # The master may have been rotated since it was read: read it again, once.
         master = await self.deps.masters.get(master_id, refresh=True)
-        return await stack.enter_async_context(
-            self._connect(Login(endpoint, master.username, master.password))
-        )
+        return await self._master_session(stack, Login(endpoint, master.username, master.password))
+
+    async def _master_session(self, stack: AsyncExitStack, login: Login) -> Session:
+        """A session as the master: the one the host slot kept from an earlier rotation, or a
+        new one. When this rotation ends well its lock is released and the slot keeps the
+        session for the next rotation; when it ends badly the session is closed."""
+        slot = self.slot
+        kept = await slot.take(login) if slot is not None else None
+        if kept is not None:
+            session, owner = kept
+        else:
+            owner = AsyncExitStack()
+            session = await owner.enter_async_context(self._connect(login))
+
+        async def done(exc_type: type[BaseException] | None, *_: object) -> bool:
+            if exc_type is None and slot is not None and self.arn is not None:
+                try:
+                    await session.unlock(self.arn)
+                except DatabaseError:
+                    pass
+                else:
+                    slot.keep(login, session, owner)
+                    return False
+            await owner.aclose()
+            return False
+
+        stack.push_async_exit(done)
+        return session
 
     async def _read_previous(self, current: Credentials) -> Credentials | None:
         try:

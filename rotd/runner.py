@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from rotd.credentials import BadSecret, Credentials
-from rotd.engines import Endpoint, Engine
+from rotd.engines import Endpoint, Engine, Login, Session
 from rotd.errors import Category, DatabaseError, SecretError
 from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
@@ -35,6 +35,63 @@ class _Breaker:
     reason: str = ""
 
 
+class HostSlot:
+    """One of a host's slots; between rotations it keeps at most one idle session.
+
+    A rotation that holds the slot either takes the kept session (same login: a master's) or
+    closes it before opening any session of its own, so a host never has more connections open
+    than with no reuse at all. A kept session not taken within ``idle_s`` is closed.
+    """
+
+    def __init__(self, idle_s: float, closing: set[asyncio.Task[None]]) -> None:
+        self._idle_s = idle_s
+        self._closing = closing
+        self._kept: tuple[Login, Session, AsyncExitStack] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    async def take(self, login: Login) -> tuple[Session, AsyncExitStack] | None:
+        kept = self._drop()
+        if kept is None:
+            return None
+        kept_login, session, owner = kept
+        if kept_login != login:
+            await owner.aclose()
+            return None
+        try:
+            await session.ping()
+        except DatabaseError:
+            await owner.aclose()
+            return None
+        return session, owner
+
+    async def evict(self) -> None:
+        kept = self._drop()
+        if kept is not None:
+            await kept[2].aclose()
+
+    def keep(self, login: Login, session: Session, owner: AsyncExitStack) -> None:
+        self._close_soon(self._drop())
+        self._kept = (login, session, owner)
+        self._expiry = asyncio.get_running_loop().call_later(self._idle_s, self.retire)
+
+    def retire(self) -> None:
+        """Close the kept session in the background."""
+        self._close_soon(self._drop())
+
+    def _drop(self) -> tuple[Login, Session, AsyncExitStack] | None:
+        kept, self._kept = self._kept, None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        return kept
+
+    def _close_soon(self, kept: tuple[Login, Session, AsyncExitStack] | None) -> None:
+        if kept is not None:
+            task = asyncio.ensure_future(kept[2].aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+
 class HostLimits:
     """Per database host:port: a semaphore for the concurrency limit, and a circuit breaker.
 
@@ -45,18 +102,26 @@ class HostLimits:
     """
 
     def __init__(
-        self, per_host: int, *, breaker_base_s: float = 10.0, breaker_cap_s: float = 300.0
+        self,
+        per_host: int,
+        *,
+        breaker_base_s: float = 10.0,
+        breaker_cap_s: float = 300.0,
+        keep_idle_s: float = 5.0,
     ) -> None:
         self.per_host = per_host
         self.breaker_base_s = breaker_base_s
         self.breaker_cap_s = breaker_cap_s
+        self.keep_idle_s = keep_idle_s
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._spare: dict[str, list[HostSlot]] = {}  # slots not held, most recent last
+        self._closing: set[asyncio.Task[None]] = set()
         self._breakers: dict[str, _Breaker] = {}
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
 
     @asynccontextmanager
-    async def slot(self, endpoint: Endpoint, lease: Lease | None = None) -> AsyncIterator[None]:
+    async def slot(self, endpoint: Endpoint, lease: Lease | None = None) -> AsyncIterator[HostSlot]:
         """Hold one of the host's slots. While waiting for one, give up ``lease`` (the global
         slot), so that rotations queued on a slow or dead host never starve the others."""
         key = endpoint.address
@@ -79,11 +144,13 @@ class HostLimits:
             if probe:
                 self._breakers[key].probing = False
             raise
+        spare = self._spare.setdefault(key, [])
+        held = spare.pop() if spare else HostSlot(self.keep_idle_s, self._closing)
         try:
             self.in_flight[key] = self.in_flight.get(key, 0) + 1
             self.peak[key] = max(self.peak.get(key, 0), self.in_flight[key])
             try:
-                yield
+                yield held
             except BaseException as exc:
                 self._record(key, exc, probe)
                 raise
@@ -92,6 +159,10 @@ class HostLimits:
             finally:
                 self.in_flight[key] -= 1
         finally:
+            if self._spare.get(key) is spare:
+                spare.append(held)
+            else:
+                held.retire()  # the host's slots were replaced by a new limit meanwhile
             semaphore.release()
 
     def _admit(self, endpoint: Endpoint) -> bool:
@@ -137,6 +208,17 @@ class HostLimits:
         """Apply a new per-host limit to hosts seen from now on and to idle ones."""
         self.per_host = per_host
         self._slots = {k: s for k, s in self._slots.items() if self.in_flight.get(k)}
+        for key in [k for k in self._spare if k not in self._slots]:
+            for slot in self._spare.pop(key):
+                slot.retire()
+
+    async def close_idle(self) -> None:
+        """Close every session the slots keep, and wait until they are closed."""
+        for spare in self._spare.values():
+            for slot in spare:
+                slot.retire()
+        while self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 _HOST_DOWN = frozenset({Category.UNREACHABLE, Category.TIMEOUT})
@@ -166,7 +248,7 @@ class _Gate:
         self._hosts = hosts
         self._lease = lease
 
-    def slot(self, endpoint: Endpoint) -> AbstractAsyncContextManager[None]:
+    def slot(self, endpoint: Endpoint) -> AbstractAsyncContextManager[HostSlot]:
         return self._hosts.slot(endpoint, self._lease)
 
 
@@ -275,7 +357,10 @@ class Runner:
     async def rotate_all(self, specs: Iterable[SecretSpec]) -> list[Outcome]:
         """Rotate every secret given, concurrently within the limits; keep their order."""
         self.masters.clear()
-        return list(await asyncio.gather(*(self.rotate_one(spec) for spec in specs)))
+        try:
+            return list(await asyncio.gather(*(self.rotate_one(spec) for spec in specs)))
+        finally:
+            await self.hosts.close_idle()
 
 
 def report(outcome: Outcome, *, attempt: int) -> None:

@@ -122,6 +122,13 @@ class Session(Protocol):
         released when the session closes or its process dies, so a crash never leaves it held.
         """
 
+    async def unlock(self, key: str) -> None:
+        """Release the rotation lock named ``key``, however many times this session took it,
+        so that the session can serve another rotation."""
+
+    async def ping(self) -> None:
+        """One round trip to the server: raise DatabaseError if the session no longer works."""
+
     # Read-only checks for ``rotd doctor``: they change nothing on the server.
 
     async def tls_in_use(self) -> bool:

@@ -103,6 +103,8 @@ _SET_PASSWORD_ERRORS = {
 # Client-side codes for a connection that could not be made or was lost.
 _CONNECTION_LOST = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
 _AUTH_REFUSED = 1045
+# A rotation takes its lock once and again before each write: a handful of holds at most.
+_UNLOCK_MAX = 32
 
 
 class _TlsNotOffered(Exception):
@@ -378,6 +380,24 @@ class MysqlSession:
             f"SELECT GET_LOCK({self._conn.escape(name)}, 0)", doing="taking the rotation lock"
         )
         return bool(rows and rows[0][0] == 1)
+
+    async def unlock(self, key: str) -> None:
+        """``GET_LOCK`` counts how often this session took the lock (MySQL 5.7 and later,
+        MariaDB 10.0.2 and later): release it until the server says it is no longer ours."""
+        _, name = lock_key(key)
+        for _ in range(_UNLOCK_MAX):
+            rows = await self._run(
+                f"SELECT RELEASE_LOCK({self._conn.escape(name)})",
+                doing="releasing the rotation lock",
+            )
+            if not rows or rows[0][0] != 1:
+                return
+        raise self._error(
+            Category.SERVER, f"the rotation lock was still held after {_UNLOCK_MAX} releases"
+        )
+
+    async def ping(self) -> None:
+        await self._run("SELECT 1", doing="checking that the session still works")
 
     # -- read-only checks (rotd doctor) --------------------------------------------------
 

@@ -255,6 +255,21 @@ class PostgresSession:
 
         return await self._run("take the rotation lock", work)
 
+    async def unlock(self, key: str) -> None:
+        """Advisory locks count how often they were taken: release every one this session has
+        (rotd takes no others)."""
+
+        async def work() -> None:
+            await self._conn.execute("SELECT pg_advisory_unlock_all()")
+
+        await self._run("release the rotation lock", work)
+
+    async def ping(self) -> None:
+        async def work() -> None:
+            await self._conn.execute("SELECT 1")
+
+        await self._run("check that the session still works", work)
+
     # Read-only checks (rotd doctor).
 
     async def tls_in_use(self) -> bool:

@@ -37,6 +37,8 @@ SINGLE_USER_CONNECTIONS = 2
 # Alternating users: the master (the rotation lock, the name check and setSecret), the current
 # login's check, and the pending login's test.
 ALTERNATING_USERS_CONNECTIONS = 3
+# Within a batch, the next rotation on the same host slot reuses the master's session.
+MASTER_SESSIONS = 1
 
 
 class ConnectionCounter:
@@ -70,6 +72,12 @@ class ConnectionCounter:
         for relay in left:
             relay.cancel()
         await asyncio.gather(*left, return_exceptions=True)
+
+    async def still_open(self, timeout_s: float = 5) -> int:
+        """How many relayed connections are open once closes seen by then have gone through."""
+        if self._relays:
+            await asyncio.wait(set(self._relays), timeout=timeout_s)
+        return len(self._relays)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -108,10 +116,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def routed_inventory(
-    moto: MotoServer, port: int, secrets: list[str], strategy: str, master: str | None
+    moto: MotoServer,
+    port: int,
+    secrets: list[str],
+    strategy: str,
+    master: str | None,
+    per_host: int | None = None,
 ) -> Inventory:
     """One database reached through the relay on ``port``, holding ``secrets``."""
-    lines = [
+    lines = [f"limits: {{max_concurrent_per_host: {per_host}}}"] if per_host else []
+    lines += [
         "databases:",
         "  - name: counted",
         "    host: 127.0.0.1",
@@ -160,17 +174,21 @@ async def test_alternating_users_cost_six_calls_and_three_connections(
             assert counter.accepted - accepted == ALTERNATING_USERS_CONNECTIONS, rotation
 
 
-async def test_a_batch_reads_its_shared_master_secret_once(
+async def test_a_batch_reads_its_shared_master_secret_once_and_logs_in_as_it_once(
     db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
 ) -> None:
-    names = [(await make_login(db, secrets))[1] for _ in range(2)]
+    """Three secrets of one master, one at a time on the host: one master session serves all
+    three rotations, each releasing its lock before the next takes its own."""
+    names = [(await make_login(db, secrets))[1] for _ in range(3)]
     master = await make_master(db, secrets)
     async with ConnectionCounter(db.host, db.port) as counter:
-        inv = routed_inventory(moto, counter.port, names, "alternating_users", master)
+        inv = routed_inventory(moto, counter.port, names, "alternating_users", master, 1)
         before = dict(rotd.store.calls)
         for outcome in await rotd.rotate(inv):
             assert_ok(outcome)
         calls = calls_since(before, rotd.store.calls)
-    per_secret = {op: n * 2 for op, n in SINGLE_USER_CALLS.items()}
-    assert calls == {**per_secret, "GetSecretValue": 2 + 1}
-    assert counter.accepted == 2 * ALTERNATING_USERS_CONNECTIONS
+        assert await counter.still_open() == 0, "the batch left sessions open"
+    per_secret = {op: n * 3 for op, n in SINGLE_USER_CALLS.items()}
+    assert calls == {**per_secret, "GetSecretValue": 3 + 1}
+    own = ALTERNATING_USERS_CONNECTIONS - MASTER_SESSIONS
+    assert counter.accepted == MASTER_SESSIONS + 3 * own
