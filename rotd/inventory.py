@@ -318,8 +318,14 @@ def _split_host_port(value: str, what: str, example: str) -> tuple[str, int]:
 # --- loading ------------------------------------------------------------------------------------
 
 Path_ = tuple[str | int, ...]
-_STR_TAG = "tag:yaml.org,2002:str"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR_TAG = _YAML_TAG + "str"
+_MAP_TAG = _YAML_TAG + "map"
+_SEQ_TAG = _YAML_TAG + "seq"
+_MERGE_TAG = _YAML_TAG + "merge"
+_VALUE_TAG = _YAML_TAG + "value"  # YAML 1.1 resolves a plain "=" to it; nothing constructs it
+# What plain scalars resolve to; SafeConstructor builds these without running any code.
+_SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("null", "bool", "int", "float", "timestamp"))
 
 
 class _Located:
@@ -340,17 +346,22 @@ class _Located:
         self.errors.append(ConfigError(self.path, mark.line + 1, mark.column + 1, reason))
 
     def build(self, node: yaml.Node) -> Any:
+        """Plain data for ``node``; what cannot be built is reported and becomes None."""
         if isinstance(node, yaml.ScalarNode):
-            if node.tag == _STR_TAG:
-                return node.value  # what SafeConstructor makes of it, without its bookkeeping
-            return self._constructor.construct_object(node, deep=True)
+            return self._scalar(node)
+        if node.tag != (_MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG):
+            self.error_at(node.start_mark, f"YAML tags ({_short_tag(node.tag)}) are not supported")
+            return None
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == _MERGE_TAG:
                     self.error_at(key_node.start_mark, "YAML merge keys (<<) are not supported")
                     continue
+                reported = len(self.errors)
                 key = self.build(key_node)
+                if len(self.errors) > reported:
+                    continue
                 if not isinstance(key, str):
                     self.error_at(key_node.start_mark, f"keys must be strings, not {key!r}")
                     continue
@@ -359,9 +370,20 @@ class _Located:
                     continue
                 result[key] = self.build(value_node)
             return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item) for item in node.value]
-        return self._constructor.construct_object(node, deep=True)
+        return [self.build(item) for item in node.value]
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.tag in (_STR_TAG, _VALUE_TAG):
+            return node.value  # what SafeConstructor makes of a str, without its bookkeeping
+        if node.tag not in _SCALAR_TAGS:
+            self.error_at(node.start_mark, f"YAML tags ({_short_tag(node.tag)}) are not supported")
+            return None
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, KeyError, AttributeError, OverflowError):
+            # An explicit tag the text does not fit (!!int soon), or a date that does not exist.
+            self.error_at(node.start_mark, f"{node.value!r} is not a valid {_short_tag(node.tag)}")
+            return None
 
     def _entry(self, mapping: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | None:
         """The key and value nodes that :meth:`build` kept for ``key``: the first, if any."""
@@ -409,6 +431,11 @@ class _Located:
     def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
         line, column = self.locate(where, key=key)
         self.errors.append(ConfigError(self.path, line, column, reason))
+
+
+def _short_tag(tag: str) -> str:
+    """A tag as it is written in YAML: ``!!int`` for YAML's own, ``!foo`` for local ones."""
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
 def _position(node: yaml.Node) -> tuple[int, int]:
@@ -479,8 +506,14 @@ def _loads(text: str, path: str) -> Inventory:
     try:
         model = InventoryModel.model_validate(data)
     except ValidationError as exc:
+        # A value that could not be built is None; the model's complaint about it says nothing new.
+        unbuilt = {(e.line, e.column) for e in located.errors}
+        built = len(located.errors)
         for error in exc.errors():
             _report(located, error)
+        located.errors[built:] = [
+            e for e in located.errors[built:] if (e.line, e.column) not in unbuilt
+        ]
     if located.errors or model is None:
         raise ConfigErrors(sorted(located.errors, key=lambda e: (e.line, e.column)))
     inventory = _resolve(model, located)

@@ -39,6 +39,13 @@ async def test_validate_prints_a_summary_or_every_error(
     assert f"{bad}:2:13: defaults.strategy:" in err
     assert f"{bad}:3:3: unknown key 'windw'" in err
 
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text("defaults:\n  window: !foo 1h\n")
+    code, out, err = run(rotd_process, "validate", "-c", str(tagged))
+    assert code == 78
+    assert f"{tagged}:2:11: YAML tags (!foo) are not supported" in err
+    assert "Traceback" not in err
+
 
 async def test_rotate_reports_each_secret_and_exits_by_outcome(
     db: Database, secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start

@@ -211,6 +211,49 @@ def test_yaml_syntax_errors_have_a_position() -> None:
     assert found[0].startswith("inv.yaml:3:1: not valid YAML")
 
 
+def test_yaml_tags_are_errors_at_their_value_not_a_crash() -> None:
+    found = errors(
+        """
+        defaults:
+          strategy: !foo single_user
+          password: !!python/object:os.system {length: 32}
+        databases:
+          - !!python/object/apply:os.system [ls]
+          - name: orders
+            !bar tls: require
+            secrets: !!set {a}
+        """
+    )
+    assert found == [
+        "inv.yaml:2:13: YAML tags (!foo) are not supported",
+        "inv.yaml:3:13: YAML tags (!!python/object:os.system) are not supported",
+        "inv.yaml:5:5: YAML tags (!!python/object/apply:os.system) are not supported",
+        "inv.yaml:7:5: YAML tags (!bar) are not supported",
+        "inv.yaml:8:14: YAML tags (!!set) are not supported",
+    ]
+
+
+def test_scalars_the_yaml_library_cannot_construct_are_errors() -> None:
+    found = errors(
+        """
+        defaults:
+          window: !!int soon
+          timezone: 2024-13-45
+          schedule: !!binary cmF0ZSgxIGRheSk=
+        """
+    )
+    assert found == [
+        "inv.yaml:2:11: 'soon' is not a valid !!int",
+        "inv.yaml:3:13: '2024-13-45' is not a valid !!timestamp",
+        "inv.yaml:4:13: YAML tags (!!binary) are not supported",
+    ]
+    # YAML 1.1 resolves a plain "=" to a tag nothing constructs; here it is just text.
+    assert errors("defaults: {test_query: =, window: =}\n") == [
+        "inv.yaml:1:35: defaults.window: duration '=' is not valid; write whole seconds (0, 90) "
+        "or amounts with units d, h, m, s in that order, e.g. 30s, 10m, 1h, 2h30m, 1d, 1d12h"
+    ]
+
+
 def test_an_impossible_password_policy_is_an_error() -> None:
     found = errors(
         """
