@@ -326,6 +326,17 @@ _MERGE_TAG = _YAML_TAG + "merge"
 _VALUE_TAG = _YAML_TAG + "value"  # YAML 1.1 resolves a plain "=" to it; nothing constructs it
 # What plain scalars resolve to; SafeConstructor builds these without running any code.
 _SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("null", "bool", "int", "float", "timestamp"))
+# An inventory nests 9 levels deep; a file nested far deeper is broken or hostile.
+MAX_DEPTH = 64
+# Aliases repeat values (a shared password policy, hooks); they may not multiply a small file
+# into millions of values ("billion laughs"). They may add this many values, or this many for
+# each value the file writes out, whichever is more.
+ALIAS_VALUES = 100_000
+ALIAS_RATIO = 4
+
+
+class _TooManyAliasedValues(Exception):
+    """Building stops: the error is recorded, and going on would only use more memory."""
 
 
 class _Located:
@@ -335,23 +346,91 @@ class _Located:
     errors, warnings and each secret's line ask, and a lookup walks the nodes along its path.
     """
 
-    def __init__(self, path: str, root: yaml.Node) -> None:
+    def __init__(self, path: str, root: yaml.Node, text: str) -> None:
         self.path = path
         self.root = root
+        self.text = text
         self.errors: list[ConfigError] = []
+        self.unbuilt: set[int] = set()  # the nodes reported while building, so built as None
         self._constructor = yaml.constructor.SafeConstructor()
         self._nodes: dict[Path_, yaml.Node | None] = {(): root}
+        # While building: the collections being built, innermost last, and all those built so
+        # far (an alias makes the composer hand out the same node again).
+        self._open: dict[int, yaml.Node] = {}
+        self._built: set[int] = set()
+        self._expanding = 0  # how many aliases are being expanded, one inside the other
+        self._written = 0  # values built from the file's own text
+        self._aliased = 0  # values built again because an alias repeats them
+        self._site = root  # where the alias being expanded stands
+        self._recursion_reported = False
 
     def error_at(self, mark: Any, reason: str) -> None:
         self.errors.append(ConfigError(self.path, mark.line + 1, mark.column + 1, reason))
 
     def build(self, node: yaml.Node) -> Any:
-        """Plain data for ``node``; what cannot be built is reported and becomes None."""
+        """Plain data for ``node``; what cannot be built is reported and becomes None.
+
+        Raises _TooManyAliasedValues when aliases would expand the file without bound.
+        """
+        if self._expanding:
+            self._count_aliased()
+        else:
+            self._written += 1
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node)
         if node.tag != (_MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG):
-            self.error_at(node.start_mark, f"YAML tags ({_short_tag(node.tag)}) are not supported")
+            return self._unbuilt(node, f"YAML tags ({_short_tag(node.tag)}) are not supported")
+        key = id(node)
+        if key in self._open:
+            self._report_recursion(node)
+            self.unbuilt.add(key)
             return None
+        if len(self._open) >= MAX_DEPTH:
+            # Within an alias, what nests too deep is the alias, not the value it refers to.
+            site = self._site if self._expanding else node
+            self.error_at(site.start_mark, f"values may be nested at most {MAX_DEPTH} levels deep")
+            self.unbuilt.add(key)
+            return None
+        again = key in self._built
+        if again and not self._expanding:
+            # The collection the outermost alias stands in: the last one written out.
+            self._site = next(reversed(self._open.values()))
+        self._built.add(key)
+        self._open[key] = node
+        self._expanding += again
+        try:
+            return self._collection(node)
+        finally:
+            self._expanding -= again
+            del self._open[key]
+
+    def _unbuilt(self, node: yaml.Node, reason: str) -> None:
+        self.error_at(node.start_mark, reason)
+        self.unbuilt.add(id(node))
+
+    def _count_aliased(self) -> None:
+        self._aliased += 1
+        if self._aliased > max(ALIAS_VALUES, ALIAS_RATIO * self._written):
+            self.error_at(
+                self._site.start_mark,
+                f"YAML aliases expand to too many values: at most {ALIAS_VALUES:,}, or "
+                f"{ALIAS_RATIO} for each value written out",
+            )
+            raise _TooManyAliasedValues
+
+    def _report_recursion(self, node: yaml.Node) -> None:
+        if self._recursion_reported:  # all of them were reported the first time
+            return
+        self._recursion_reported = True
+        found = _recursive_aliases(self.text) or [("", node.start_mark)]
+        for anchor, mark in found:
+            self.error_at(
+                mark,
+                f"the YAML alias *{anchor} is inside the value it refers to; "
+                "recursive aliases are not supported",
+            )
+
+    def _collection(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -360,7 +439,7 @@ class _Located:
                     continue
                 reported = len(self.errors)
                 key = self.build(key_node)
-                if len(self.errors) > reported:
+                if len(self.errors) > reported or id(key_node) in self.unbuilt:
                     continue
                 if not isinstance(key, str):
                     self.error_at(key_node.start_mark, f"keys must be strings, not {key!r}")
@@ -376,14 +455,12 @@ class _Located:
         if node.tag in (_STR_TAG, _VALUE_TAG):
             return node.value  # what SafeConstructor makes of a str, without its bookkeeping
         if node.tag not in _SCALAR_TAGS:
-            self.error_at(node.start_mark, f"YAML tags ({_short_tag(node.tag)}) are not supported")
-            return None
+            return self._unbuilt(node, f"YAML tags ({_short_tag(node.tag)}) are not supported")
         try:
             return self._constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, KeyError, AttributeError, OverflowError):
             # An explicit tag the text does not fit (!!int soon), or a date that does not exist.
-            self.error_at(node.start_mark, f"{node.value!r} is not a valid {_short_tag(node.tag)}")
-            return None
+            return self._unbuilt(node, f"{node.value!r} is not a valid {_short_tag(node.tag)}")
 
     def _entry(self, mapping: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | None:
         """The key and value nodes that :meth:`build` kept for ``key``: the first, if any."""
@@ -428,9 +505,31 @@ class _Located:
             probe = probe[:-1]
         return _position(self.root)
 
+    def unbuilt_at(self, where: Path_) -> bool:
+        """Whether the value at ``where`` was reported while building, and so is None."""
+        return id(self._node(where)) in self.unbuilt
+
     def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
         line, column = self.locate(where, key=key)
         self.errors.append(ConfigError(self.path, line, column, reason))
+
+
+def _recursive_aliases(text: str) -> list[tuple[str, Any]]:
+    """Each alias that stands inside the collection its anchor names, with its mark.
+
+    Composed nodes keep no trace of aliases, so this reads the file's events again; it runs only
+    when building has found such an alias.
+    """
+    found: list[tuple[str, Any]] = []
+    open_anchors: list[str | None] = []
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_anchors.append(event.anchor)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            open_anchors.pop()
+        elif isinstance(event, yaml.AliasEvent) and event.anchor in open_anchors:
+            found.append((str(event.anchor), event.start_mark))
+    return found
 
 
 def _short_tag(tag: str) -> str:
@@ -494,26 +593,26 @@ def _loads(text: str, path: str) -> Inventory:
         raise ConfigErrors([ConfigError(path, line, column, reason)]) from None
     except yaml.YAMLError as exc:
         raise ConfigErrors([ConfigError(path, 1, 1, f"not valid YAML: {exc}")]) from None
+    except RecursionError:  # PyYAML's own parser, without libyaml's limit on nesting
+        raise ConfigErrors([ConfigError(path, 1, 1, "not valid YAML: nested too deeply")]) from None
     if node is None:
         raise ConfigErrors([ConfigError(path, 1, 1, "the file is empty; see config/example.yaml")])
-    located = _Located(path, node)
-    data = located.build(node)
+    located = _Located(path, node, text)
+    try:
+        data = located.build(node)
+    except _TooManyAliasedValues:
+        raise ConfigErrors(sorted(located.errors, key=lambda e: (e.line, e.column))) from None
     if not isinstance(data, dict):
-        located.add((), "the inventory must be a mapping with aws, defaults, limits, databases")
+        if not located.unbuilt_at(()):
+            located.add((), "the inventory must be a mapping with aws, defaults, limits, databases")
         raise ConfigErrors(located.errors)
 
     model: InventoryModel | None = None
     try:
         model = InventoryModel.model_validate(data)
     except ValidationError as exc:
-        # A value that could not be built is None; the model's complaint about it says nothing new.
-        unbuilt = {(e.line, e.column) for e in located.errors}
-        built = len(located.errors)
         for error in exc.errors():
             _report(located, error)
-        located.errors[built:] = [
-            e for e in located.errors[built:] if (e.line, e.column) not in unbuilt
-        ]
     if located.errors or model is None:
         raise ConfigErrors(sorted(located.errors, key=lambda e: (e.line, e.column)))
     inventory = _resolve(model, located)
@@ -524,6 +623,8 @@ def _loads(text: str, path: str) -> Inventory:
 
 def _report(located: _Located, error: Mapping[str, Any]) -> None:
     where: Path_ = tuple(p for p in error["loc"] if not _is_union_tag(p))
+    if located.unbuilt_at(where):
+        return  # it was reported when it could not be built; the model saw only None
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(where[:-1])

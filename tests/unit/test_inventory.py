@@ -254,6 +254,65 @@ def test_scalars_the_yaml_library_cannot_construct_are_errors() -> None:
     ]
 
 
+def test_an_alias_inside_the_value_it_refers_to_is_an_error_at_the_alias() -> None:
+    assert errors("databases: &x [*x]\n") == [
+        "inv.yaml:1:16: the YAML alias *x is inside the value it refers to; "
+        "recursive aliases are not supported"
+    ]
+    found = errors(
+        """
+        defaults: &d
+          password: {length: 32}
+          on_rotated:
+            - exec: [/bin/true]
+              extra: *d
+        databases: *d
+        """
+    )
+    assert found == [
+        "inv.yaml:5:14: the YAML alias *d is inside the value it refers to; "
+        "recursive aliases are not supported"
+    ]
+
+
+def test_aliases_may_repeat_values_but_not_multiply_them_without_bound() -> None:
+    lines = ["v0: &v0 [a, b, c, d, e, f, g, h, i, j]"]
+    lines += [f"v{n}: &v{n} [{', '.join([f'*v{n - 1}'] * 10)}]" for n in range(1, 10)]
+    with pytest.raises(ConfigErrors) as caught:
+        loads("\n".join(lines) + "\n", "inv.yaml")
+    [error] = caught.value.errors
+    assert (error.line, error.column) == (5, 5)  # where the expansion outgrew the budget
+    assert error.reason.startswith("YAML aliases expand to too many values")
+
+    # An anchored policy shared by thousands of secrets is what aliases are for.
+    secrets = "".join(f"      - {{id: s{n}, password: *p, on_rotated: *h}}\n" for n in range(5000))
+    inventory = parse(
+        "defaults:\n"
+        "  password: &p {length: 40, exclude_punctuation: true, exclude_characters: abc}\n"
+        "  on_rotated: &h [{exec: [/usr/bin/reload, --all, --quiet]}, {webhook: http://hook/x}]\n"
+        "databases:\n"
+        "  - name: orders\n"
+        "    secrets:\n" + secrets
+    )
+    assert len(inventory.secrets) == 5000
+    assert inventory.secrets[-1].password.length == 40
+
+
+def test_deep_nesting_is_an_error_not_a_recursion_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = "[" * 900 + "]" * 900
+    found = errors(f"defaults:\n  window: {deep}\n")
+    assert found[-1] == "inv.yaml:2:73: values may be nested at most 64 levels deep"
+    # Aliases nest values inside each other too.
+    lines = ["v0: &v0 " + "[" * 40 + "]" * 40]
+    lines += [f"v{n}: &v{n} {'[' * 40}*v{n - 1}{']' * 40}" for n in range(1, 40)]
+    found = [e for e in errors("\n".join(lines)) if "nested" in e]
+    assert found[0] == "inv.yaml:2:48: values may be nested at most 64 levels deep"
+    # Without libyaml, PyYAML's own parser recurses, and nesting stops it first.
+    monkeypatch.setattr("rotd.inventory._Loader", yaml.SafeLoader)
+    [found] = errors(f"window: {'[' * 5000}{']' * 5000}\n")
+    assert found == "inv.yaml:1:1: not valid YAML: nested too deeply"
+
+
 def test_an_impossible_password_policy_is_an_error() -> None:
     found = errors(
         """
