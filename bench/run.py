@@ -874,57 +874,75 @@ def fmt(figure: dict[str, float] | None, digits: int = 2) -> str:
 
 
 def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The figures as text, with only the parts the results have.
+
+    ``--no-rotations`` leaves out the rotation runs with their limits and start-up figures, and
+    ``--scales ''`` the inventory scale.
+    """
     lines: list[str] = []
     add = lines.append
     v = results["versions"]
-    limits = results["limits"]
     n = results["n"]
-    add(
-        f"rotd benchmark: N={n} secrets ({(n + 1) // 2} PostgreSQL, {n // 2} MariaDB; half single"
-        f" user, half alternating users); {results['runs']} run(s) each; median [min-max]"
-    )
+    rotations = summary["rotation"]
+    if rotations:
+        add(
+            f"rotd benchmark: N={n} secrets ({(n + 1) // 2} PostgreSQL, {n // 2} MariaDB; half"
+            f" single user, half alternating users); {results['runs']} run(s) each;"
+            " median [min-max]"
+        )
+    else:
+        add(
+            f"rotd benchmark: inventory scale only, no rotation runs; {results['runs']} run(s)"
+            " each; median [min-max]"
+        )
     add(
         f"machine: {results['machine']['cpus']} CPUs ({results['machine']['cpu_model']});"
         f" Python {v['python']}; rotd {v['rotd']}; PostgreSQL {v['postgresql']};"
         f" MariaDB {v['mariadb']}; moto {v['moto']}; aioboto3 {v['aioboto3']};"
         f" asyncpg {v['asyncpg']}; aiomysql {v['aiomysql']}"
     )
-    tps = limits["max_write_tps"]
-    add(
-        f"limits: max_concurrent {limits['max_concurrent']}, max_concurrent_per_host"
-        f" {limits['max_concurrent_per_host']} (2 hosts); aws.max_write_tps {tps:g}"
-        f"{' (default)' if limits['max_write_tps_is_default'] else ''}: 2 writes per rotation,"
-        f" so at most {tps / 2:g} rotations/s after a burst of {tps:g} writes"
-    )
-    add(
-        f"PBKDF2-SHA256 x4096 (one SCRAM verifier per PostgreSQL rotation):"
-        f" {results['pbkdf2_4096_cpu_ms']:.2f} ms CPU; rotd start-up (rotd validate of the same"
-        f" inventory): {results['rotd_startup_cpu_s']:.2f} s CPU"
-    )
-    add(
-        f"latency mode: +{results['sm_latency_ms']:g} ms per Secrets Manager call,"
-        f" +{results['db_rtt_ms']:g} ms per database round trip; bare mode goes through the same"
-        " proxies with nothing added"
-    )
-    add(
-        f"floor start-up (an empty plan): {results['floor_startup_cpu_s']:.2f} s CPU; load average"
-        f" at start {results['loadavg_at_start'][0]:.2f}, after the rotation runs"
-        f" {results.get('loadavg_after_rotations', [float('nan')])[0]:.2f}"
-    )
-    add(
-        "columns: wall time of the process; rotations/s; per-rotation duration_s percentiles"
-        " (they include waiting for a host slot and the write cap); peak rotations in flight"
-        " (overlap of the per-rotation intervals); CPU of the process per rotation, raw and net of"
-        " its start-up and the PBKDF2 of each PostgreSQL rotation; peak RSS; CPU seconds of moto,"
-        " of the bench's proxies, and of everything else on the machine (databases, other work);"
-        " CPUs busy on average over the wall time"
-    )
+    limits = results.get("limits")
+    if limits is not None:
+        tps = limits["max_write_tps"]
+        add(
+            f"limits: max_concurrent {limits['max_concurrent']}, max_concurrent_per_host"
+            f" {limits['max_concurrent_per_host']} (2 hosts); aws.max_write_tps {tps:g}"
+            f"{' (default)' if limits['max_write_tps_is_default'] else ''}: 2 writes per"
+            f" rotation, so at most {tps / 2:g} rotations/s after a burst of {tps:g} writes"
+        )
+    if "pbkdf2_4096_cpu_ms" in results:
+        add(
+            f"PBKDF2-SHA256 x4096 (one SCRAM verifier per PostgreSQL rotation):"
+            f" {results['pbkdf2_4096_cpu_ms']:.2f} ms CPU; rotd start-up (rotd validate of the"
+            f" same inventory): {results['rotd_startup_cpu_s']:.2f} s CPU"
+        )
+    if rotations:
+        add(
+            f"latency mode: +{results['sm_latency_ms']:g} ms per Secrets Manager call,"
+            f" +{results['db_rtt_ms']:g} ms per database round trip; bare mode goes through the"
+            " same proxies with nothing added"
+        )
+    load = f"load average at start {results['loadavg_at_start'][0]:.2f}"
+    if "loadavg_after_rotations" in results:
+        load += f", after the rotation runs {results['loadavg_after_rotations'][0]:.2f}"
+    if "floor_startup_cpu_s" in results:
+        load = f"floor start-up (an empty plan): {results['floor_startup_cpu_s']:.2f} s CPU; {load}"
+    add(load)
+    if rotations:
+        add(
+            "columns: wall time of the process; rotations/s; per-rotation duration_s percentiles"
+            " (they include waiting for a host slot and the write cap); peak rotations in flight"
+            " (overlap of the per-rotation intervals); CPU of the process per rotation, raw and"
+            " net of its start-up and the PBKDF2 of each PostgreSQL rotation; peak RSS; CPU"
+            " seconds of moto, of the bench's proxies, and of everything else on the machine"
+            " (databases, other work); CPUs busy on average over the wall time"
+        )
     header = (
         f"{'':34} {'wall s':>20} {'rot/s':>6} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
         f" {'flight':>6} {'CPU ms':>7} {'net':>6} {'RSS MB':>6} {'moto s':>6}"
         f" {'proxy s':>7} {'other s':>7} {'busy':>5}"
     )
-    for mode, configs in summary["rotation"].items():
+    for mode, configs in rotations.items():
         add("")
         add(f"== {mode} ==")
         add(header)
@@ -970,8 +988,9 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"{n_:>8} {fmt(f['validate_s']):>22} {fmt(f['ready_s']):>24}"
                 f" {fmt(f['rss_ready_mb'], 0):>18} {fmt(f['sighup_applied_s'], 3):>24}"
             )
-    add("")
-    add("== targets ==")
+    if summary["targets"]:
+        add("")
+        add("== targets ==")
     for t in summary["targets"]:
         detail = f"  ({t['detail']})" if t["detail"] else ""
         add(f"  {t['verdict']:6} {t['target']}: {t['value']}{detail}")
