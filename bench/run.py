@@ -72,6 +72,8 @@ SESSIONS_PER_ROTATION = 2
 TARGET_SM_CALLS = {"single_user": 5, "alternating_users": 6}
 TARGET_FLOOR_RATIO = 1.25
 TARGET_SPEEDUP = 8.0
+# PutSecretValue and UpdateSecretVersionStage together, per account and region; not adjustable.
+AWS_WRITE_QUOTA_TPS = 50
 TARGET_CPU_MS = 5.0
 TARGET_VALIDATE_S = 2.0
 TARGET_RSS_MB = 150.0
@@ -818,7 +820,7 @@ def targets(results: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, 
                 f"[{mode}] default limits >= {TARGET_SPEEDUP:g}x faster than max_concurrent 1",
                 round(speedup, 2),
                 speedup >= TARGET_SPEEDUP,
-                f"{one_wall:.1f} s / {rotd_wall:.1f} s",
+                f"{one_wall:.1f} s / {rotd_wall:.1f} s" + _speedup_bounds(one_wall, n, limits),
             )
         net = _median(configs.get("rotd, default limits", {}).get("cpu_ms_per_rotation_net"))
         if net is not None:
@@ -995,6 +997,20 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
         detail = f"  ({t['detail']})" if t["detail"] else ""
         add(f"  {t['verdict']:6} {t['target']}: {t['value']}{detail}")
     return "\n".join(lines)
+
+
+def _speedup_bounds(one_wall: float, n: int, limits: dict[str, Any]) -> str:
+    """The most any process could gain over one rotation at a time: two writes per rotation
+    within the write cap, and within Secrets Manager's own quota."""
+    tps = limits.get("max_write_tps")
+    if not tps:
+        return ""
+    at_cap = one_wall / (2 * n / tps)
+    at_quota = one_wall / (2 * n / AWS_WRITE_QUOTA_TPS)
+    return (
+        f"; at most {at_cap:.1f}x within the write cap ({tps:g}/s), {at_quota:.1f}x within"
+        f" Secrets Manager's quota ({AWS_WRITE_QUOTA_TPS}/s)"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
