@@ -805,13 +805,17 @@ def targets(results: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, 
             floor_wall = _median(configs.get(floor_label, {}).get("wall_s"))
             if rotd_wall and floor_wall:
                 ratio = rotd_wall / floor_wall
+                capped = "no write cap" not in floor_label
                 check(
                     f"[{mode}] wall time within {TARGET_FLOOR_RATIO}x the floor"
                     f" ({floor_label.removeprefix('floor, ')})",
                     round(ratio, 2),
-                    ratio <= TARGET_FLOOR_RATIO,
+                    # For reference only: a floor without the cap may write faster than
+                    # Secrets Manager's quota allows, which rotd must not.
+                    ratio <= TARGET_FLOOR_RATIO if capped else None,
                     f"rotd {rotd_wall:.1f} s / floor {floor_wall:.1f} s at N={n}"
-                    + ("" if n == 1000 else " (the target is stated for N=1000)"),
+                    + ("" if n == 1000 else " (the target is stated for N=1000)")
+                    + ("" if capped else "; for reference, not a target"),
                 )
         one_wall = _median(configs.get("rotd, max_concurrent 1", {}).get("wall_s"))
         if mode == "latency" and rotd_wall and one_wall:
