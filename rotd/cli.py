@@ -419,6 +419,8 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         result["step"] = outcome.error.step
         result["category"] = str(outcome.error.category)
         result["error"] = outcome.error.reason
+    if outcome.skip_reason is not None:
+        result["reason"] = outcome.skip_reason
     return result
 
 
@@ -429,6 +431,8 @@ def outcome_line(outcome: Outcome) -> str:
         return f"{head}  {error.step}: {error.reason} [{error.category}]  {outcome.duration_s:.2f}s"
     users = f"{outcome.old_username} -> {outcome.new_username}"
     resumed = "  (resumed)" if outcome.resumed else ""
+    if outcome.skip_reason is not None:
+        resumed = f"  (skipped: {outcome.skip_reason})"
     return f"{head}  {users}  version {outcome.version_id}  {outcome.duration_s:.2f}s{resumed}"
 
 

@@ -91,6 +91,9 @@ class StoreError(RotdError):
         self.operation = operation
         self.category = category
         self.reason = reason
+        # Set when the client had sent the call more than once: an earlier attempt whose
+        # answer was lost may have been carried out.
+        self.retried = False
         super().__init__(f"{operation} on secret {secret!r}: {reason}")
 
 

@@ -17,6 +17,7 @@ the version id is the fence that Secrets Manager's lack of conditional writes ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -117,7 +118,8 @@ class Outcome:
     version_id: str | None = None
     resumed: bool = False
     error: SecretError | None = None
-    skipped: bool = False  # rotated elsewhere since it was found due: nothing done
+    skipped: bool = False  # rotated elsewhere: nothing (left) for this process to do
+    skip_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -215,6 +217,7 @@ class _Rotation:
         self.skipped = False
         self.current_version: str | None = None
         self.slot: HostSlot | None = None
+        self.skip_reason: str | None = None
 
     async def run(self) -> Outcome:
         try:
@@ -237,6 +240,7 @@ class _Rotation:
             resumed=self.resumed,
             error=error,
             skipped=self.skipped,
+            skip_reason=self.skip_reason,
         )
 
     @asynccontextmanager
@@ -335,7 +339,7 @@ class _Rotation:
                 assert self.token is not None
                 if current_version != self.token:
                     await self._hold_lock(session)
-                    await self._move_current(current_version)
+                    await self._move_current(current_version, session)
 
     async def _create(self, session: Session, current: Credentials, how: str) -> Credentials:
         """createSecret: store a new password as AWSPENDING under this rotation's version id.
@@ -407,9 +411,17 @@ class _Rotation:
                 "the rotation lock was lost; another rotd process may have taken over",
             )
 
-    async def _move_current(self, current_version: str) -> None:
-        """finishSecret, idempotent: a retried call whose first attempt went through is fine."""
+    async def _move_current(self, current_version: str, session: Session) -> None:
+        """finishSecret, idempotent: a retried call whose first attempt went through is fine.
+
+        Refused because AWSCURRENT is already on this version: if the call was sent more than
+        once and this process still holds the lock, that was its own earlier attempt (the
+        answer was lost). Otherwise another process moved it, having taken the rotation over
+        once this one lost its lock; that process reports the rotation (and runs its hooks),
+        so this one reports a skip.
+        """
         assert self.token is not None
+        assert self.arn is not None
         try:
             await self.store.move_current(self.spec.id, self.token, current_version)
         except StoreError as exc:
@@ -417,6 +429,15 @@ class _Rotation:
                 raise
             if (await self.store.describe(self.spec.id)).version_with(CURRENT) != self.token:
                 raise
+            held = False
+            if exc.retried:
+                with contextlib.suppress(DatabaseError):
+                    held = await session.try_lock(self.arn)
+            if not held:
+                self.skipped = True
+                self.skip_reason = (
+                    "finished by another rotd process after this one lost its rotation lock"
+                )
 
     def _guard(self, description: SecretDescription) -> str | None:
         """Check that rotd may rotate the secret; pick the token. None: nothing to do."""
@@ -441,6 +462,7 @@ class _Rotation:
         if unfinished is None and expected is not None and expected != current_version:
             # Rotated elsewhere since it was found due (another rotd, the console, AWS).
             self.skipped = True
+            self.skip_reason = "rotated elsewhere since it was found due"
             return None
         self.resumed = unfinished is not None
         self.token = unfinished or version_token(description.arn, current_version)

@@ -377,7 +377,7 @@ def report(outcome: Outcome, *, attempt: int) -> None:
         "new_username": outcome.new_username,
     }
     if outcome.skipped:
-        log.info("rotation.skipped", **fields, reason="rotated elsewhere since it was found due")
+        log.info("rotation.skipped", **fields, reason=outcome.skip_reason)
     elif outcome.error is None:
         event = "rotation.resumed" if outcome.resumed else "rotation.succeeded"
         log.info(event, **fields)

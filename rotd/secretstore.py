@@ -89,7 +89,11 @@ class SecretStore(Protocol):
         """
 
     async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
-        """Move AWSCURRENT from ``from_version`` to ``token``; AWSPREVIOUS follows."""
+        """Move AWSCURRENT from ``from_version`` to ``token``; AWSPREVIOUS follows.
+
+        Refused (CONFLICT) when AWSCURRENT is no longer on ``from_version``; the error's
+        ``retried`` says whether an earlier attempt of the call was sent.
+        """
 
     async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
         """Take ``stage`` off ``version_id``."""
@@ -323,7 +327,16 @@ _PERMISSION_HINT = {
 
 def translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
     """Turn a botocore failure of a Secrets Manager call into a StoreError that says what to
-    do about it (for a refused call: the exact action to allow)."""
+    do about it (for a refused call: the exact action to allow), and whether botocore had sent
+    the call more than once (an earlier attempt may have been carried out)."""
+    error = _translate(exc, secret_id, operation)
+    if isinstance(exc, ClientError):
+        metadata = exc.response.get("ResponseMetadata", {})
+        error.retried = int(metadata.get("RetryAttempts") or 0) > 0
+    return error
+
+
+def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

@@ -123,7 +123,8 @@ def outcome(process: RotdProcess) -> dict[str, Any]:
     (event,) = [
         e
         for e in process.events
-        if e.get("event") in ("rotation.succeeded", "rotation.resumed", "rotation.failed")
+        if e.get("event")
+        in ("rotation.succeeded", "rotation.resumed", "rotation.skipped", "rotation.failed")
     ]
     return event
 
@@ -218,6 +219,36 @@ async def test_a_finish_whose_answer_is_lost_is_not_reported_as_failed(scene: Sc
     if process.proc.returncode != 0 and result.get("category") == "conflict":
         pytest.fail(f"{FINISH_BUG}; rotd said: {result['error']}")
     assert (process.proc.returncode, result["event"]) == (0, "rotation.succeeded"), result
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_finish_overtaken_after_the_lock_was_lost_is_reported_once(
+    scene: Scene,
+) -> None:
+    """A has set and tested its password and sent finishSecret, which is delayed; meanwhile
+    A's session (and lock) ends, B resumes the rotation and finishes it; then A's move lands
+    and is refused. One rotation, so one success (and one run of its hooks): B's."""
+    member = await scene.add(SINGLE)
+    inventory = scene.inventory(member, via_http=True)
+    late_finish = scene.http.on("UpdateSecretVersionStage", "hold")
+
+    a = scene.rotate(inventory)
+    await until(late_finish.held, "A's finishSecret")
+    await _end_rotd_sessions(scene.db, member.user)
+    b = await scene.rotated(inventory)
+    late_finish.release.set()
+    await asyncio.to_thread(a.wait, 60)
+
+    by_b, by_a = outcome(b), outcome(a)
+    assert (b.proc.returncode, by_b["event"]) == (0, "rotation.resumed"), by_b
+    assert by_a["event"] == "rotation.skipped", by_a
+    assert "lost its rotation lock" in by_a["reason"]
+    assert by_a["version_id"] == by_b["version_id"]
+    current = await scene.current(member)
+    assert current.version_id == by_b["version_id"]
+    assert await scene.logs_in(member, current)
+    assert await scene.unfinished(member) == []
 
 
 @pytest.mark.timeout(120)

@@ -11,10 +11,10 @@ from rotd.errors import Category
 from rotd.secretstore import translate
 
 
-def refusal(status: int, code: str, message: str = "no") -> ClientError:
+def refusal(status: int, code: str, message: str = "no", retries: int = 0) -> ClientError:
     response: Any = {
         "Error": {"Code": code, "Message": message},
-        "ResponseMetadata": {"HTTPStatusCode": status},
+        "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retries},
     }
     return ClientError(response, "PutSecretValue")
 
@@ -42,3 +42,12 @@ def test_refusals_are_sorted_into_what_an_operator_does_next(
 def test_a_denied_write_names_the_action_to_allow() -> None:
     error = translate(refusal(403, "AccessDenied"), "prod/app", "put_secret_value")
     assert "secretsmanager:PutSecretValue" in error.reason
+
+
+@pytest.mark.parametrize(("retries", "retried"), [(0, False), (1, True), (4, True)])
+def test_a_refusal_says_whether_an_earlier_attempt_was_sent(retries: int, retried: bool) -> None:
+    """A refused finishSecret after a retry may be refusing the call's own first attempt."""
+    error = translate(
+        refusal(400, "InvalidParameterException", retries=retries), "prod/app", "move"
+    )
+    assert error.retried is retried
