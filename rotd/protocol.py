@@ -418,7 +418,9 @@ class _Rotation:
         once and this process still holds the lock, that was its own earlier attempt (the
         answer was lost). Otherwise another process moved it, having taken the rotation over
         once this one lost its lock; that process reports the rotation (and runs its hooks),
-        so this one reports a skip.
+        so this one reports a skip. AWSCURRENT already past this version (now AWSPREVIOUS):
+        the rotation was done and another has followed; also a skip. Anywhere else: another
+        rotator is at work, a transient LOCKED failure.
         """
         assert self.token is not None
         assert self.arn is not None
@@ -427,8 +429,24 @@ class _Rotation:
         except StoreError as exc:
             if exc.category is not Category.CONFLICT:
                 raise
-            if (await self.store.describe(self.spec.id)).version_with(CURRENT) != self.token:
-                raise
+            found = await self.store.describe(self.spec.id)
+            now = found.version_with(CURRENT)
+            if now != self.token:
+                if PREVIOUS in found.versions.get(self.token, ()):
+                    # This version was current, and another rotation has followed it.
+                    self.skipped = True
+                    self.skip_reason = (
+                        "this rotation's version became AWSCURRENT and another rotation has "
+                        "followed it since"
+                    )
+                    return
+                raise SecretError(
+                    self.spec.id,
+                    Step.FINISH,
+                    Category.LOCKED,
+                    f"AWSCURRENT moved to version {now} while this rotation was finishing: "
+                    "another rotator is at work on this secret; it is left to it",
+                ) from None
             held = False
             if exc.retried:
                 with contextlib.suppress(DatabaseError):

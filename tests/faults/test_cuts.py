@@ -253,6 +253,35 @@ async def test_a_finish_overtaken_after_the_lock_was_lost_is_reported_once(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_finish_that_lands_after_the_next_rotation_is_not_a_failure(
+    scene: Scene,
+) -> None:
+    """As above, and before A's delayed move lands the secret is rotated once more: A's
+    version was current and has been followed, which is no failure to park the secret for."""
+    member = await scene.add(SINGLE)
+    inventory = scene.inventory(member, via_http=True)
+    late_finish = scene.http.on("UpdateSecretVersionStage", "hold")
+
+    a = scene.rotate(inventory)
+    await until(late_finish.held, "A's finishSecret")
+    await _end_rotd_sessions(scene.db, member.user)
+    b = await scene.rotated(inventory)
+    c = await scene.rotated(inventory)
+    late_finish.release.set()
+    await asyncio.to_thread(a.wait, 60)
+
+    by_a, by_b, by_c = outcome(a), outcome(b), outcome(c)
+    assert (by_b["event"], by_c["event"]) == ("rotation.resumed", "rotation.succeeded")
+    assert by_a["event"] == "rotation.skipped", by_a
+    assert "another rotation has followed" in by_a["reason"]
+    assert a.proc.returncode == 0
+    current = await scene.current(member)
+    assert current.version_id == by_c["version_id"]
+    assert await scene.logs_in(member, current)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
 async def test_a_rotation_overtaken_by_another_process_is_not_a_refused_login(
     scene: Scene,
 ) -> None:
