@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +51,7 @@ from rotd.protocol import endpoint_for
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
+    AwsClients,
     AwsConnection,
     AwsSecretStore,
     SecretDescription,
@@ -190,12 +190,11 @@ def account_endpoint(endpoint_url: str | None) -> str | None:
     return endpoint_url
 
 
-class AwsAccount:
+class AwsAccount(AwsClients):
     """STS and IAM over aioboto3. Use as ``async with AwsAccount(conn) as account``."""
 
     def __init__(self, connection: AwsConnection) -> None:
-        self._connection = connection
-        self._stack = AsyncExitStack()
+        super().__init__(connection)
         self._sts: Any = None
         self._iam: Any = None
 
@@ -214,14 +213,6 @@ class AwsAccount:
             await self._stack.aclose()
             raise _translate(exc, "sts:GetCallerIdentity") from None
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     async def identity(self) -> Identity:
         try:

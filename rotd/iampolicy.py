@@ -16,9 +16,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import aioboto3
@@ -27,7 +25,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rotd.credentials import BadSecret, Credentials
 from rotd.errors import AwsError, Category, StoreError
 from rotd.inventory import Inventory, SecretSpec
-from rotd.secretstore import AwsConnection, AwsSecretStore, SecretDescription, open_client
+from rotd.secretstore import (
+    AwsClients,
+    AwsConnection,
+    AwsSecretStore,
+    SecretDescription,
+    open_client,
+)
 
 VERSION = "2012-10-17"
 ROTATE_ACTIONS = (
@@ -374,25 +378,16 @@ async def credentials_problem(connection: AwsConnection) -> str | None:
     return None
 
 
-class AwsKeys:
+class AwsKeys(AwsClients):
     """KMS's DescribeKey, to learn which key an alias names; the client is made on first use."""
 
     def __init__(self, connection: AwsConnection) -> None:
-        self._connection = connection
-        self._stack = AsyncExitStack()
+        super().__init__(connection)
         self._client: Any = None
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> AwsKeys:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     async def _kms(self) -> Any:
         async with self._lock:

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -38,6 +37,7 @@ from rotd.observability import get_logger, redactor
 from rotd.secretstore import (
     CURRENT,
     PENDING,
+    AwsClients,
     AwsConnection,
     AwsSecretStore,
     SecretDescription,
@@ -278,12 +278,11 @@ async def _overwrite(
 # --- the I/O edge: the Secrets Manager writes of onboarding, over aioboto3 -----------------------
 
 
-class AwsSecretWriter:
+class AwsSecretWriter(AwsClients):
     """CreateSecret, PutSecretValue (as AWSCURRENT), UpdateSecret and TagResource, translated."""
 
     def __init__(self, connection: AwsConnection) -> None:
-        self._connection = connection
-        self._stack = AsyncExitStack()
+        super().__init__(connection)
         self._client: Any = None
 
     async def __aenter__(self) -> AwsSecretWriter:
@@ -295,14 +294,6 @@ class AwsSecretWriter:
             await self._stack.aclose()
             raise translate(exc, "-", "connect") from None
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     async def _call(self, operation: str, name: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -170,12 +170,28 @@ async def open_client(
         yield client
 
 
-class AwsSecretStore:
-    """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
+class AwsClients:
+    """The base of rotd's AWS services: the clients a subclass opens on ``self._stack`` (with
+    :func:`open_client`) are closed when its ``async with`` block ends."""
 
     def __init__(self, connection: AwsConnection) -> None:
         self._connection = connection
         self._stack = AsyncExitStack()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+
+class AwsSecretStore(AwsClients):
+    """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
+
+    def __init__(self, connection: AwsConnection) -> None:
+        super().__init__(connection)
         self._client: Any = None
         self._writes = _RateLimit(connection.max_write_tps)
         self.calls: dict[str, int] = {}
@@ -190,14 +206,6 @@ class AwsSecretStore:
             raise translate(exc, "-", "connect") from None
         self._client.meta.events.register("before-call.secrets-manager.*", self._count)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] = self.calls.get(model.name, 0) + 1
