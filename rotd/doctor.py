@@ -51,6 +51,7 @@ from rotd.protocol import endpoint_for
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
+    NO_REGION,
     AwsClients,
     AwsConnection,
     AwsSecretStore,
@@ -282,9 +283,7 @@ def _translate(exc: Exception, operation: str) -> AwsError:
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
         )
     if isinstance(exc, NoRegionError):
-        return AwsError(
-            operation, Category.UNSUPPORTED, "no AWS region: set aws.region or AWS_REGION"
-        )
+        return AwsError(operation, Category.UNSUPPORTED, NO_REGION)
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
         return AwsError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
     if isinstance(exc, EndpointConnectionError):
@@ -400,7 +399,8 @@ async def diagnose(
             head.fail(
                 "aws.region",
                 "no AWS region is set",
-                "set aws.region in the inventory, or AWS_REGION in rotd's environment",
+                "set aws.region in the inventory, or AWS_REGION or AWS_DEFAULT_REGION in "
+                "rotd's environment",
             )
         doctor = _Doctor(
             inventory,
