@@ -3,6 +3,8 @@
 ``{"engine", "host", "port", "username", "password", "dbname", "masterarn"?, "ssl"?}``, with
 ``engine``, ``host``, ``username`` and ``password`` required. Every other key is kept untouched
 through rotations, so a secret can move between rotd and AWS's rotation functions as it is.
+It also owns how the secret's ``ssl`` combines with the inventory's ``tls``: it decides where
+the inventory says nothing, and may raise the inventory's mode, never lower it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rotd.engines import DEFAULT_PORTS, ENGINE_FAMILIES, Family
+from rotd.engines import DEFAULT_PORTS, ENGINE_FAMILIES, Family, Tls, TlsMode
 from rotd.observability import redactor
 
 REQUIRED_KEYS = ("engine", "host", "username", "password")
@@ -19,6 +21,67 @@ REQUIRED_KEYS = ("engine", "host", "username", "password")
 
 class BadSecret(ValueError):
     """The secret string is not usable as database credentials. The message holds no value."""
+
+
+# The spellings of ``ssl`` (after lower-casing, ``_`` read as ``-``): AWS's booleans, their
+# usual string forms, libpq's sslmode names and MySQL's ssl-mode names. libpq's ``allow`` is
+# read as ``prefer``: rotd has no mode that tries plain TCP first.
+SSL_ON = ("true", "yes", "on", "1")
+SSL_OFF = ("false", "no", "off", "0")
+SSL_MODES: dict[str, TlsMode] = {
+    "disable": TlsMode.DISABLE,
+    "disabled": TlsMode.DISABLE,
+    "allow": TlsMode.PREFER,
+    "prefer": TlsMode.PREFER,
+    "preferred": TlsMode.PREFER,
+    "require": TlsMode.REQUIRE,
+    "required": TlsMode.REQUIRE,
+    "verify-ca": TlsMode.VERIFY_CA,
+    "verify-full": TlsMode.VERIFY_FULL,
+    "verify-identity": TlsMode.VERIFY_FULL,
+}
+SSL_ACCEPTED = ", ".join((*SSL_ON, *SSL_OFF, *SSL_MODES))
+_STRENGTH = tuple(TlsMode)  # weakest first
+
+
+@dataclass(frozen=True)
+class SslRequest:
+    """What the secret's ``ssl`` key asks for.
+
+    ``boolean`` requests say only "TLS on" (``mode`` require, satisfied by any mode that
+    insists on TLS) or "TLS off"; a mode name asks for that mode exactly.
+    """
+
+    mode: TlsMode
+    boolean: bool
+
+    def __str__(self) -> str:
+        if self.boolean:
+            return "false" if self.mode is TlsMode.DISABLE else "true"
+        return self.mode.value
+
+    def below(self, mode: TlsMode) -> bool:
+        """Whether this asks for less than ``mode``."""
+        if self.boolean and self.mode is TlsMode.REQUIRE:
+            return False  # "TLS on" is what every mode from require up means
+        return _STRENGTH.index(self.mode) < _STRENGTH.index(mode)
+
+    @classmethod
+    def parse(cls, value: Any) -> SslRequest:
+        """Read an ``ssl`` value; raise :class:`BadSecret` naming the accepted spellings."""
+        if isinstance(value, bool):
+            return cls(TlsMode.REQUIRE if value else TlsMode.DISABLE, boolean=True)
+        if isinstance(value, int) and value in (0, 1):
+            return cls(TlsMode.REQUIRE if value else TlsMode.DISABLE, boolean=True)
+        if isinstance(value, str):
+            word = value.strip().lower().replace("_", "-")
+            if word in SSL_ON or word in SSL_OFF:
+                return cls(TlsMode.REQUIRE if word in SSL_ON else TlsMode.DISABLE, boolean=True)
+            if word in SSL_MODES:
+                return cls(SSL_MODES[word], boolean=False)
+        raise BadSecret(
+            "the secret JSON key `ssl` must be true or false, or one of: " + SSL_ACCEPTED
+        )
 
 
 @dataclass(frozen=True)
@@ -30,7 +93,7 @@ class Credentials:
     password: str = field(repr=False)
     dbname: str | None = None
     masterarn: str | None = None
-    ssl: bool | None = None
+    ssl: SslRequest | None = None
     # The whole JSON object as read, so that unknown keys survive a rotation.
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -73,10 +136,6 @@ class Credentials:
         if dbname is None and family is Family.POSTGRES:
             dbname = "postgres"
         ssl = document.get("ssl")
-        if isinstance(ssl, str):
-            ssl = ssl.strip().lower() in ("true", "1", "yes")
-        elif ssl is not None and not isinstance(ssl, bool):
-            raise BadSecret("the secret JSON key `ssl` must be true or false")
         masterarn = document.get("masterarn")
         return cls(
             engine=engine,
@@ -86,9 +145,20 @@ class Credentials:
             password=document["password"],
             dbname=str(dbname) if dbname is not None else None,
             masterarn=str(masterarn) if masterarn else None,
-            ssl=ssl,
+            ssl=None if ssl is None else SslRequest.parse(ssl),
             document=document,
         )
+
+    def tls_under(self, inventory: Tls, *, chosen: bool) -> Tls:
+        """The TLS to connect with: the inventory's ``tls`` when it ``chosen`` one (defaults,
+        database or secret), raised to the secret's ``ssl`` when that asks for more, never
+        lowered; where the inventory chose nothing, the secret's ``ssl`` decides."""
+        if self.ssl is None:
+            return inventory
+        stronger = _STRENGTH.index(self.ssl.mode) > _STRENGTH.index(inventory.mode)
+        if stronger or not chosen:
+            return Tls(self.ssl.mode, inventory.ca_file)
+        return inventory
 
     def with_login(self, username: str, password: str) -> Credentials:
         """A copy with another login, every other key untouched."""

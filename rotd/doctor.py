@@ -51,6 +51,7 @@ from rotd.protocol import endpoint_for
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
+    NO_REGION,
     AwsClients,
     AwsConnection,
     AwsSecretStore,
@@ -282,9 +283,7 @@ def _translate(exc: Exception, operation: str) -> AwsError:
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
         )
     if isinstance(exc, NoRegionError):
-        return AwsError(
-            operation, Category.UNSUPPORTED, "no AWS region: set aws.region or AWS_REGION"
-        )
+        return AwsError(operation, Category.UNSUPPORTED, NO_REGION)
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
         return AwsError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
     if isinstance(exc, EndpointConnectionError):
@@ -400,7 +399,8 @@ async def diagnose(
             head.fail(
                 "aws.region",
                 "no AWS region is set",
-                "set aws.region in the inventory, or AWS_REGION in rotd's environment",
+                "set aws.region in the inventory, or AWS_REGION or AWS_DEFAULT_REGION in "
+                "rotd's environment",
             )
         doctor = _Doctor(
             inventory,
@@ -534,6 +534,7 @@ class _Doctor:
             "secret.format",
             f"engine {engine}, user {current.username!r}, host {current.host}:{current.port}",
         )
+        _ssl(spec, current, found)
         await self._unfinished(spec, description, current, found)
         return description, current
 
@@ -880,6 +881,25 @@ def _denied(exc: StoreError) -> bool:
     """Whether Secrets Manager refused access; an endpoint that answers HTTP 403 without
     AWS's JSON error (moto's server, some proxies) is refusing it too."""
     return exc.category is Category.PERMISSION or exc.reason.startswith("refused (403)")
+
+
+def _ssl(spec: SecretSpec, current: Credentials, found: _Findings) -> None:
+    """The secret's ``ssl`` against the inventory's ``tls``: rotd never lowers the inventory's
+    mode, but a secret that asks for less tells its other readers to connect with less."""
+    if current.ssl is None:
+        return
+    mode = spec.tls.mode
+    if spec.tls_set and current.ssl.below(mode):
+        found.fail(
+            "secret.ssl",
+            f"the secret's ssl ({current.ssl}) asks for less than the inventory's tls: {mode}; "
+            f"rotd connects with {mode}, but the secret's other readers may not",
+            f"set ssl in the secret to {mode} (or true), or lower tls in the inventory",
+        )
+        return
+    used = current.tls_under(spec.tls, chosen=spec.tls_set).mode
+    whose = f"the inventory's tls: {mode}" if spec.tls_set else "the inventory sets no tls"
+    found.ok("secret.ssl", f"ssl {current.ssl} ({whose}): rotd connects with {used}")
 
 
 def _said(endpoint: Endpoint, exc: DatabaseError) -> str:

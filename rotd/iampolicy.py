@@ -24,8 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rotd.credentials import BadSecret, Credentials
 from rotd.errors import AwsError, Category, StoreError
-from rotd.inventory import Inventory, SecretSpec
+from rotd.inventory import Inventory, SecretSpec, aws_region
 from rotd.secretstore import (
+    NO_REGION,
     AwsClients,
     AwsConnection,
     AwsSecretStore,
@@ -368,9 +369,11 @@ class KeyInfo:
 async def credentials_problem(connection: AwsConnection) -> str | None:
     """Why no AWS call can be made from here (no region, no credentials), or None."""
     try:
-        session = aioboto3.Session(profile_name=connection.profile, region_name=connection.region)
+        session = aioboto3.Session(
+            profile_name=connection.profile, region_name=aws_region(connection.region)
+        )
         if session.region_name is None:
-            return "no AWS region: set aws.region in the inventory or AWS_REGION"
+            return NO_REGION
         if await session.get_credentials() is None:
             return "no AWS credentials found"
     except BotoCoreError as exc:

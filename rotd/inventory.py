@@ -294,6 +294,13 @@ class Inventory:
 _ARN = re.compile(r"^arn:aws[\w-]*:secretsmanager:[\w-]+:\d{12}:secret:(?P<name>.+)$")
 
 
+def aws_region(chosen: str | None = None) -> str | None:
+    """The AWS region: ``chosen`` (the inventory's or the command line's), else
+    ``AWS_REGION``, else ``AWS_DEFAULT_REGION``, as the AWS CLI reads them (botocore alone
+    reads only the latter); None when none is set."""
+    return chosen or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
 def secret_name(secret_id: str) -> str:
     """The name inside a secret ARN (without AWS's random 6-character suffix), else the id."""
     match = _ARN.match(secret_id)
@@ -728,9 +735,7 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
     listen = _split_listen(model.daemon.listen) if model.daemon.listen else None
     return Inventory(
         path=located.path,
-        region=model.aws.region
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION"),
+        region=aws_region(model.aws.region),
         endpoint_url=model.aws.endpoint_url,
         profile=model.aws.profile,
         max_write_tps=model.aws.max_write_tps,

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
-from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session, Tls, TlsMode
+from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session
 from rotd.errors import Category, DatabaseError, SecretError, StoreError
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
@@ -139,12 +139,7 @@ def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
     """Where to reach the database: the inventory's route from this host, else the secret's."""
     engine = spec.engine or credentials.engine
     family = ENGINE_FAMILIES[engine]
-    tls = spec.tls
-    # The secret's `ssl` key wins over the inventory's tls; absent, the inventory decides.
-    if credentials.ssl is True and tls.mode in (TlsMode.DISABLE, TlsMode.PREFER):
-        tls = Tls(TlsMode.REQUIRE, tls.ca_file)
-    elif credentials.ssl is False:
-        tls = Tls(TlsMode.DISABLE, tls.ca_file)
+    tls = credentials.tls_under(spec.tls, chosen=spec.tls_set)
     dbname = spec.dbname if spec.dbname is not None else credentials.dbname
     return Endpoint(
         family=family,

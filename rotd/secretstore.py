@@ -31,12 +31,16 @@ from botocore.exceptions import (
 )
 
 from rotd.errors import Category, StoreError
-from rotd.inventory import Inventory
+from rotd.inventory import Inventory, aws_region
 from rotd.observability import redactor
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
 PREVIOUS = "AWSPREVIOUS"
+NO_REGION = (
+    "no AWS region: set aws.region in the inventory (or --region), "
+    "or AWS_REGION or AWS_DEFAULT_REGION in rotd's environment"
+)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,9 @@ async def open_client(
     Every AWS client rotd makes comes from here, so that no call goes without a deadline. The
     inventory's ``endpoint_url`` applies to every service (an emulator serves them all).
     """
-    session = aioboto3.Session(profile_name=connection.profile, region_name=connection.region)
+    session = aioboto3.Session(
+        profile_name=connection.profile, region_name=aws_region(connection.region)
+    )
     config = Config(
         retries={"mode": retry_mode, "max_attempts": connection.max_attempts},
         connect_timeout=connection.connect_timeout_s,
@@ -408,7 +414,7 @@ def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
             secret_id,
             operation,
             Category.PERMISSION,
-            "no AWS region: set aws.region in the inventory (or --region) or AWS_REGION",
+            NO_REGION,
         )
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
         return StoreError(

@@ -38,9 +38,14 @@ class Result:
 
 
 def create(
-    moto: MotoServer, *args: str, password: str | None = None, stdin: str | None = None
+    moto: MotoServer,
+    *args: str,
+    password: str | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Result:
-    """Run ``rotd secret create`` against moto; ``password`` goes in on standard input."""
+    """Run ``rotd secret create`` against moto; ``password`` goes in on standard input.
+    ``env`` replaces the process's environment (default: this one's)."""
     argv = [sys.executable, "-m", "rotd", "secret", "create", *args]
     if "-c" not in args and "--endpoint-url" not in args:
         argv += ["--endpoint-url", moto.endpoint_url, "--region", moto.region]
@@ -48,7 +53,12 @@ def create(
         argv.append("--password-stdin")
         stdin = password + "\n"
     completed = subprocess.run(
-        argv, input=stdin or "", capture_output=True, text=True, env=dict(os.environ), timeout=90
+        argv,
+        input=stdin or "",
+        capture_output=True,
+        text=True,
+        env=dict(os.environ) if env is None else env,
+        timeout=90,
     )
     return Result(argv, completed)
 
@@ -299,3 +309,49 @@ async def test_an_unreachable_secrets_manager_exits_1_and_says_so(
     assert "cannot reach Secrets Manager" in result.err
     assert result.out == ""
     result.assert_never_shows("Down-pw-1")
+
+
+async def test_the_region_comes_from_aws_region_before_aws_default_region(
+    secrets: Secrets, moto: MotoServer
+) -> None:
+    name = secrets.name("region")
+    secrets.created.append(name)
+    bare = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    login = ("--name", name, "--engine", "postgres", "--host", "h", "--username", "app")
+
+    # No -c and no --region: AWS_REGION decides, over AWS_DEFAULT_REGION.
+    other_region = "eu-west-3" if moto.region != "eu-west-3" else "eu-west-1"
+    env = bare | {"AWS_REGION": moto.region, "AWS_DEFAULT_REGION": other_region}
+    result = create(
+        moto, *login, "--endpoint-url", moto.endpoint_url, password="Region-pw-1", env=env
+    )
+    assert result.code == 0, result.err
+    assert f":secretsmanager:{moto.region}:" in result.out.splitlines()[0]
+    assert await describe(secrets, name) is not None
+
+    # AWS_REGION alone (botocore by itself reads only AWS_DEFAULT_REGION).
+    alone = secrets.name("region-alone")
+    secrets.created.append(alone)
+    result = create(
+        moto,
+        *("--name", alone, "--engine", "postgres", "--host", "h", "--username", "app"),
+        *("--endpoint-url", moto.endpoint_url),
+        password="Region-pw-3",
+        env=bare | {"AWS_REGION": moto.region},
+    )
+    assert result.code == 0, result.err
+    assert await describe(secrets, alone) is not None
+
+    # Neither set: the message names both.
+    again = secrets.name("no-region")
+    result = create(
+        moto,
+        *("--name", again, "--engine", "postgres", "--host", "h", "--username", "app"),
+        *("--endpoint-url", moto.endpoint_url),
+        password="Region-pw-2",
+        env=bare,
+    )
+    assert result.code != 0
+    assert "AWS_REGION or AWS_DEFAULT_REGION" in result.err
+    assert await describe(secrets, again) is None
+    result.assert_never_shows("Region-pw-2")

@@ -434,6 +434,43 @@ async def test_tls_without_verification_warns_and_verified_tls_is_ok(
     assert "db.login" not in names(checks, other)
 
 
+async def test_a_secret_whose_ssl_asks_for_less_than_the_inventory_fails(
+    pg_server: PgServer, pg_names: PgNames, secrets: Secrets, moto: MotoServer
+) -> None:
+    user = await pg_names.create_user("Ssl-pass-1")
+    ca = pg_server.ca_file
+    cases: list[tuple[object, dict[str, str], Level, str]] = [
+        ("required", {"tls": "verify-full", "ca_file": ca}, Level.FAIL, "rotd connects with"),
+        (False, {"tls": "prefer"}, Level.FAIL, "less than the inventory's tls: prefer"),
+        ("verify-ca", {"tls": "verify-full", "ca_file": ca}, Level.FAIL, "(verify-ca)"),
+        (True, {"tls": "verify-full", "ca_file": ca}, Level.OK, "rotd connects with verify-full"),
+        ("on", {"tls": "require"}, Level.OK, "rotd connects with require"),
+        ("verify-full", {"ca_file": ca}, Level.OK, "sets no tls): rotd connects with verify-full"),
+        ("disable", {}, Level.OK, "rotd connects with disable"),
+    ]
+    for ssl, settings, level, words in cases:
+        value = {
+            "engine": "postgres",
+            "host": "localhost",
+            "port": pg_server.port,
+            "username": user,
+            "password": "Ssl-pass-1",
+            "ssl": ssl,
+        }
+        name = await secrets.create(f"{user}-{ssl}", value)
+        checks = await doctor(one_secret(moto, name, "single_user", **settings))
+        found = check(checks, name, "secret.ssl")
+        assert found.level is level, found.line()
+        assert words in found.detail, found.line()
+        if level is Level.FAIL:
+            assert found.fix is not None
+            assert "set ssl in the secret" in found.fix
+        # Whatever the secret says, the connection keeps at least the inventory's mode.
+        if settings.get("tls") == "verify-full":
+            assert check(checks, name, "db.tls").level is Level.OK
+    assert "Ssl-pass-1" not in "".join(c.line() for c in checks)
+
+
 # --- the engines' read-only checks --------------------------------------------------------------
 
 
