@@ -482,17 +482,19 @@ class _Rotation:
             self.skipped = True
             self.skip_reason = "rotated elsewhere since it was found due"
             return None
+        announced = self.token if self.resumed else None
         self.resumed = unfinished is not None
         self.token = unfinished or version_token(description.arn, current_version)
         self.log = self.log.bind(version_id=self.token)
-        if self.resumed:
-            self.log.info("rotation.resuming", step=str(Step.GUARD))
+        # Once per rotation resumed: the look under the lock usually finds the same one.
+        if self.resumed and self.token != announced:
+            under_lock = {"reason": "found under lock"} if self.step is Step.CREATE else {}
+            self.log.info("rotation.resuming", step=str(self.step), **under_lock)
         return current_version
 
     async def _changed_under_lock(self, current_version: str) -> bool:
         """Describe again under the lock; True when another rotation made this one moot."""
         fresh = await self.store.describe(self.spec.id)
-        previous_token = self.token
         if self._guard(fresh) is None:
             return True
         if fresh.version_with(CURRENT) != current_version:
@@ -503,8 +505,6 @@ class _Rotation:
                 "AWSCURRENT moved while rotd was taking the lock: another rotator finished a "
                 "rotation just now; run again to rotate once more",
             )
-        if self.token != previous_token:
-            self.log.info("rotation.resuming", step=str(Step.CREATE), reason="found under lock")
         return False
 
     async def _lock_session(
