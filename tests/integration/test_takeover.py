@@ -7,6 +7,7 @@ the version has a label and no value. rotd takes the rotation over under that ve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotd.doctor import Level, diagnose
+from rotd.errors import Category
 from rotd.protocol import UNWRITTEN
 from rotd.secretstore import AwsConnection, AwsSecretStore, connection_for
 from rotd.status import survey
@@ -153,3 +155,32 @@ async def test_status_and_doctor_name_the_unwritten_pending_version(
     assert f"version {token} holds AWSPENDING without a value: {UNWRITTEN}" in found.detail
     assert "the next rotation takes it over" in found.detail
     assert await secrets.stages(name) == before
+
+
+async def test_two_processes_at_once_take_it_over_once(
+    db: Database, secrets: Secrets, moto: MotoServer
+) -> None:
+    """Two rotd processes find the same staged version at the same moment: the rotation lock
+    lets one take it over; the other is refused the lock, or rotates anew after it."""
+    user, name = await make_login(db, secrets)
+    token = await secrets.start_rotation_without_function(name)
+    inv = one_secret(moto, name, "single_user")
+    connection = AwsConnection(region=moto.region, endpoint_url=moto.endpoint_url)
+
+    async with AwsSecretStore(connection) as one, AwsSecretStore(connection) as two:
+        outcomes = await asyncio.gather(Rotd(one).rotate_one(inv), Rotd(two).rotate_one(inv))
+
+    (took_over,) = [o for o in outcomes if o.ok and o.version_id == token]
+    assert took_over.resumed
+    (other,) = [o for o in outcomes if o is not took_over]
+    if other.error is not None:
+        assert other.error.category is Category.LOCKED, other.error
+    else:
+        assert not other.resumed
+        assert other.version_id != token
+    stages = await secrets.stages(name)
+    assert {"AWSCURRENT", "AWSPREVIOUS"} & set(stages[token])
+    assert [v for v, s in stages.items() if "AWSPENDING" in s and "AWSCURRENT" not in s] == []
+    current = await secrets.value(name)
+    assert current["username"] == user
+    assert await db.logs_in(user, current["password"])
