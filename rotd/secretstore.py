@@ -275,6 +275,7 @@ class AwsSecretStore(AwsClients):
         except StoreError as exc:
             if exc.category is not Category.NOT_FOUND:
                 raise
+            stage = kwargs.get("VersionStage")
             raise await self._what_is_missing(exc, secret_id, version_id, stage) from None
         if "SecretString" not in r:
             raise StoreError(

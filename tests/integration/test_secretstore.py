@@ -33,6 +33,14 @@ async def test_a_missing_version_label_or_value_is_not_a_missing_secret(
     assert error.missing is Missing.VERSION
     assert error.reason == f"the secret has no version {absent}"
 
+    empty = secrets.name("empty")
+    async with secrets.client() as client:
+        await client.create_secret(Name=empty)  # a secret without any version yet
+    secrets.created.append(empty)
+    error = await refused(empty)  # no version named: AWSCURRENT's
+    assert error.missing is Missing.STAGE
+    assert error.reason == "no version of the secret carries the label AWSCURRENT"
+
     error = await refused(name, stage="AWSPREVIOUS")
     assert error.missing is Missing.STAGE
     assert error.reason == "no version of the secret carries the label AWSPREVIOUS"
