@@ -44,10 +44,10 @@ from rotd.engines import (
     TlsMode,
     all_engines,
 )
-from rotd.errors import AwsError, Category, DatabaseError, StoreError
+from rotd.errors import AwsError, Category, DatabaseError, Missing, StoreError
 from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
 from rotd.observability import get_logger, redactor
-from rotd.protocol import endpoint_for
+from rotd.protocol import UNWRITTEN, UNWRITTEN_PLAN, endpoint_for
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
@@ -554,6 +554,13 @@ class _Doctor:
                 (await self.store.get_value(spec.id, version_id=token)).string
             )
         except (StoreError, BadSecret) as exc:
+            if isinstance(exc, StoreError) and exc.missing is Missing.VALUE:
+                found.warn(
+                    "secret.unfinished",
+                    f"version {token} holds AWSPENDING without a value: {UNWRITTEN}; the next "
+                    f"rotation takes it over ({UNWRITTEN_PLAN})",
+                )
+                return
             found.fail(
                 "secret.unfinished",
                 f"the unfinished rotation {token} cannot be resumed: its AWSPENDING value "

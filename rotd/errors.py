@@ -40,6 +40,15 @@ _TRANSIENT = frozenset(
 )
 
 
+class Missing(StrEnum):
+    """What Secrets Manager could not find: a missing version or value is not a missing secret."""
+
+    SECRET = "secret"  # no secret by that name or ARN in the region
+    VERSION = "version"  # the secret exists, without a version of that id
+    STAGE = "stage"  # the secret exists, and no version carries that staging label
+    VALUE = "value"  # the version exists (labelled) but was never given a value
+
+
 class RotdError(Exception):
     """The root of every error rotd raises on purpose."""
 
@@ -84,13 +93,22 @@ class DatabaseError(RotdError):
 
 
 class StoreError(RotdError):
-    """Secrets Manager refused or failed a call."""
+    """Secrets Manager refused or failed a call; ``missing`` says what was not found."""
 
-    def __init__(self, secret: str, operation: str, category: Category, reason: str) -> None:
+    def __init__(
+        self,
+        secret: str,
+        operation: str,
+        category: Category,
+        reason: str,
+        *,
+        missing: Missing | None = None,
+    ) -> None:
         self.secret = secret
         self.operation = operation
         self.category = category
         self.reason = reason
+        self.missing = missing
         # Set when the client had sent the call more than once: an earlier attempt whose
         # answer was lost may have been carried out.
         self.retried = False

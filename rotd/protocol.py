@@ -12,6 +12,9 @@ replaces (:func:`version_token`), so every rotd process that starts a rotation f
 AWSCURRENT writes the same version. Secrets Manager never changes a version once written, so
 the first PutSecretValue wins and a late one from a process that lost its lock is refused:
 the version id is the fence that Secrets Manager's lack of conditional writes otherwise denies.
+A rotation that Secrets Manager started (RotateSecret staged AWSPENDING on a version id of its
+own) but whose function never wrote the value is taken over under that staged id: the same
+fence holds, since every process that takes it over writes the same version.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Protocol
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session
-from rotd.errors import Category, DatabaseError, SecretError, StoreError
+from rotd.errors import Category, DatabaseError, Missing, SecretError, StoreError
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
 from rotd.secretstore import CURRENT, PENDING, PREVIOUS, SecretDescription, SecretStore
@@ -161,6 +164,7 @@ class Inspection:
     engine: str | None
     unfinished: str | None  # the token of an unfinished rotation
     conflict: str | None  # why rotd must not rotate it (native rotation enabled)
+    unwritten: bool = False  # the unfinished rotation's pending version was never given a value
 
 
 async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
@@ -174,6 +178,8 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         credentials: Credentials | None = Credentials.parse(value.string)
     except BadSecret:
         credentials = None
+    unfinished = description.unfinished_pending()
+    unwritten = unfinished is not None and not await _has_value(store, spec.id, unfinished)
     conflict = None
     if description.rotation_enabled and description.rotation_lambda:
         conflict = f"Secrets Manager's own rotation is enabled with {description.rotation_lambda}"
@@ -183,9 +189,27 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         created=value.created,
         username=credentials.username if credentials else None,
         engine=credentials.engine if credentials else None,
-        unfinished=description.unfinished_pending(),
+        unfinished=unfinished,
+        unwritten=unwritten,
         conflict=conflict,
     )
+
+
+# What rotd says of a pending version without a value, in logs, status and doctor.
+UNWRITTEN = "rotation started elsewhere, pending value never written"
+UNWRITTEN_PLAN = "rotd runs createSecret under its version id, then finishes the rotation"
+
+
+async def _has_value(store: SecretStore, secret_id: str, version_id: str) -> bool:
+    """False when ``version_id`` exists without a value (RotateSecret staged it and the
+    rotation function never wrote it); other failures to read it are raised."""
+    try:
+        await store.get_value(secret_id, version_id=version_id)
+    except StoreError as exc:
+        if exc.missing is Missing.VALUE:
+            return False
+        raise
+    return True
 
 
 async def rotate(spec: SecretSpec, deps: Dependencies, *, attempt: int = 1) -> Outcome:
@@ -304,7 +328,7 @@ class _Rotation:
                     return
                 if self.resumed:
                     self.pending = await self._recover(current, how)
-                if not self.resumed:
+                if self.pending is None:
                     self.pending = await self._create(session, current, how)
             pending = self.pending
             assert pending is not None
@@ -477,17 +501,19 @@ class _Rotation:
             self.skipped = True
             self.skip_reason = "rotated elsewhere since it was found due"
             return None
+        announced = self.token if self.resumed else None
         self.resumed = unfinished is not None
         self.token = unfinished or version_token(description.arn, current_version)
         self.log = self.log.bind(version_id=self.token)
-        if self.resumed:
-            self.log.info("rotation.resuming", step=str(Step.GUARD))
+        # Once per rotation resumed: the look under the lock usually finds the same one.
+        if self.resumed and self.token != announced:
+            under_lock = {"reason": "found under lock"} if self.step is Step.CREATE else {}
+            self.log.info("rotation.resuming", step=str(self.step), **under_lock)
         return current_version
 
     async def _changed_under_lock(self, current_version: str) -> bool:
         """Describe again under the lock; True when another rotation made this one moot."""
         fresh = await self.store.describe(self.spec.id)
-        previous_token = self.token
         if self._guard(fresh) is None:
             return True
         if fresh.version_with(CURRENT) != current_version:
@@ -498,8 +524,6 @@ class _Rotation:
                 "AWSCURRENT moved while rotd was taking the lock: another rotator finished a "
                 "rotation just now; run again to rotate once more",
             )
-        if self.token != previous_token:
-            self.log.info("rotation.resuming", step=str(Step.CREATE), reason="found under lock")
         return False
 
     async def _lock_session(
@@ -520,11 +544,15 @@ class _Rotation:
             if not self.resumed:
                 return None
             assert self.token is not None
-            value = await self.store.get_value(self.spec.id, version_id=self.token)
             try:
+                value = await self.store.get_value(self.spec.id, version_id=self.token)
                 return Credentials.parse(value.string)
             except BadSecret:
                 return None  # unusable: _recover decides what to do with it
+            except StoreError as exc:
+                if exc.missing is Missing.VALUE:
+                    return None  # never written: _recover takes it over
+                raise
 
         async def as_master() -> Credentials | None:
             return await self._master_or_none(current)
@@ -577,11 +605,15 @@ class _Rotation:
         for version_id in (await self.store.unlabelled_versions(self.spec.id))[:8]:
 
             async def read(version_id: str = version_id) -> Credentials | None:
-                value = await self.store.get_value(self.spec.id, version_id=version_id)
                 try:
+                    value = await self.store.get_value(self.spec.id, version_id=version_id)
                     found = Credentials.parse(value.string)
                 except BadSecret:
                     return None
+                except StoreError as exc:
+                    if exc.missing is Missing.VALUE:
+                        return None  # staged by a RotateSecret whose function never ran
+                    raise
                 return found if found.username == current.username else None
 
             candidates.append((f"version {version_id}", read))
@@ -590,12 +622,21 @@ class _Rotation:
     async def _recover(self, current: Credentials, how: str) -> Credentials | None:
         """Take up an unfinished rotation, of any origin (rotd, AWS's Lambda, a hand edit).
 
-        Returns the pending credentials to finish with, or None after removing a stale
-        AWSPENDING label that cannot be finished safely (a new rotation then starts). Logs
-        which case it was.
+        Returns the pending credentials to finish with, or None when createSecret is to run:
+        under the same version id when the pending version was never written (Secrets
+        Manager staged it, its rotation function never ran), under a new one after removing
+        a stale AWSPENDING label that cannot be finished safely. Logs which case it was.
         """
         assert self.token is not None
-        value = await self.store.get_value(self.spec.id, version_id=self.token)
+        try:
+            value = await self.store.get_value(self.spec.id, version_id=self.token)
+        except StoreError as exc:
+            if exc.missing is not Missing.VALUE:
+                raise
+            # As AWS's own function would: createSecret writes this very version id, so a
+            # second process taking it over at the same time is refused by Secrets Manager.
+            self.log.warning("rotation.recovering", case=f"{UNWRITTEN}: {UNWRITTEN_PLAN}")
+            return None
         problem = None
         try:
             pending: Credentials | None = Credentials.parse(value.string)

@@ -30,7 +30,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from rotd.errors import Category, StoreError
+from rotd.errors import Category, Missing, StoreError
 from rotd.inventory import Inventory, aws_region
 from rotd.observability import redactor
 
@@ -224,6 +224,31 @@ class AwsSecretStore(AwsClients):
             raise translate(exc, secret_id, operation) from None
         return result
 
+    async def _what_is_missing(
+        self, exc: StoreError, secret_id: str, version_id: str | None, stage: str | None
+    ) -> StoreError:
+        """A read found nothing: say whether the secret, the version, the label or only the
+        value is missing, from a look at the secret's versions (AWS's answer is the same
+        ResourceNotFoundException for all four)."""
+        try:
+            r = await self._call("describe_secret", secret_id)
+        except StoreError:
+            return exc  # the secret itself (or describing it) is the problem
+        versions = {v: list(s or ()) for v, s in (r.get("VersionIdsToStages") or {}).items()}
+        if version_id is not None and version_id not in versions:
+            missing, reason = Missing.VERSION, f"the secret has no version {version_id}"
+        elif version_id is None and not any(stage in s for s in versions.values()):
+            missing, reason = Missing.STAGE, f"no version of the secret carries the label {stage}"
+        else:
+            found = version_id or next(v for v, s in versions.items() if stage in s)
+            labels = ", ".join(versions[found]) or "no label"
+            missing = Missing.VALUE
+            reason = (
+                f"version {found} ({labels}) exists but holds no value: a rotation staged it "
+                "and its createSecret never wrote it"
+            )
+        return StoreError(secret_id, exc.operation, Category.NOT_FOUND, reason, missing=missing)
+
     async def describe(self, secret_id: str) -> SecretDescription:
         r = await self._call("describe_secret", secret_id)
         versions = {
@@ -251,7 +276,13 @@ class AwsSecretStore(AwsClients):
             kwargs["VersionStage"] = stage
         if not kwargs:
             kwargs["VersionStage"] = CURRENT
-        r = await self._call("get_secret_value", secret_id, **kwargs)
+        try:
+            r = await self._call("get_secret_value", secret_id, **kwargs)
+        except StoreError as exc:
+            if exc.category is not Category.NOT_FOUND:
+                raise
+            stage = kwargs.get("VersionStage")
+            raise await self._what_is_missing(exc, secret_id, version_id, stage) from None
         if "SecretString" not in r:
             raise StoreError(
                 secret_id,
@@ -361,8 +392,9 @@ def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
                 secret_id,
                 operation,
                 Category.NOT_FOUND,
-                "Secrets Manager cannot find it (check the name or ARN, the region and the "
-                "version)",
+                "Secrets Manager cannot find it: no secret has this name or ARN in this region "
+                "(check both, and the region)",
+                missing=Missing.SECRET,
             )
         if code == "ResourceExistsException":
             return StoreError(

@@ -3,7 +3,8 @@
 For each secret in the inventory: its database, engine, strategy, current username, when it
 was last rotated (the CreatedDate of AWSCURRENT), when it is next due, any unfinished rotation,
 and any conflict (native rotation enabled, secret missing or unreadable). No password is read
-into the report; the only value read is AWSCURRENT, for its username and engine.
+into the report; the values read are AWSCURRENT, for its username and engine, and an unfinished
+rotation's pending version, only to tell whether it was ever written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from rotd.errors import StoreError
 from rotd.inventory import Inventory, SecretSpec
-from rotd.protocol import inspect
+from rotd.protocol import UNWRITTEN, UNWRITTEN_PLAN, inspect
 from rotd.secretstore import SecretStore
 
 CONCURRENCY = 32
@@ -31,6 +32,7 @@ class SecretReport:
     last_rotated: str | None = None
     next_due: str | None = None
     unfinished: str | None = None
+    unfinished_case: str | None = None  # what the unfinished rotation is, when not plain
     problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -40,6 +42,8 @@ class SecretReport:
         state = f"PROBLEM: {self.problem}" if self.problem else "ok"
         if self.unfinished and not self.problem:
             state = f"unfinished rotation {self.unfinished} (resumes at the next run)"
+            if self.unfinished_case:
+                state = f"unfinished rotation {self.unfinished}: {self.unfinished_case}"
         return (
             f"{self.secret_id}  db={self.database} engine={self.engine or '-'} "
             f"strategy={self.strategy} user={self.username or '-'} "
@@ -75,6 +79,9 @@ async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
         last_rotated=_iso(state.created),
         next_due=_iso(due) if due else None,
         unfinished=state.unfinished,
+        unfinished_case=f"{UNWRITTEN}; at the next run {UNWRITTEN_PLAN}"
+        if state.unwritten
+        else None,
         problem=problem,
     )
 

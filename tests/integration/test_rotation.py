@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from rotd.errors import Category, StoreError
 from rotd.inventory import Inventory
@@ -189,11 +190,14 @@ async def test_a_pending_version_left_by_an_earlier_run_is_resumed_with_its_toke
     user, name = await make_login(db, secrets)
     token = await secrets.put_pending(name, db.secret(user, "Pending-pass-1"))
 
-    outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
+    with capture_logs() as logs:
+        outcome = await rotd.rotate_one(one_secret(moto, name, "single_user"))
 
     assert_ok(outcome)
     assert outcome.resumed
     assert outcome.version_id == token
+    (resuming,) = [e for e in logs if e["event"] == "rotation.resuming"]
+    assert resuming["version_id"] == token
     assert "AWSCURRENT" in (await secrets.stages(name))[token]
     assert await db.logs_in(user, "Pending-pass-1")
     assert not await db.logs_in(user, "Initial-pass-1")
