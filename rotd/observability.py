@@ -75,11 +75,6 @@ def encodings(value: str) -> set[str]:
     return forms
 
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-_PERCENT = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
-_PERCENT_LOWER = tuple(chr(b) if b in _UNRESERVED else f"%{b:02x}" for b in range(256))
-
-
 def _url_forms(value: str) -> set[str]:
     """Percent-encoded UTF-8, as ``quote`` and ``quote_plus`` write it (``/`` kept or not)."""
     data = value.encode("utf-8")
