@@ -126,7 +126,7 @@ class Redactor:
 
     def __init__(self, capacity: int = 200_000) -> None:
         self._capacity = capacity
-        self._values: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # value -> its forms
+        self._values: OrderedDict[str, bool] = OrderedDict()  # value -> fragments
         self._forms: dict[str, int] = {}  # form -> how many values have it
         self._starts: dict[str, int] = {}  # a form's first characters -> how many forms
         self._lengths: dict[int, int] = {}  # form length -> how many forms
@@ -142,21 +142,23 @@ class Redactor:
             if value in self._values:
                 self._values.move_to_end(value)
                 continue
-            forms = encodings(value)
-            if fragments and not _UNCHANGED.fullmatch(value):
-                forms.update(_FRAGMENT.findall(value))
-            kept = tuple(f for f in forms if len(f) >= MIN_SECRET_LENGTH)
-            self._values[value] = kept
-            changed = self._count(kept, 1)
+            self._values[value] = fragments
+            changed = self._count(value, fragments, 1)
             if len(self._values) > self._capacity:
-                changed |= self._count(self._values.popitem(last=False)[1], -1)
+                changed |= self._count(*self._values.popitem(last=False), -1)
             if changed:
                 self._longest_first = tuple(sorted(self._lengths, reverse=True))
 
-    def _count(self, forms: tuple[str, ...], step: int) -> bool:
-        """Count ``forms`` in (``step`` 1) or out (-1); whether a length came or went."""
+    def _count(self, value: str, fragments: bool, step: int) -> bool:
+        """Count the forms of ``value`` in (``step`` 1) or out (-1); whether a length came or
+        went. They are worked out again to count them out, rather than kept: less memory."""
+        forms = encodings(value)
+        if fragments and not _UNCHANGED.fullmatch(value):
+            forms.update(_FRAGMENT.findall(value))
         lengths = set(self._lengths)
         for form in forms:
+            if len(form) < MIN_SECRET_LENGTH:
+                continue
             _bump(self._forms, form, step)
             _bump(self._starts, form[:MIN_SECRET_LENGTH], step)
             _bump(self._lengths, len(form), step)
