@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -19,6 +21,7 @@ from rotd.passwords import PUNCTUATION, mysql_native_hash, postgres_md5_verifier
 from rotd.runner import Runner
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.process import RotdProcess
 from tests.fixtures.rotation import Rotd, inventory, make_login, make_master, one_secret
 from tests.integration.test_hooks import Receiver, receiver
 
@@ -179,6 +182,8 @@ async def test_no_secret_value_in_any_encoding_in_any_output(
     moto: MotoServer,
     receiver: Receiver,
     rendered_both_ways: list[str],
+    rotd_process: Callable[..., RotdProcess],
+    tmp_path: Path,
 ) -> None:
     tricky_only = {
         "length": 40,
@@ -212,15 +217,22 @@ async def test_no_secret_value_in_any_encoding_in_any_output(
         ],
     }
     inv = inventory(moto, f"databases: {json.dumps([database])}\n")
+    path = tmp_path / "inv.yaml"
+    aws = {"endpoint_url": moto.endpoint_url, "region": moto.region}
+    path.write_text(json.dumps({"aws": aws, "databases": [database]}))  # JSON is YAML
     runner = Runner(rotd.store, all_engines(), max_concurrent=2, max_concurrent_per_host=2)
     runner.hooks = HookRunner(rotd.store, backoff_base_s=0.01, backoff_cap_s=0.05)
 
     outcomes = []
     for _ in range(2):
         outcomes += await runner.rotate_all(inv.secrets)
+    # And once more by a real rotd process, whose output and JSON log lines are kept whole.
+    process = rotd_process("rotate", "-c", str(path), "--all", "--json")
+    code = await asyncio.to_thread(process.wait, 120)
 
     assert [o.ok for o in outcomes] == [True] * 4, [str(o.error) for o in outcomes]
-    assert len(receiver.requests) == 4
+    assert code == 0, "".join(process.lines[-20:])
+    assert len(receiver.requests) == 6
     values: set[str] = {NON_ASCII_MASTER}
     for name in (single, alternating):
         values |= await all_passwords(secrets, name)
@@ -230,6 +242,8 @@ async def test_no_secret_value_in_any_encoding_in_any_output(
     hashes |= {postgres_md5_verifier(u, v) for u in (single_user, alt_user) for v in values}
     written = "\n".join(rendered_both_ways)
     written += "\n".join(f"{o.error!s} {o.error!r}" for o in outcomes if o.error)
+    written += "".join(process.stdout) + "".join(process.lines)
+    assert process.named("hook.failed")
     assert "hook.finished" in written
     assert "hook.failed" in written
     for value in values | hashes:
