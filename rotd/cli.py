@@ -100,7 +100,9 @@ def rotate_command(
     specs = select(loaded, ids, all_)
     outcomes = asyncio.run(_rotate(loaded, specs))
     for outcome in outcomes:
-        click.echo(json.dumps(outcome_json(outcome)) if as_json else outcome_line(outcome))
+        click.echo(
+            redactor.scrub(json.dumps(outcome_json(outcome)) if as_json else outcome_line(outcome))
+        )
     _exit(EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED)
 
 
@@ -138,7 +140,7 @@ def status(config_path: str, as_json: bool, log_level: str) -> None:
 
     reports = asyncio.run(read())
     for report in reports:
-        click.echo(json.dumps(report.as_dict()) if as_json else report.line())
+        click.echo(redactor.scrub(json.dumps(report.as_dict()) if as_json else report.line()))
     _exit(EXIT_FAILED if any(r.problem for r in reports) else EXIT_OK)
 
 
@@ -161,7 +163,7 @@ def doctor_command(config_path: str, ids: tuple[str, ...], as_json: bool, log_le
     specs = select(loaded, ids, not ids)
     checks = asyncio.run(diagnose(loaded, specs, connection_for(loaded)))
     for check in checks:
-        click.echo(json.dumps(check.as_dict()) if as_json else check.line())
+        click.echo(redactor.scrub(json.dumps(check.as_dict()) if as_json else check.line()))
     _exit(EXIT_FAILED if any(c.failed for c in checks) else EXIT_OK)
 
 

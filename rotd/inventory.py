@@ -13,13 +13,13 @@ from __future__ import annotations
 import gc
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -516,6 +516,24 @@ class _Located:
         """Whether the value at ``where`` was reported while building, and so is None."""
         return id(self._node(where)) in self.unbuilt
 
+    def unbuilt_within(self, where: Path_) -> bool:
+        """Whether anything at or under ``where`` was reported while building."""
+        if not self.unbuilt:
+            return False
+        todo, seen = [self._node(where)], set()
+        while todo:
+            node = todo.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if id(node) in self.unbuilt:
+                return True
+            if isinstance(node, yaml.MappingNode):
+                todo.extend(part for pair in node.value for part in pair)
+            elif isinstance(node, yaml.SequenceNode):
+                todo.extend(node.value)
+        return False
+
     def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
         line, column = self.locate(where, key=key)
         self.errors.append(ConfigError(self.path, line, column, reason))
@@ -621,6 +639,7 @@ def _loads(text: str, path: str) -> Inventory:
         for error in exc.errors():
             _report(located, error)
     if located.errors or model is None:
+        _check_what_parsed(data, located)
         raise ConfigErrors(sorted(located.errors, key=lambda e: (e.line, e.column)))
     inventory = _resolve(model, located)
     if located.errors:
@@ -691,34 +710,50 @@ def _layer(*levels: SettingsModel) -> dict[str, Any]:
     return merged
 
 
+class _Names:
+    """The database names and secret names met so far; a second of either is reported."""
+
+    def __init__(self, located: _Located) -> None:
+        self.located = located
+        self.databases: dict[str, int] = {}
+        self.secrets: dict[str, Path_] = {}
+
+    def database(self, name: str, d: int) -> None:
+        if name not in self.databases:
+            self.databases[name] = d
+            return
+        first = self.located.locate(("databases", self.databases[name], "name"))
+        self.located.add(
+            ("databases", d, "name"), f"duplicate database name {name!r} (first at line {first[0]})"
+        )
+
+    def secret(self, secret_id: str, where: Path_) -> bool:
+        """Whether the secret is met for the first time (by its name or its ARN)."""
+        name = secret_name(secret_id)
+        if name not in self.secrets:
+            self.secrets[name] = where
+            return True
+        first = self.located.locate((*self.secrets[name], "id"))
+        self.located.add(
+            (*where, "id"),
+            f"secret {secret_id!r} is already in the inventory (line {first[0]}); "
+            "each secret may be listed once, by name or by ARN",
+        )
+        return False
+
+
 def _resolve(model: InventoryModel, located: _Located) -> Inventory:
     specs: list[SecretSpec] = []
     warnings: list[str] = []
-    seen_databases: dict[str, int] = {}
-    seen_secrets: dict[str, Path_] = {}
+    names = _Names(located)
     resolved: _SettingsCache = {}
     for d, database in enumerate(model.databases):
         where_db: Path_ = ("databases", d)
-        if database.name in seen_databases:
-            first = located.locate(("databases", seen_databases[database.name], "name"))
-            located.add(
-                (*where_db, "name"),
-                f"duplicate database name {database.name!r} (first at line {first[0]})",
-            )
-        else:
-            seen_databases[database.name] = d
+        names.database(database.name, d)
         for s, secret in enumerate(database.secrets):
             where: Path_ = (*where_db, "secrets", s)
-            name = secret_name(secret.id)
-            if name in seen_secrets:
-                first = located.locate((*seen_secrets[name], "id"))
-                located.add(
-                    (*where, "id"),
-                    f"secret {secret.id!r} is already in the inventory (line {first[0]}); "
-                    "each secret may be listed once, by name or by ARN",
-                )
+            if not names.secret(secret.id, where):
                 continue
-            seen_secrets[name] = where
             settings = _settings_of(model.defaults, d, database, secret, resolved)
             for problem in settings.problems:
                 located.add((*where, "id"), f"secret {secret.id!r}: {problem}")
@@ -747,6 +782,66 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         secrets=tuple(specs),
         warnings=tuple(warnings),
     )
+
+
+_Part = TypeVar("_Part", bound=BaseModel)
+
+
+def _check_what_parsed(data: Any, located: _Located) -> None:
+    """The checks across entries, on every entry that parsed, for a file with errors.
+
+    Each settings layer and each secret is validated on its own, without the keys that failed
+    (they are reported already), so that duplicate names, a window not shorter than its
+    schedule and an impossible password policy are reported with the rest, in one pass. A check
+    that needs a setting that failed in one of the secret's layers is skipped: with that setting
+    left out, its verdict would be about a file the operator did not write.
+    """
+    if not isinstance(data, dict):
+        return
+    defaults, unknown_defaults = _parsed_part(
+        SettingsModel, data.get("defaults", {}), ("defaults",), located
+    )
+    databases = data.get("databases")
+    if not isinstance(databases, list):
+        return
+    names = _Names(located)
+    for d, database in enumerate(databases):
+        if not isinstance(database, dict):
+            continue
+        if isinstance(database.get("name"), str) and database["name"]:
+            names.database(database["name"], d)
+        own = {k: v for k, v in database.items() if k in SettingsModel.model_fields}
+        layer, unknown_database = _parsed_part(SettingsModel, own, ("databases", d), located)
+        secrets = database.get("secrets")
+        for s, item in enumerate(secrets if isinstance(secrets, list) else ()):
+            where: Path_ = ("databases", d, "secrets", s)
+            secret, unknown = _parsed_part(SecretModel, item, where, located)
+            if secret is None or not names.secret(secret.id, where):
+                continue
+            settings = _layer(defaults or SettingsModel(), layer or SettingsModel(), secret)
+            unknown |= unknown_defaults | unknown_database
+            if defaults is None or layer is None:
+                unknown |= set(SettingsModel.model_fields)
+            for problem in _problems(settings, unknown):
+                located.add((*where, "id"), f"secret {secret.id!r}: {problem}")
+
+
+def _parsed_part(
+    model: type[_Part], value: Any, where: Path_, located: _Located
+) -> tuple[_Part | None, frozenset[str]]:
+    """``value`` validated as ``model`` without its keys that fail, and the keys left out;
+    None when even that fails (it is not a mapping, or a required key failed)."""
+    if not isinstance(value, dict):
+        return None, frozenset()
+    # A value that could not be built from YAML is None here, which may pass for "not set".
+    left_out = {key for key in value if located.unbuilt_within((*where, key))}
+    for _ in range(2):
+        try:
+            kept = {k: v for k, v in value.items() if k not in left_out}
+            return model.model_validate(kept), frozenset(left_out)
+        except ValidationError as exc:
+            left_out |= {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    return None, frozenset(left_out)
 
 
 @dataclass(frozen=True)
@@ -786,20 +881,10 @@ def _settings_of(
 
 
 def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
-    schedule = parse_schedule(settings.get("schedule") or DEFAULT_SCHEDULE)
-    window_text = settings.get("window")
-    window = parse_duration(DEFAULT_WINDOW if window_text is None else window_text)
+    schedule, window = _timing(settings)
     strategy = settings.get("strategy") or Strategy.SINGLE_USER
-    problems = []
-    if window >= schedule.min_interval() and window > timedelta(0):
-        problems.append(
-            f"window {_human(window)} is not shorter than its schedule {schedule.text}; "
-            "the next rotation would be due before the window closes"
-        )
     policy = PasswordPolicy(**settings["password"])
-    problem = policy.problem()
-    if problem:
-        problems.append(f"password: {problem}")
+    problems = _problems(settings)
     tls_mode = settings.get("tls")
     ca_file = settings.get("ca_file")
     fields = dict(
@@ -823,6 +908,30 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         ),
     )
     return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
+
+
+def _timing(settings: dict[str, Any]) -> tuple[Schedule, timedelta]:
+    schedule = parse_schedule(settings.get("schedule") or DEFAULT_SCHEDULE)
+    window_text = settings.get("window")
+    return schedule, parse_duration(DEFAULT_WINDOW if window_text is None else window_text)
+
+
+def _problems(settings: dict[str, Any], unknown: Set[str] = frozenset()) -> tuple[str, ...]:
+    """What is wrong with a secret's layered settings; the checks that need a setting named in
+    ``unknown`` (one that failed validation) are skipped."""
+    problems = []
+    if not unknown & {"schedule", "window"}:
+        schedule, window = _timing(settings)
+        if window >= schedule.min_interval() and window > timedelta(0):
+            problems.append(
+                f"window {_human(window)} is not shorter than its schedule {schedule.text}; "
+                "the next rotation would be due before the window closes"
+            )
+    if "password" not in unknown:
+        problem = PasswordPolicy(**settings["password"]).problem()
+        if problem:
+            problems.append(f"password: {problem}")
+    return tuple(problems)
 
 
 def _hook(model: HookModel) -> Hook:

@@ -8,7 +8,9 @@ put it there. Error messages built elsewhere pass through :meth:`Redactor.scrub`
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -28,73 +30,197 @@ REDACTED = "[REDACTED]"
 # Shorter values are not registered: masking every "abc" in the logs would make them useless,
 # and passwords that short are not worth protecting from a log reader anyway.
 MIN_SECRET_LENGTH = 4
+# A password's runs of this many characters that no encoding changes (letters, digits and
+# "-._~") are masked on their own too: a password written in an encoding :func:`encodings` does
+# not know, or escaped only in part, still never shows more than a few characters in a row.
+FRAGMENT_LENGTH = 8
+_FRAGMENT = re.compile(rf"[A-Za-z0-9_.~-]{{{FRAGMENT_LENGTH},}}")
+_UNCHANGED = re.compile(r"[A-Za-z0-9_.~-]*")
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+_JSON_HEX = re.compile(r"\\u[0-9a-f]{4}")
+# What pymysql's escape_string, which writes aiomysql's literals, makes of a character.
+_MYSQL_ESCAPES = str.maketrans(
+    {"\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z", "\\": "\\\\", "'": "\\'", '"': '\\"'}
+)
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_PERCENT = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
+_PERCENT_LOWER = tuple(chr(b) if b in _UNRESERVED else f"%{b:02x}" for b in range(256))
+
+
+def encodings(value: str) -> set[str]:
+    """Every form in which ``value`` may reach an output: as it is, and as rotd, its libraries
+    and the programs it hands secrets to write it: inside JSON (a secret's JSON, and that JSON
+    inside JSON), Python reprs of str and bytes, URLs, SQL literals, and aiomysql's wire form.
+
+    Hexadecimal escapes come in both cases. A value of letters, digits and ``-._~`` has one form.
+    """
+    forms = {value}
+    if _UNCHANGED.fullmatch(value):
+        return forms
+    forms |= _url_forms(value)
+    simple = _PRINTABLE_ASCII.fullmatch(value) is not None
+    if simple and not any(c in value for c in "\"\\'/"):
+        return forms  # JSON, reprs and SQL literals write it as it is
+    forms.add(value.translate(_MYSQL_ESCAPES))
+    forms.add(value.replace("'", "''"))
+    if not value.isascii():
+        forms.add(value.encode("utf-8").decode("latin-1"))  # how aiomysql sends a password
+    forms |= _repr_forms(value)
+    for text in _json_forms(value):
+        forms.add(text)
+        if text != value:
+            forms.add(json.dumps(text)[1:-1])
+            forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+            forms |= _repr_forms(text)
+    return forms
+
+
+def _url_forms(value: str) -> set[str]:
+    """Percent-encoded UTF-8, as ``quote`` and ``quote_plus`` write it (``/`` kept or not)."""
+    data = value.encode("utf-8")
+    forms = {"".join([_PERCENT[b] for b in data]), "".join([_PERCENT_LOWER[b] for b in data])}
+    if "/" in value:
+        forms |= {form.replace("%2F", "/").replace("%2f", "/") for form in forms}
+    if " " in value:
+        forms |= {form.replace("%20", "+") for form in forms}
+    return forms
+
+
+def _json_forms(value: str) -> set[str]:
+    """``value`` inside a JSON string: non-ASCII escaped or not, and with ``/`` escaped as
+    some encoders (not Python's) do."""
+    escaped = json.dumps(value)[1:-1]
+    forms = {escaped, json.dumps(value, ensure_ascii=False)[1:-1]}
+    if "\\u" in escaped:
+        forms.add(_JSON_HEX.sub(lambda m: "\\u" + m[0][2:].upper(), escaped))
+    if "/" in value:
+        forms |= {form.replace("/", "\\/") for form in forms}
+    return forms
+
+
+def _repr_forms(value: str) -> set[str]:
+    """``value`` inside a Python repr (or ascii) of a longer str or bytes: the repr quotes with
+    ``'`` and escapes it, unless the whole text holds ``'`` but no ``"``."""
+    data = value.encode("utf-8")
+    forms = {repr("\"'" + value)[4:-1], repr(b"\"'" + data)[5:-1]}
+    if not value.isascii():
+        forms.add(ascii("\"'" + value)[4:-1])
+    if '"' not in value:
+        forms.add(repr("'" + value)[2:-1])
+        forms.add(repr(b"'" + data)[3:-1])
+        if not value.isascii():
+            forms.add(ascii("'" + value)[2:-1])
+    return forms
 
 
 class Redactor:
     """A bounded set of secret strings, and a scrubber that masks them in any text.
 
-    Scrubbing looks up every substring of each registered length, so its cost grows with the
-    text's length and the number of distinct secret lengths, not with the number of secrets.
+    Each value is registered with every form :func:`encodings` lists, and a password also with
+    its long runs of characters no encoding changes. Scrubbing reads the text once: at each
+    position it looks the next few characters up among the forms' beginnings, and only where
+    one begins does it look for the forms themselves, longest first. Its cost grows with the
+    text's length, not with the number of secrets or forms. Where matches overlap, their union
+    is masked, so no part of any match stays.
     """
 
     def __init__(self, capacity: int = 200_000) -> None:
         self._capacity = capacity
-        self._secrets: OrderedDict[str, None] = OrderedDict()
-        self._lengths: dict[int, int] = {}
+        self._values: OrderedDict[str, bool] = OrderedDict()  # value -> fragments
+        self._forms: dict[str, int] = {}  # form -> how many values have it
+        self._starts: dict[str, int] = {}  # a form's first characters -> how many forms
+        self._lengths: dict[int, int] = {}  # form length -> how many forms
+        self._longest_first: tuple[int, ...] = ()
 
-    def add(self, *values: str | None) -> None:
+    def add(self, *values: str | None, fragments: bool = True) -> None:
+        """Register secret values. ``fragments=False`` is for values whose pieces are public
+        (a hash's or verifier's algorithm name, a secret's JSON keys): those are masked whole,
+        in every encoding, but their runs of plain characters are not masked on their own."""
         for value in values:
             if not value or len(value) < MIN_SECRET_LENGTH:
                 continue
-            if value in self._secrets:
-                self._secrets.move_to_end(value)
+            if value in self._values:
+                self._values.move_to_end(value)
                 continue
-            self._secrets[value] = None
-            self._lengths[len(value)] = self._lengths.get(len(value), 0) + 1
-            if len(self._secrets) > self._capacity:
-                old, _ = self._secrets.popitem(last=False)
-                self._forget_length(len(old))
+            self._values[value] = fragments
+            changed = self._count(value, fragments, 1)
+            if len(self._values) > self._capacity:
+                changed |= self._count(*self._values.popitem(last=False), -1)
+            if changed:
+                self._longest_first = tuple(sorted(self._lengths, reverse=True))
 
-    def _forget_length(self, length: int) -> None:
-        left = self._lengths[length] - 1
-        if left:
-            self._lengths[length] = left
-        else:
-            del self._lengths[length]
+    def _count(self, value: str, fragments: bool, step: int) -> bool:
+        """Count the forms of ``value`` in (``step`` 1) or out (-1); whether a length came or
+        went. They are worked out again to count them out, rather than kept: less memory."""
+        forms = encodings(value)
+        if fragments and not _UNCHANGED.fullmatch(value):
+            forms.update(_FRAGMENT.findall(value))
+        lengths = set(self._lengths)
+        for form in forms:
+            if len(form) < MIN_SECRET_LENGTH:
+                continue
+            _bump(self._forms, form, step)
+            _bump(self._starts, form[:MIN_SECRET_LENGTH], step)
+            _bump(self._lengths, len(form), step)
+        return lengths != self._lengths.keys()
 
     def scrub(self, text: str) -> str:
-        if not self._lengths or len(text) < MIN_SECRET_LENGTH:
+        """``text`` with every registered value, in any of its forms, replaced by REDACTED."""
+        lengths = self._longest_first
+        if not lengths or len(text) < lengths[-1]:
             return text
-        # Longest first, so a hash that contains a password is masked whole.
-        for length in sorted(self._lengths, reverse=True):
-            if len(text) < length:
-                continue
-            i = 0
-            pieces: list[str] = []
-            start = 0
-            while i <= len(text) - length:
-                if text[i : i + length] in self._secrets:
-                    pieces.append(text[start:i])
+        starts, forms, size = self._starts, self._forms, len(text)
+        spans: list[tuple[int, int]] = []
+        for i in [
+            i
+            for i in range(size - MIN_SECRET_LENGTH + 1)
+            if text[i : i + MIN_SECRET_LENGTH] in starts
+        ]:
+            for length in lengths:
+                if length <= size - i and text[i : i + length] in forms:
+                    spans.append((i, i + length))
+                    break
+        if not spans:
+            return text
+        pieces: list[str] = []
+        done = 0
+        end = -1
+        for start, stop in spans:  # in order of their start
+            if start > end:
+                if end >= 0:
                     pieces.append(REDACTED)
-                    i += length
-                    start = i
-                else:
-                    i += 1
-            if pieces:
-                pieces.append(text[start:])
-                text = "".join(pieces)
-        return text
+                pieces.append(text[done:start])
+                end = stop
+            else:
+                end = max(end, stop)
+            done = end
+        pieces.append(REDACTED)
+        pieces.append(text[done:])
+        return "".join(pieces)
 
     def scrub_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, Mapping):
             return {k: self.scrub_value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return [self.scrub_value(v) for v in value]
         if isinstance(value, BaseException):
             return self.scrub(f"{type(value).__name__}: {value}")
-        return value
+        # Anything else is written as its repr by the renderers (bytes, paths, dataclasses).
+        text = repr(value)
+        scrubbed = self.scrub(text)
+        return value if scrubbed is text else scrubbed
+
+
+def _bump(counts: dict[Any, int], key: Any, step: int) -> None:
+    left = counts.get(key, 0) + step
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 redactor = Redactor()

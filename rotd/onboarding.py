@@ -191,7 +191,8 @@ async def create(
     rotation is unfinished. With ``verify``, the login must work before anything is written.
     """
     secret_string = json.dumps(request.login.document())
-    redactor.add(request.login.password, secret_string)
+    redactor.add(request.login.password)
+    redactor.add(secret_string, fragments=False)  # its keys and host are no secret
     name = request.name
     async with AsyncExitStack() as stack:
         writer = await stack.enter_async_context(AwsSecretWriter(connection))

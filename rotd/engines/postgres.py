@@ -424,7 +424,7 @@ class PostgresSession:
                 Category.UNSUPPORTED,
                 f"password_encryption is {encryption!r}; rotd sends scram-sha-256 or md5 only",
             )
-        redactor.add(verifier)
+        redactor.add(verifier, fragments=False)  # "SCRAM-SHA-256" alone is no secret
         return self._literal(verifier, what="a password verifier")
 
     # Running statements.

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator, MutableMapping
+import re
+import sys
+from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog
 
+from rotd.engines import all_engines
+from rotd.hooks import HookRunner
 from rotd.observability import processors
-from rotd.passwords import mysql_native_hash, postgres_md5_verifier
+from rotd.passwords import PUNCTUATION, mysql_native_hash, postgres_md5_verifier
+from rotd.runner import Runner
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.rotation import Rotd, make_login, make_master, one_secret
+from tests.fixtures.process import RotdProcess
+from tests.fixtures.rotation import Rotd, inventory, make_login, make_master, one_secret
+from tests.integration.test_hooks import Receiver, receiver
+
+__all__ = ["receiver"]  # the fixture, shared with the hook tests
 
 
 @pytest.fixture
@@ -94,3 +106,146 @@ async def test_no_secret_value_in_logs_or_errors(
     assert "rotation.failed" in written
     for value in values | hashes:
         assert value not in written, "a secret value reached a log line or an error"
+
+
+# The characters that escaping changes: quotes, backslash, and what URLs and forms encode.
+TRICKY = "\"\\'%+&=/"
+# Logins whose first password is not ASCII: the generator makes ASCII only, other tools do not.
+NON_ASCII = "Init é ß 日本 😀 \"'\\%+&=/ end"
+NON_ASCII_MASTER = "Mäster-ß-日本-😀-\"'\\%+&=/-Passwort"
+# An exec hook printing the secret it is given the ways a script might: as Python and JSON
+# reprs, URL-encoded, and escaped in a way rotd does not know (HTML). It fails, so that its
+# output is logged by hook.failed as well as hook.finished.
+PRINT_FORMS = (
+    "import json, sys, urllib.parse as u\n"
+    "p = json.load(sys.stdin)['password']\n"
+    "print(repr(p), ascii(p), repr(p.encode()), repr(('x', p)), json.dumps(p))\n"
+    "print(json.dumps(json.dumps({'password': p})), u.quote(p), u.quote_plus(p))\n"
+    "print(p.replace('&', '&amp;').replace('<', '&lt;').replace('\"', '&quot;'), file=sys.stderr)\n"
+    "sys.exit(3)\n"
+)
+
+
+def forms_of(value: str) -> dict[str, str]:
+    """``value`` as JSON, Python and URLs write it, each made here by the standard library."""
+    forms = {
+        "raw": value,
+        "json": json.dumps(value)[1:-1],
+        "json (UTF-8)": json.dumps(value, ensure_ascii=False)[1:-1],
+        "json, slash escaped": json.dumps(value)[1:-1].replace("/", "\\/"),
+        "json in json": json.dumps(json.dumps(value))[3:-3],
+        "json in json (UTF-8)": json.dumps(json.dumps(value, ensure_ascii=False))[3:-3],
+        "repr": repr(value)[1:-1],
+        "repr in a tuple": repr(("'\"", value))[8:-2],
+        "ascii": ascii(value)[1:-1],
+        "bytes repr": repr(value.encode())[2:-1],
+        "url": quote(value, safe=""),
+        "url, slash kept": quote(value),
+        "url form": quote_plus(value),
+        "url, lower-case hex": re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(value)),
+    }
+    # A run of plain characters that an unknown escaping leaves as it is.
+    for n, run in enumerate(re.findall(r"[A-Za-z0-9_.~-]{8,}", value)):
+        forms[f"plain run {n}"] = run
+    return forms
+
+
+@pytest.fixture
+def rendered_both_ways() -> Iterator[list[str]]:
+    """Every log line rotd renders, through its real processor chain, by both of its real
+    renderers: JSON lines and the console's readable lines."""
+    lines: list[str] = []
+    as_json = structlog.processors.JSONRenderer()
+    as_text = structlog.dev.ConsoleRenderer(colors=False)
+
+    def keep(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        lines.append(as_json(logger, name, dict(event)))
+        lines.append(as_text(logger, name, dict(event)))
+        raise structlog.DropEvent
+
+    previous = structlog.get_config()
+    structlog.configure(
+        processors=[*processors(), keep],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield lines
+    finally:
+        structlog.configure(**previous)
+
+
+async def test_no_secret_value_in_any_encoding_in_any_output(
+    db: Database,
+    secrets: Secrets,
+    rotd: Rotd,
+    moto: MotoServer,
+    receiver: Receiver,
+    rendered_both_ways: list[str],
+    rotd_process: Callable[..., RotdProcess],
+    tmp_path: Path,
+) -> None:
+    tricky_only = {
+        "length": 40,
+        "exclude_characters": "".join(c for c in PUNCTUATION if c not in TRICKY),
+        "exclude_lowercase": True,
+        "exclude_uppercase": True,
+        "exclude_numbers": True,
+    }
+    everything = {"length": 64, "exclude_characters": ""}
+    single_user, single = await make_login(db, secrets, NON_ASCII)
+    alt_user, alternating = await make_login(db, secrets, "Alt-initial-9" + TRICKY)
+    master_user = db.unique("m")
+    await db.create_master(master_user, NON_ASCII_MASTER)
+    master = await secrets.create(master_user, db.secret(master_user, NON_ASCII_MASTER))
+    hooks = [
+        {"exec": ["sh", "-c", "cat"], "include_secret": True},
+        {"exec": [sys.executable, "-c", PRINT_FORMS], "include_secret": True, "retries": 1},
+        {"webhook": receiver.url},
+    ]
+    database = {
+        "name": "testdb",
+        "on_rotated": hooks,
+        "secrets": [
+            {"id": single, "password": tricky_only},
+            {
+                "id": alternating,
+                "strategy": "alternating_users",
+                "master_secret": master,
+                "password": everything,
+            },
+        ],
+    }
+    inv = inventory(moto, f"databases: {json.dumps([database])}\n")
+    path = tmp_path / "inv.yaml"
+    aws = {"endpoint_url": moto.endpoint_url, "region": moto.region}
+    path.write_text(json.dumps({"aws": aws, "databases": [database]}))  # JSON is YAML
+    runner = Runner(rotd.store, all_engines(), max_concurrent=2, max_concurrent_per_host=2)
+    runner.hooks = HookRunner(rotd.store, backoff_base_s=0.01, backoff_cap_s=0.05)
+
+    outcomes = []
+    for _ in range(2):
+        outcomes += await runner.rotate_all(inv.secrets)
+    # And once more by a real rotd process, whose output and JSON log lines are kept whole.
+    process = rotd_process("rotate", "-c", str(path), "--all", "--json")
+    code = await asyncio.to_thread(process.wait, 120)
+
+    assert [o.ok for o in outcomes] == [True] * 4, [str(o.error) for o in outcomes]
+    assert code == 0, "".join(process.lines[-20:])
+    assert len(receiver.requests) == 6
+    values: set[str] = {NON_ASCII_MASTER}
+    for name in (single, alternating):
+        values |= await all_passwords(secrets, name)
+    assert len(values) >= 7
+    assert any(set(v) <= set(TRICKY) for v in values), "no password made of escaped characters"
+    hashes = {mysql_native_hash(v) for v in values}
+    hashes |= {postgres_md5_verifier(u, v) for u in (single_user, alt_user) for v in values}
+    written = "\n".join(rendered_both_ways)
+    written += "\n".join(f"{o.error!s} {o.error!r}" for o in outcomes if o.error)
+    written += "".join(process.stdout) + "".join(process.lines)
+    assert process.named("hook.failed")
+    assert "hook.finished" in written
+    assert "hook.failed" in written
+    for value in values | hashes:
+        for kind, form in forms_of(value).items():
+            assert form not in written, f"a secret value reached an output, written as {kind}"

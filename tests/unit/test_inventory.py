@@ -550,3 +550,93 @@ def test_loading_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_field_errors_do_not_hide_the_checks_across_entries() -> None:
+    """Every problem is reported in one pass: the checks across entries run on every entry that
+    parsed, next to the field errors, all in the order of the file."""
+    found = errors(
+        """
+        defaults:
+          strategy: nope
+        limits:
+          max_concurrent: 0
+        databases:
+          - name: orders
+            port: 99999
+            secrets:
+              - id: prod/app
+                tls: sometimes
+              - id: prod/app
+              - id: prod/long-window
+                schedule: rate(1 hour)
+                window: 2h
+              - id: prod/no-alphabet
+                password: {exclude_lowercase: true, exclude_uppercase: true,
+                           exclude_numbers: true, exclude_punctuation: true}
+          - name: orders
+            secrets:
+              - id: arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/app-AbCdEf
+                windw: 1h
+              - id: 42
+        """
+    )
+    assert [e.split(": ", 1)[0] for e in found] == [
+        "inv.yaml:2:13",  # defaults.strategy
+        "inv.yaml:4:19",  # limits.max_concurrent
+        "inv.yaml:7:11",  # port
+        "inv.yaml:10:14",  # tls
+        "inv.yaml:11:13",  # duplicate secret
+        "inv.yaml:12:13",  # window not shorter than schedule
+        "inv.yaml:15:13",  # empty alphabet
+        "inv.yaml:18:11",  # duplicate database name
+        "inv.yaml:20:13",  # duplicate by ARN
+        "inv.yaml:21:9",  # unknown key
+        "inv.yaml:22:13",  # id must be a string
+    ], "\n".join(found)
+    assert "secret 'prod/app' is already in the inventory (line 9)" in found[4]
+    assert "secret 'prod/long-window': window 2h is not shorter than" in found[5]
+    assert "secret 'prod/no-alphabet': password: the exclusions leave no character" in found[6]
+    assert "duplicate database name 'orders' (first at line 6)" in found[7]
+    assert "secret 'arn:aws:secretsmanager:" in found[8]
+    assert "already in the inventory (line 9)" in found[8]
+
+
+def test_a_check_that_needs_a_setting_that_failed_is_not_guessed() -> None:
+    """With a layer's schedule or password invalid, the window and alphabet checks would judge
+    settings the file does not hold: only the field errors are reported."""
+    found = errors(
+        """
+        defaults:
+          schedule: rate(1 fortnight)
+          password: {length: 3, exclude_punctuation: true, exclude_numbers: true,
+                     exclude_uppercase: true, exclude_lowercase: true}
+        databases:
+          - name: orders
+            window: 40d
+            secrets:
+              - id: a
+              - id: b
+                timezone: Mars/Olympus
+        """
+    )
+    assert len(found) == 3, "\n".join(found)
+    assert found[0].startswith("inv.yaml:2:13: defaults.schedule:")
+    assert found[1].startswith("inv.yaml:3:22: defaults.password.length:")
+    assert found[2].startswith("inv.yaml:11:19: databases.0.secrets.1.timezone:")
+
+
+def test_a_value_yaml_could_not_build_leaves_its_checks_out_but_not_the_others() -> None:
+    found = errors(
+        """
+        databases:
+          - name: orders
+            secrets:
+              - id: a
+                window: !custom 1h
+                schedule: rate(30 minutes)
+              - id: a
+        """
+    )
+    assert [e.split(": ", 1)[0] for e in found] == ["inv.yaml:5:17", "inv.yaml:7:13"], found
+    assert "already in the inventory" in found[1]
