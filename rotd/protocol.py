@@ -164,6 +164,7 @@ class Inspection:
     created: datetime  # CreatedDate of the AWSCURRENT version: the credential's age
     username: str | None  # None when the current value is not usable JSON
     engine: str | None
+    endpoint: Endpoint | None  # where rotd reaches the database; None as for username
     unfinished: str | None  # the token of an unfinished rotation
     conflict: str | None  # why rotd must not rotate it (native rotation enabled)
 
@@ -188,6 +189,7 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         created=value.created,
         username=credentials.username if credentials else None,
         engine=credentials.engine if credentials else None,
+        endpoint=endpoint_for(spec, credentials) if credentials else None,
         unfinished=description.unfinished_pending(),
         conflict=conflict,
     )
