@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_daemon import write_inventory
+from tests.e2e.test_daemon import _get, write_inventory
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import RotdProcess
+from tests.fixtures.process import RotdProcess, free_tcp_port
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
@@ -136,7 +136,11 @@ async def test_the_daemon_parks_both_and_a_reload_that_fixes_the_inventory_frees
     user, first, second = await same_login_pair(db, secrets)
     # An unfinished rotation of the first: the daemon would resume it at once.
     await secrets.put_pending(first, db.secret(user, "Pending-pass-5"))
-    path = write_inventory(tmp_path / "inv.yaml", moto, [{"id": first}, {"id": second}])
+    listen = {"listen": f"127.0.0.1:{free_tcp_port()}"}
+    port = int(listen["listen"].rsplit(":", 1)[1])
+    path = write_inventory(
+        tmp_path / "inv.yaml", moto, [{"id": first}, {"id": second}], daemon=listen
+    )
     before = await snapshot(secrets, first, second)
 
     process = rotd_process("run", "-c", str(path))
@@ -147,13 +151,21 @@ async def test_the_daemon_parks_both_and_a_reload_that_fixes_the_inventory_frees
         assert parked[name]["category"] == "shared_login"
         assert repr(other) in parked[name]["error"]
     assert process.named("rotation.resumed") == []
+    _, metrics = _get(port, "/metrics")
+    for name in (first, second):
+        problem = (
+            f'rotd_secret_problem{{category="shared_login",database="testdb",secret_id="{name}"}}'
+        )
+        assert f"{problem} 1.0" in metrics
     await assert_unchanged(db, secrets, before, first, second)
 
     # The operator takes the copy out: the first is no longer parked and its rotation resumes.
-    write_inventory(path, moto, [{"id": first}])
+    write_inventory(path, moto, [{"id": first}], daemon=listen)
     process.send(signal.SIGHUP)
     (resumed,) = process.wait_for_event("rotation.resumed", 60)
     assert resumed["secret_id"] == first
+    _, metrics = _get(port, "/metrics")
+    assert "shared_login" not in metrics
     process.send(signal.SIGTERM)
     assert process.wait(30) == 0
     current = await secrets.value(first)
