@@ -26,6 +26,10 @@ LABEL org.opencontainers.image.title="rotd" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# tini is the image's init (PID 1): it reaps orphaned processes, which hooks leave behind.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 rotd \
     && useradd --system --uid 10001 --gid rotd --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin rotd
@@ -48,12 +52,17 @@ EXPOSE 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/rotd/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=3)"]
 
-# rotd is PID 1 itself (exec form, no shell in between), so SIGTERM reaches it directly. The
-# kernel gives PID 1 no default signal actions, so a signal is acted on only if the process
-# handles it; rotd installs handlers for SIGTERM, SIGINT and SIGHUP, and starts no children
-# that would need reaping. It drains for daemon.shutdown_grace (30s by default): give it more
-# than that before SIGKILL (docker --stop-timeout 45, compose stop_grace_period: 45s,
-# Kubernetes terminationGracePeriodSeconds: 45; their defaults are 10s, 10s and 30s).
+# PID 1 is tini, with rotd its only child (exec form, no shell in between). PID 1 inherits
+# every process orphaned in the container, and hooks orphan theirs (a command that leaves a
+# process in the background and exits): tini reaps them, where rotd would leave them as
+# zombies until the container's PID limit. tini passes every signal it receives on to rotd,
+# which handles SIGTERM, SIGINT and SIGHUP, and exits with rotd's exit code. Without -g it
+# signals rotd alone: hooks run in process groups of their own, and a stopping rotd lets
+# them finish within its grace. -s makes it a subreaper, so that it still reaps when
+# something else is PID 1 (docker run --init, a pod that shares its process namespace).
+# rotd drains for daemon.shutdown_grace (30s by default): give it more than that before
+# SIGKILL (docker --stop-timeout 45, compose stop_grace_period: 45s, Kubernetes
+# terminationGracePeriodSeconds: 45; their defaults are 10s, 10s and 30s).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/opt/rotd/bin/rotd"]
+ENTRYPOINT ["/usr/bin/tini", "-s", "--", "/opt/rotd/bin/rotd"]
 CMD ["run", "-c", "/etc/rotd/inventory.yaml"]

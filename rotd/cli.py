@@ -22,6 +22,7 @@ from rotd.observability import configure_logging, get_logger, redactor
 
 if TYPE_CHECKING:
     from rotd.protocol import Outcome
+    from rotd.secretstore import AwsSecretStore
 
 # The AWS and database libraries take a second or more to import: commands import what they
 # use, so that `rotd validate` (and `systemctl reload`, which runs it) stays quick.
@@ -391,17 +392,30 @@ def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec
 
 
 async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
-    from rotd.runner import Runner
     from rotd.secretstore import AwsSecretStore, connection_for
 
     async with AwsSecretStore(connection_for(loaded)) as store:
-        runner = Runner(
-            store,
-            all_engines(),
-            max_concurrent=loaded.max_concurrent,
-            max_concurrent_per_host=loaded.max_concurrent_per_host,
-        )
-        return await runner.rotate_all(specs)
+        return await rotate_batch(store, loaded, specs)
+
+
+async def rotate_batch(
+    store: AwsSecretStore, loaded: Inventory, specs: list[SecretSpec]
+) -> list[Outcome]:
+    """``rotd rotate``: refuse the secrets that share a login, rotate the others."""
+    from rotd.logins import shared_logins
+    from rotd.runner import Runner
+
+    runner = Runner(
+        store,
+        all_engines(),
+        max_concurrent=loaded.max_concurrent,
+        max_concurrent_per_host=loaded.max_concurrent_per_host,
+    )
+    # Against the whole inventory: rotating one secret of a pair breaks the other. Each
+    # rotation then reads the version this survey read: from memory, not again from AWS.
+    store.keep_versions()
+    runner.shared_logins = await shared_logins(loaded.secrets, store)
+    return await runner.rotate_all(specs)
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from rotd import inventory as inventory_module
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
 from rotd.inventory import Inventory, SecretSpec
+from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
 from rotd.observability import Metrics, SecretStatus, get_logger, serve_http
 from rotd.protocol import Outcome, inspect
@@ -90,6 +91,13 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._runner: Runner | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
+        # The logins each secret holds, as last read; a rotation waits until planning has read
+        # every secret (``_settled``), so that a pair holding one login is refused in time.
+        self._claims: dict[str, Claim] = {}
+        self._tracking = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._waiting: set[str] = set()
         self.counts = {"succeeded": 0, "failed": 0, "resumed": 0, "skipped": 0}
 
     # --- signals: handlers only set events -----------------------------------------------------
@@ -314,11 +322,36 @@ class Daemon:
                 self.metrics.secrets[spec.id] = secret.status
             secret.parked = False
             tasks.append(self._spawn_planning(secret))
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tracking += 1
+        self._settled.clear()
+        try:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._tracking -= 1
+            self._refuse_shared_logins()
+            if not self._tracking:
+                self._settled.set()
+
+    def _refuse_shared_logins(self) -> None:
+        """Park every secret that holds a login another secret holds too; the runner refuses
+        to rotate them. Those no longer in a pair lose the problem (planned meanwhile)."""
+        shared = find_shared(self._claims)
+        if self._runner is not None:
+            self._runner.shared_logins = shared
+        now = utcnow()
+        for secret_id, secret in self.secrets.items():
+            found = shared.get(secret_id)
+            was = secret.status.problem == Category.SHARED_LOGIN
+            if found is not None and not (was and secret.parked):
+                self._after_failure(secret, Category.SHARED_LOGIN, found.reason, now, planning=True)
+            elif found is None and was:
+                secret.status.problem = None
+                secret.failures = secret.status.consecutive_failures = 0
 
     def _untrack(self, secret_id: str) -> None:
         self.secrets.pop(secret_id, None)
+        self._claims.pop(secret_id, None)
         self.metrics.secrets.pop(secret_id, None)
         if self._scheduler is not None and self._scheduler.get_job(secret_id) is not None:
             self._scheduler.remove_job(secret_id)
@@ -345,6 +378,8 @@ class Daemon:
         secret.status.created = state.created.timestamp()
         if self._runner is not None:
             self._runner.expected_current[spec.id] = state.version_id
+        if state.endpoint is not None and state.username is not None:
+            self._claims[spec.id] = claim_of(spec, state.arn, state.endpoint, state.username)
         if state.conflict is not None:
             self._after_failure(secret, Category.CONFLICT, state.conflict, now, planning=True)
             return
@@ -389,7 +424,7 @@ class Daemon:
         secret = self.secrets.get(secret_id)
         if secret is None or self._stop.is_set() or self._runner is None:
             return
-        if self._runner.is_busy(secret_id):
+        if self._runner.is_busy(secret_id) or secret_id in self._waiting:
             return
         task = asyncio.create_task(self._rotate(secret), name=f"rotate:{secret_id}")
         self._rotations.add(task)
@@ -397,6 +432,11 @@ class Daemon:
 
     async def _rotate(self, secret: _Secret) -> None:
         assert self._runner is not None
+        self._waiting.add(secret.spec.id)
+        try:
+            await self._settled.wait()  # planning in progress: which logins are shared?
+        finally:
+            self._waiting.discard(secret.spec.id)
         outcome = await self._runner.rotate_one(secret.spec, attempt=secret.failures + 1)
         if self.secrets.get(secret.spec.id) is not secret or self._stop.is_set():
             return
@@ -408,6 +448,7 @@ class Daemon:
             secret.status.consecutive_failures = 0
             secret.status.problem = None
             await self._plan(secret)
+            self._refuse_shared_logins()
         else:
             self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
 

@@ -46,6 +46,8 @@ from rotd.engines import (
 )
 from rotd.errors import AwsError, Category, DatabaseError, Missing, StoreError
 from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
+from rotd.logins import FIX as SHARED_LOGIN_FIX
+from rotd.logins import SharedLogin, shared_logins
 from rotd.observability import get_logger, redactor
 from rotd.protocol import UNWRITTEN, UNWRITTEN_PLAN, endpoint_for
 from rotd.runner import HostLimits
@@ -409,6 +411,8 @@ async def diagnose(
             _Simulator(account, None if account else "STS and IAM could not be reached"),
             engines if engines is not None else all_engines(),
             db_timeout_s,
+            # Against the whole inventory, whichever secrets are checked.
+            await shared_logins(inventory.secrets, store),
         )
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(doctor.secret(spec)) for spec in specs]
@@ -445,8 +449,10 @@ class _Doctor:
         simulator: _Simulator,
         engines: Mapping[str, Engine],
         db_timeout_s: float,
+        shared: Mapping[str, SharedLogin],
     ) -> None:
         self.inventory = inventory
+        self.shared = shared
         self.store = store
         self.identity = identity
         self.simulator = simulator
@@ -461,6 +467,8 @@ class _Doctor:
         found = _Findings(spec.id)
         async with self.slots:
             description, current = await self._read_secret(spec, found)
+            if current is not None:
+                self._shared_login(spec, current, found)
             master = await self._read_master(spec, current, found)
             if description is None or current is None:
                 return found.checks
@@ -537,6 +545,18 @@ class _Doctor:
         _ssl(spec, current, found)
         await self._unfinished(spec, description, current, found)
         return description, current
+
+    def _shared_login(self, spec: SecretSpec, current: Credentials, found: _Findings) -> None:
+        shared = self.shared.get(spec.id)
+        if shared is not None:
+            found.fail("secret.shared_login", shared.problem, SHARED_LOGIN_FIX)
+            return
+        endpoint = endpoint_for(spec, current)
+        found.ok(
+            "secret.shared_login",
+            f"no other secret of the inventory holds user {current.username!r} at "
+            f"{endpoint.address}",
+        )
 
     async def _unfinished(
         self,

@@ -162,6 +162,7 @@ class Inspection:
     created: datetime  # CreatedDate of the AWSCURRENT version: the credential's age
     username: str | None  # None when the current value is not usable JSON
     engine: str | None
+    endpoint: Endpoint | None  # where rotd reaches the database; None as for username
     unfinished: str | None  # the token of an unfinished rotation
     conflict: str | None  # why rotd must not rotate it (native rotation enabled)
     unwritten: bool = False  # the unfinished rotation's pending version was never given a value
@@ -189,6 +190,7 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         created=value.created,
         username=credentials.username if credentials else None,
         engine=credentials.engine if credentials else None,
+        endpoint=endpoint_for(spec, credentials) if credentials else None,
         unfinished=unfinished,
         unwritten=unwritten,
         conflict=conflict,

@@ -20,6 +20,7 @@ from rotd.engines import Endpoint, Engine, Login, Session
 from rotd.errors import Category, DatabaseError, SecretError
 from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
+from rotd.logins import SharedLogin
 from rotd.observability import get_logger
 from rotd.protocol import Dependencies, Outcome, Step, rotate
 from rotd.secretstore import CURRENT, SecretStore
@@ -301,6 +302,8 @@ class Runner:
         self.db_timeout_s = db_timeout_s
         # Set by the daemon: the AWSCURRENT version of each secret when it was found due.
         self.expected_current: dict[str, str] = {}
+        # Secrets holding a login another secret holds too: never rotated (rotd.logins).
+        self.shared_logins: Mapping[str, SharedLogin] = {}
         # Observers for metrics: called as a rotation takes its slot and when it has finished.
         self.on_start: Callable[[SecretSpec], None] | None = None
         self.on_finish: Callable[[Outcome], None] | None = None
@@ -326,7 +329,14 @@ class Runner:
         return secret_id in self._busy
 
     async def rotate_one(self, spec: SecretSpec, *, attempt: int = 1) -> Outcome:
-        """Rotate ``spec`` once, waiting for room; refuse if this process is already on it."""
+        """Rotate ``spec`` once, waiting for room; refuse if this process is already on it,
+        or if another secret holds the same login (changing nothing for either)."""
+        shared = self.shared_logins.get(spec.id)
+        if shared is not None:
+            error = SecretError(spec.id, Step.GUARD, Category.SHARED_LOGIN, shared.reason)
+            outcome = Outcome(spec.id, spec.database, spec.strategy, 0.0, error=error)
+            report(outcome, attempt=attempt)
+            return outcome
         if spec.id in self._busy:
             error = SecretError(
                 spec.id, Step.GUARD, Category.CONFLICT, "a rotation of this secret is in flight"

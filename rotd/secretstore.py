@@ -201,6 +201,16 @@ class AwsSecretStore(AwsClients):
         self._client: Any = None
         self._writes = _RateLimit(connection.max_write_tps)
         self.calls: dict[str, int] = {}
+        self._kept: dict[tuple[str, str], SecretValue] | None = None
+
+    def keep_versions(self) -> None:
+        """From now on, remember each version read and answer a read of it by id from memory.
+
+        Secrets Manager never changes a version once written, so this is always right; labels
+        move, so a read by label still asks. For a one-shot command: ``rotate`` reads every
+        secret to find shared logins, and each rotation then reads the same version again.
+        """
+        self._kept = {}
 
     async def __aenter__(self) -> AwsSecretStore:
         try:
@@ -268,6 +278,10 @@ class AwsSecretStore(AwsClients):
     async def get_value(
         self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
     ) -> SecretValue:
+        if self._kept is not None and version_id is not None and stage is None:
+            kept = self._kept.get((secret_id, version_id))
+            if kept is not None:
+                return kept
         # Always name the version: moto answers an unqualified read with the first version.
         kwargs: dict[str, str] = {}
         if version_id is not None:
@@ -290,7 +304,7 @@ class AwsSecretStore(AwsClients):
                 Category.BAD_SECRET,
                 "the secret holds binary data, not a JSON string",
             )
-        return SecretValue(
+        value = SecretValue(
             arn=r["ARN"],
             name=r["Name"],
             version_id=r["VersionId"],
@@ -298,6 +312,9 @@ class AwsSecretStore(AwsClients):
             created=r["CreatedDate"],
             string=r["SecretString"],
         )
+        if self._kept is not None:
+            self._kept[(secret_id, value.version_id)] = value
+        return value
 
     async def put_pending(self, secret_id: str, token: str, string: str) -> bool:
         await self._writes.acquire()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 from types import TracebackType
 
+from rotd.cli import rotate_batch
 from rotd.inventory import Inventory
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
@@ -192,3 +193,18 @@ async def test_a_batch_reads_its_shared_master_secret_once_and_logs_in_as_it_onc
     assert calls == {**per_secret, "GetSecretValue": 3 + 1}
     own = ALTERNATING_USERS_CONNECTIONS - MASTER_SESSIONS
     assert counter.accepted == MASTER_SESSIONS + 3 * own
+
+
+async def test_the_rotate_command_finds_shared_logins_without_reading_twice(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    """``rotd rotate`` reads every secret of the inventory before rotating any (to find two
+    holding one login); the rotation then takes the version it read from memory."""
+    _, name = await make_login(db, secrets)
+    _, other = await make_login(db, secrets)  # in the inventory, not rotated
+    inv = routed_inventory(moto, db.port, [name, other], "single_user", None)
+    before = dict(rotd.store.calls)
+    (outcome,) = await rotate_batch(rotd.store, inv, [inv.secrets[0]])
+    assert_ok(outcome)
+    calls = calls_since(before, rotd.store.calls)
+    assert calls == {**SINGLE_USER_CALLS, "GetSecretValue": 1 + 1}  # and the other's survey

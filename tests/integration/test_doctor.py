@@ -125,6 +125,7 @@ async def test_a_healthy_inventory_is_all_ok_and_nothing_changes(
         "secret.read",
         "secret.format",
         "secret.unfinished",
+        "secret.shared_login",
         "master.read",
         "db.reachable",
         "db.login",
@@ -169,7 +170,7 @@ async def test_an_unreachable_host_fails_naming_the_address_and_the_exit_codes(
                 "engine": "postgres",
                 "host": "127.0.0.1",
                 "port": port,
-                "username": "u",
+                "username": f"u{i}",
                 "password": f"Dead-pass-{i}",
             },
         )

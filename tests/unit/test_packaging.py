@@ -241,11 +241,16 @@ def test_the_image_runs_as_a_non_root_user() -> None:
     assert user not in ("", "0", "root")
 
 
-def test_rotd_is_the_exec_form_entrypoint_and_reads_the_mounted_inventory() -> None:
+def test_rotd_runs_under_an_init_in_exec_form_and_reads_the_mounted_inventory() -> None:
     stage = final_stage()
     entrypoint = json.loads(only(stage, "ENTRYPOINT"))
     assert isinstance(entrypoint, list)
-    assert entrypoint[0].endswith("/rotd")
+    # tini reaps orphans as PID 1 and signals rotd alone (no -g: hooks have groups of their
+    # own); tests/e2e/test_container.py runs this very entrypoint in a PID namespace.
+    assert entrypoint[0] == "/usr/bin/tini"
+    assert entrypoint[entrypoint.index("--") + 1 :] == ["/opt/rotd/bin/rotd"]
+    assert "-g" not in entrypoint
+    assert any("install" in arguments and " tini" in arguments for _, arguments in stage)
     assert json.loads(only(stage, "CMD")) == ["run", "-c", INVENTORY]
     assert only(stage, "STOPSIGNAL") == "SIGTERM"
 

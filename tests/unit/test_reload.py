@@ -18,7 +18,8 @@ from rotd.secretstore import SecretDescription, SecretValue
 
 SECRETS = 1000
 CREATED = datetime.now(UTC) - timedelta(days=3)
-STRING = '{"engine": "postgres", "host": "db", "port": 5432, "username": "u", "password": "x"}'
+# Each secret its own user: secrets holding one login would be parked (rotd.logins).
+STRING = '{"engine": "postgres", "host": "db", "port": 5432, "username": "%s", "password": "x"}'
 
 
 class Store:
@@ -35,7 +36,8 @@ class Store:
     async def get_value(
         self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
     ) -> SecretValue:
-        return SecretValue(secret_id, secret_id, "v1", frozenset({"AWSCURRENT"}), CREATED, STRING)
+        string = STRING % secret_id
+        return SecretValue(secret_id, secret_id, "v1", frozenset({"AWSCURRENT"}), CREATED, string)
 
 
 def write(path: Path, changed: dict[str, Any] | None = None) -> None:
