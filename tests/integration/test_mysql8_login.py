@@ -1,0 +1,72 @@
+"""MySQL 8's default login, ``caching_sha2_password`` full authentication without TLS.
+
+No MySQL 8 server runs here: tests/fixtures/mysql8_auth.py speaks the server's side of the
+exchange on a real socket and decrypts what the driver sends with ``openssl``. One test runs it
+in this environment; the other in a virtual environment made by a plain ``pip install .`` of
+the project, which is what a production install has: the RSA step needs ``cryptography``, and
+only the runtime dependencies are there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from rotd.engines import Endpoint, Family, Login, Tls, TlsMode
+from rotd.engines.mysql import MysqlEngine
+from rotd.errors import Category, DatabaseError
+from tests.fixtures.mysql8_auth import mysql8_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "fixtures" / "mysql8_auth.py"
+
+
+async def test_full_authentication_encrypts_the_password_with_the_servers_key() -> None:
+    password = "Zz9#full-auth-secret"
+    async with mysql8_server("app_user", password) as server:
+        endpoint = Endpoint(Family.MYSQL, "127.0.0.1", server.port, None, Tls(TlsMode.DISABLE))
+        engine = MysqlEngine()
+        async with engine.connect(Login(endpoint, "app_user", password), timeout_s=10) as session:
+            assert str(getattr(session, "flavour", "")) == "MySQL 8.0.36"
+        with capture_logs() as logs, pytest.raises(DatabaseError) as refused:
+            async with engine.connect(Login(endpoint, "app_user", "wrong"), timeout_s=10):
+                pass
+        assert server.logins == ["full-auth-ok", "full-auth-refused"]
+    assert refused.value.category is Category.AUTH
+    assert password not in json.dumps([str(refused.value), logs], default=str)
+
+
+@pytest.mark.timeout(900)
+def test_a_plain_install_logs_in_to_mysql_8_without_tls(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    # Run as a script from outside the source tree: rotd and its dependencies come from the
+    # installed environment only.
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {
+        "flavour": "MySQL 8.0.36",
+        "wrong_password": "auth",
+        "logins": ["full-auth-ok", "full-auth-refused"],
+    }, result.stderr[-2000:]
+    assert result.returncode == 0
