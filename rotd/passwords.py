@@ -64,6 +64,20 @@ class PasswordPolicy:
         return None
 
 
+def shaped_like(password: str) -> PasswordPolicy:
+    """The policy of passwords as long as ``password`` and drawn from the character classes
+    (and the punctuation) it uses: what a server that took ``password`` takes as well."""
+    used = set(password)
+    return PasswordPolicy(
+        length=len(password),
+        exclude_characters="".join(c for c in PUNCTUATION if c not in used),
+        exclude_punctuation=not used & set(PUNCTUATION),
+        exclude_numbers=not used & set(DIGITS),
+        exclude_uppercase=not used & set(UPPERCASE),
+        exclude_lowercase=not used & set(LOWERCASE),
+    )
+
+
 def generate(policy: PasswordPolicy) -> str:
     """A new random password that satisfies ``policy`` (which must have no problem)."""
     classes = policy.classes()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from pymysql.constants import CLIENT
 from rotd.engines import Family, Login, Permission, Session, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import get_logger, redactor
-from rotd.passwords import mysql_native_hash
+from rotd.passwords import PasswordPolicy, generate, mysql_native_hash, shaped_like
 
 log = get_logger(__name__)
 
@@ -100,6 +99,19 @@ _SET_PASSWORD_ERRORS = {
         "the account's authentication plugin takes no password, or the account was just dropped",
     )
 }
+# MySQL 8's static privileges; any other privilege name is dynamic (BACKUP_ADMIN, ...), and
+# its grant option is its own rather than the level's.
+_STATIC_PRIVILEGES = frozenset(
+    {
+        "ALL PRIVILEGES", "ALTER", "ALTER ROUTINE", "CREATE", "CREATE ROLE", "CREATE ROUTINE",
+        "CREATE TABLESPACE", "CREATE TEMPORARY TABLES", "CREATE USER", "CREATE VIEW", "DELETE",
+        "DROP", "DROP ROLE", "EVENT", "EXECUTE", "FILE", "GRANT OPTION", "INDEX", "INSERT",
+        "LOCK TABLES", "PROCESS", "PROXY", "REFERENCES", "RELOAD", "REPLICATION CLIENT",
+        "REPLICATION SLAVE", "SELECT", "SHOW DATABASES", "SHOW VIEW", "SHUTDOWN", "SUPER",
+        "TRIGGER", "UPDATE", "USAGE",
+    }
+)  # fmt: skip
+_WITH_OPTION = " WITH GRANT OPTION"
 # Client-side codes for a connection that could not be made or was lost.
 _CONNECTION_LOST = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
 _AUTH_REFUSED = 1045
@@ -148,6 +160,11 @@ class Flavour:
     def has_alter_user(self) -> bool:
         """ALTER USER with IDENTIFIED and REQUIRE, and CREATE USER with REQUIRE."""
         return self.version >= ((10, 2, 0) if self.mariadb else (5, 7, 6))
+
+    @property
+    def dynamic(self) -> bool:
+        """MySQL 8's dynamic privileges, each with a grant option of its own."""
+        return not self.mariadb and self.version >= (8, 0, 0)
 
     @property
     def has_roles(self) -> bool:
@@ -349,7 +366,7 @@ class MysqlSession:
             if target is None:
                 # The new clone must not accept the pending password before it holds every
                 # grant: a cut in between would leave a working login without privileges.
-                placeholder = secrets.token_urlsafe(32)
+                placeholder = _placeholder(new_password)
                 redactor.add(placeholder, mysql_native_hash(placeholder))
                 await self._create_clone(source, clone, placeholder)
             elif (target.require, target.limits) != (source.require, source.limits):
@@ -489,7 +506,7 @@ class MysqlSession:
                     raise
                 return _cannot_read_accounts(original, user, host, master)
             for target, items in theirs.on.items():
-                for item in items | {"GRANT OPTION"}:
+                for item in _needed_to_grant(items, dynamic=self.flavour.dynamic):
                     if not _holds(own, target, item):
                         missing.setdefault(target, set()).add(item)
             roles += [r for r in theirs.roles if not (any_role or own.roles.get(r))]
@@ -499,7 +516,9 @@ class MysqlSession:
             fixes = [
                 statement
                 for target, items in sorted(missing.items())
-                for statement in _grant_statements(items | {"GRANT OPTION"}, target, master)
+                for statement in _grant_statements(
+                    items | {"GRANT OPTION"}, target, master, dynamic=self.flavour.dynamic
+                )
             ]
             fixes += [
                 f"GRANT {role} TO {master} WITH ADMIN OPTION" for role in dict.fromkeys(roles)
@@ -528,7 +547,8 @@ class MysqlSession:
         user, _, host = _text(rows[0][0]).rpartition("@")
         rows = await self._run("SHOW GRANTS FOR CURRENT_USER()", doing=doing)
         try:
-            return user, host, _parse_grants([_text(row[0]) for row in rows], user, host)
+            lines = [_text(row[0]) for row in rows]
+            return user, host, _parse_grants(lines, user, host, dynamic=self.flavour.dynamic)
         except _UnreadableGrant as exc:
             raise self._error(
                 Category.UNSUPPORTED,
@@ -800,7 +820,8 @@ class MysqlSession:
         doing = f"reading the grants of {_show(user, host)}"
         rows = await self._run(f"SHOW GRANTS FOR {account}", doing=doing)
         try:
-            privileges = _parse_grants([str(row[0]) for row in rows], user, host)
+            lines = [str(row[0]) for row in rows]
+            privileges = _parse_grants(lines, user, host, dynamic=self.flavour.dynamic)
         except _UnreadableGrant as exc:
             # Only the first word: the rest of an unreadable line may hold a password hash.
             raise self._error(
@@ -831,9 +852,17 @@ class MysqlSession:
         have = await self._privileges(clone, host)
         grants: list[str] = []
         for target, items in source.on.items():
-            grants += _grant_statements(items - have.on.get(target, set()), target, account)
+            held = have.on.get(target, set())
+            # A privilege the clone holds with its grant option needs no plain grant.
+            lacking = {i for i in items - held if i + _WITH_OPTION not in held}
+            grants += _grant_statements(lacking, target, account, dynamic=self.flavour.dynamic)
         for target, items in have.revoked.items():
-            grants += _grant_statements(items - source.revoked.get(target, set()), target, account)
+            grants += _grant_statements(
+                items - source.revoked.get(target, set()),
+                target,
+                account,
+                dynamic=self.flavour.dynamic,
+            )
         for role, admin in source.roles.items():
             if role not in have.roles or (admin and not have.roles[role]):
                 grants.append(
@@ -872,21 +901,26 @@ class MysqlSession:
     ) -> list[str]:
         account = self._account_sql(clone, host)
         extra = have - want
+        options = _option_revokes(extra, want, target, account)
+        extra = {i for i in extra if not i.endswith(_WITH_OPTION)}
         if not extra:
-            return []
+            return options
         if "PROXY" in have | want:
             # A proxy grant is one unit: take it back whole, then give back what is due.
             revoke = f"REVOKE PROXY ON {target} FROM {account}"
-            return [revoke, *_grant_statements(want, target, account)]
+            return [revoke, *_grant_statements(want, target, account, dynamic=self.flavour.dynamic)]
         if "ALL PRIVILEGES" in extra:
             # Revoking ALL would leave the clone without what the original has for a moment:
             # revoke the individual privileges that ALL stands for, less the original's.
             expanded = await self._expand_all(target, clone, host)
             if not expanded:
                 revoke = f"REVOKE ALL PRIVILEGES ON {target} FROM {account}"
-                return [revoke, *_grant_statements(want, target, account)]
+                return [
+                    revoke,
+                    *_grant_statements(want, target, account, dynamic=self.flavour.dynamic),
+                ]
             extra = (extra - {"ALL PRIVILEGES"}) | (expanded - want)
-        return [f"REVOKE {', '.join(sorted(extra))} ON {target} FROM {account}"]
+        return [f"REVOKE {', '.join(sorted(extra))} ON {target} FROM {account}", *options]
 
     async def _expand_all(self, target: str, user: str, host: str) -> set[str]:
         """The privileges that ALL PRIVILEGES on ``target`` gives ``'user'@'host'``, or none."""
@@ -922,6 +956,13 @@ class MysqlSession:
         if self.flavour.mariadb:
             return f"SET DEFAULT ROLE {listed} FOR {account}"
         return f"ALTER USER {account} DEFAULT ROLE {listed}"
+
+
+def _placeholder(new_password: str) -> str:
+    """A throwaway password for a new clone, as long and as varied as ``new_password``, so that
+    a password policy (``validate_password``) that takes the real one takes it too."""
+    policy = shaped_like(new_password)
+    return generate(PasswordPolicy() if policy.problem() else policy)
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -1107,12 +1148,18 @@ def _unquoted_words(text: str) -> str:
     return "".join(char for _i, char, _depth in _outside_quotes(text))
 
 
-def _parse_grants(lines: Iterable[str], user: str, host: str) -> _Privileges:
+def _parse_grants(
+    lines: Iterable[str], user: str, host: str, *, dynamic: bool = False
+) -> _Privileges:
     """Read SHOW GRANTS output for ``'user'@'host'``.
 
     Whatever follows the account on a line (``IDENTIFIED BY PASSWORD '*…'``, ``REQUIRE``,
     resource limits) is dropped except the grant or admin option: a clone never gets its
     original's password hash, and its TLS options and limits are copied from mysql.user.
+
+    ``dynamic``: the server has MySQL 8's dynamic privileges (``BACKUP_ADMIN``…), each with a
+    grant option of its own; one held with it is the item ``BACKUP_ADMIN WITH GRANT OPTION``,
+    and the level's ``GRANT OPTION`` item speaks for the static privileges only.
     """
     forms = _account_forms(user, host)
     privileges = _Privileges()
@@ -1139,13 +1186,23 @@ def _parse_grants(lines: Iterable[str], user: str, host: str) -> _Privileges:
             continue
         target = " ON ".join(on[1:]).strip()
         items = _privilege_items(on[0])
-        if option:
+        if option and dynamic:
+            grantable = {item for item in items if _is_dynamic(item)}
+            items = (items - grantable) | {item + _WITH_OPTION for item in grantable}
+            if items - {item + _WITH_OPTION for item in grantable} or not grantable:
+                items.add("GRANT OPTION")
+        elif option:
             items.add("GRANT OPTION")
         if items:
             into = privileges.on if verb == "GRANT" else privileges.revoked
             into.setdefault(target, set()).update(items)
     privileges.default_roles = frozenset(default_roles)
     return privileges
+
+
+def _is_dynamic(item: str) -> bool:
+    """Whether a SHOW GRANTS privilege item is one of MySQL 8's dynamic privileges."""
+    return item.removesuffix(_WITH_OPTION) not in _STATIC_PRIVILEGES and "(" not in item
 
 
 def _privilege_items(text: str) -> set[str]:
@@ -1177,15 +1234,26 @@ def _enclosing(target: str) -> list[str]:
     return levels
 
 
+def _needed_to_grant(items: set[str], *, dynamic: bool) -> set[str]:
+    """What a grantor must hold to grant ``items``: each of them and the grant option, which
+    for a MySQL 8 dynamic privilege is that privilege's own."""
+    plain = {i.removesuffix(_WITH_OPTION) for i in items} - {"GRANT OPTION"}
+    if not dynamic:
+        return plain | {"GRANT OPTION"}
+    static = {i for i in plain if not _is_dynamic(i)}
+    return static | {"GRANT OPTION"} | {i + _WITH_OPTION for i in plain - static}
+
+
 def _holds(own: _Privileges, target: str, item: str) -> bool:
-    """Whether ``own`` has ``item`` (``SELECT``, ``UPDATE (`c`)``, ``GRANT OPTION``) on
-    ``target``, directly or at an enclosing level."""
+    """Whether ``own`` has ``item`` (``SELECT``, ``UPDATE (`c`)``, ``GRANT OPTION``,
+    ``BACKUP_ADMIN WITH GRANT OPTION``) on ``target``, directly or at an enclosing level."""
     name = item.split(" (", 1)[0]
     for level in _enclosing(target):
         have = own.on.get(level, set())
-        if item in have or name in have:
+        if item in have or name in have or item + _WITH_OPTION in have:
             return True
-        if "ALL PRIVILEGES" in have and name not in ("GRANT OPTION", "PROXY"):
+        grantable = item.endswith(_WITH_OPTION)
+        if "ALL PRIVILEGES" in have and name not in ("GRANT OPTION", "PROXY") and not grantable:
             return True
     return False
 
@@ -1199,15 +1267,45 @@ def _cannot_read_accounts(username: str, user: str, host: str, master: str) -> P
     )
 
 
-def _grant_statements(items: set[str], target: str, account: str) -> list[str]:
-    if not items:
-        return []
+def _grant_statements(
+    items: set[str], target: str, account: str, *, dynamic: bool = False
+) -> list[str]:
+    """GRANT statements giving ``items``. With MySQL 8's ``dynamic`` privileges, those held
+    without a grant option and those held with their own get statements apart, so that no
+    grant option reaches a privilege that did not have it."""
+    grantable = sorted(i.removesuffix(_WITH_OPTION) for i in items if i.endswith(_WITH_OPTION))
+    items = {i for i in items if not i.endswith(_WITH_OPTION)}
     option = "GRANT OPTION" in items
-    privileges = sorted(items - {"GRANT OPTION"}) or ["USAGE"]
-    return [
-        f"GRANT {', '.join(privileges)} ON {target} TO {account}"
-        + (" WITH GRANT OPTION" if option else "")
-    ]
+    plain = sorted(i for i in items if dynamic and option and _is_dynamic(i))
+    items -= set(plain)
+    statements = []
+    if items:
+        privileges = sorted(items - {"GRANT OPTION"}) or ["USAGE"]
+        statements.append(
+            f"GRANT {', '.join(privileges)} ON {target} TO {account}"
+            + (_WITH_OPTION if option else "")
+        )
+    if plain:
+        statements.append(f"GRANT {', '.join(plain)} ON {target} TO {account}")
+    if grantable:
+        statements.append(f"GRANT {', '.join(grantable)} ON {target} TO {account}{_WITH_OPTION}")
+    return statements
+
+
+def _option_revokes(extra: set[str], want: set[str], target: str, account: str) -> list[str]:
+    """Take back dynamic privileges held with a grant option the original lacks.
+
+    MySQL has no statement that takes back only a dynamic privilege's grant option (REVOKE
+    GRANT OPTION is the static privileges'): the privilege is revoked and, when the original
+    holds it plainly, granted again without the option.
+    """
+    statements = []
+    for item in sorted(i for i in extra if i.endswith(_WITH_OPTION)):
+        name = item.removesuffix(_WITH_OPTION)
+        statements.append(f"REVOKE {name} ON {target} FROM {account}")
+        if name in want:
+            statements.append(f"GRANT {name} ON {target} TO {account}")
+    return statements
 
 
 def _plugin_of(create_user: str, user: str, host: str) -> str:

@@ -1,0 +1,129 @@
+"""What rotd says to each MySQL flavour, checked without a server: MySQL 5.7, 8.0, 8.4 and
+MariaDB. MySQL 8 cannot run here; these pin the statements down from the manual, and the
+MariaDB ones are also run for real in tests/integration/test_mysql_engine.py."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+
+from rotd.engines.mysql import (
+    Flavour,
+    _grant_statements,
+    _holds,
+    _needed_to_grant,
+    _option_revokes,
+    _parse_grants,
+    _placeholder,
+)
+from rotd.passwords import PUNCTUATION
+
+FLAVOURS = {
+    "mysql-5.7": Flavour.parse("5.7.44-log"),
+    "mysql-8.0": Flavour.parse("8.0.36"),
+    "mysql-8.4": Flavour.parse("8.4.3"),
+    "mariadb": Flavour.parse("10.11.6-MariaDB"),
+}
+
+
+def meets_validate_password_medium(password: str) -> bool:
+    """MySQL's validate_password at MEDIUM, its default: 8 long, mixed case, digit, special."""
+    return (
+        len(password) >= 8
+        and any(c in string.ascii_lowercase for c in password)
+        and any(c in string.ascii_uppercase for c in password)
+        and any(c in string.digits for c in password)
+        and any(not c.isalnum() for c in password)
+    )
+
+
+def test_a_new_clones_placeholder_passes_the_policy_the_real_password_passes() -> None:
+    real = "Kq7!vR2#pL9$wX4%"
+    for _ in range(300):
+        placeholder = _placeholder(real)
+        assert meets_validate_password_medium(placeholder)
+        assert len(placeholder) == len(real)
+        assert placeholder != real
+        assert set(placeholder) - set(string.ascii_letters + string.digits) <= set("!#$%")
+
+
+def test_a_placeholder_keeps_to_the_classes_the_real_password_uses() -> None:
+    for _ in range(100):
+        placeholder = _placeholder("abcdefgh12345678")
+        assert set(placeholder) <= set(string.ascii_lowercase + string.digits)
+        assert not set(placeholder) & set(PUNCTUATION)
+
+
+# -- grant options ---------------------------------------------------------------------------
+
+MYSQL8_MIXED = [
+    "GRANT SELECT ON *.* TO `app`@`%` WITH GRANT OPTION",
+    "GRANT BACKUP_ADMIN ON *.* TO `app`@`%`",
+    "GRANT AUDIT_ADMIN,XA_RECOVER_ADMIN ON *.* TO `app`@`%` WITH GRANT OPTION",
+]
+
+
+@pytest.mark.parametrize("name", ["mysql-8.0", "mysql-8.4"])
+def test_mysql_8_dynamic_privileges_keep_their_own_grant_option(name: str) -> None:
+    flavour = FLAVOURS[name]
+    privileges = _parse_grants(MYSQL8_MIXED, "app", "%", dynamic=flavour.dynamic)
+    assert privileges.on == {
+        "*.*": {
+            "SELECT",
+            "GRANT OPTION",
+            "BACKUP_ADMIN",
+            "AUDIT_ADMIN WITH GRANT OPTION",
+            "XA_RECOVER_ADMIN WITH GRANT OPTION",
+        }
+    }
+    statements = _grant_statements(privileges.on["*.*"], "*.*", "'c'@'%'", dynamic=True)
+    # BACKUP_ADMIN is given without the grant option that SELECT has on the same level.
+    assert statements == [
+        "GRANT SELECT ON *.* TO 'c'@'%' WITH GRANT OPTION",
+        "GRANT BACKUP_ADMIN ON *.* TO 'c'@'%'",
+        "GRANT AUDIT_ADMIN, XA_RECOVER_ADMIN ON *.* TO 'c'@'%' WITH GRANT OPTION",
+    ]
+
+
+@pytest.mark.parametrize("name", ["mysql-5.7", "mariadb"])
+def test_other_flavours_have_one_grant_option_per_level(name: str) -> None:
+    lines = ["GRANT SELECT, BINLOG ADMIN ON *.* TO `app`@`%` WITH GRANT OPTION"]
+    privileges = _parse_grants(lines, "app", "%", dynamic=FLAVOURS[name].dynamic)
+    assert privileges.on == {"*.*": {"SELECT", "BINLOG ADMIN", "GRANT OPTION"}}
+    dynamic = FLAVOURS[name].dynamic
+    assert _grant_statements(privileges.on["*.*"], "*.*", "'c'@'%'", dynamic=dynamic) == [
+        "GRANT BINLOG ADMIN, SELECT ON *.* TO 'c'@'%' WITH GRANT OPTION"
+    ]
+
+
+def test_a_grant_option_the_original_lacks_is_taken_back_whole() -> None:
+    have = {"BACKUP_ADMIN WITH GRANT OPTION", "AUDIT_ADMIN WITH GRANT OPTION"}
+    want = {"BACKUP_ADMIN"}
+    assert _option_revokes(have - want, want, "*.*", "'c'@'%'") == [
+        "REVOKE AUDIT_ADMIN ON *.* FROM 'c'@'%'",
+        "REVOKE BACKUP_ADMIN ON *.* FROM 'c'@'%'",
+        "GRANT BACKUP_ADMIN ON *.* TO 'c'@'%'",
+    ]
+
+
+def test_the_grantor_needs_each_dynamic_privileges_own_grant_option() -> None:
+    items = {"SELECT", "BACKUP_ADMIN", "GRANT OPTION"}
+    assert _needed_to_grant(items, dynamic=True) == {
+        "SELECT",
+        "GRANT OPTION",
+        "BACKUP_ADMIN WITH GRANT OPTION",
+    }
+    assert _needed_to_grant(items, dynamic=False) == {"SELECT", "BACKUP_ADMIN", "GRANT OPTION"}
+    master = _parse_grants(
+        [
+            "GRANT SELECT, CREATE USER ON *.* TO `admin`@`%` WITH GRANT OPTION",
+            "GRANT BACKUP_ADMIN ON *.* TO `admin`@`%`",
+        ],
+        "admin",
+        "%",
+        dynamic=True,
+    )
+    assert _holds(master, "*.*", "SELECT")
+    assert _holds(master, "*.*", "GRANT OPTION")
+    assert not _holds(master, "*.*", "BACKUP_ADMIN WITH GRANT OPTION")
