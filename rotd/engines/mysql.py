@@ -89,8 +89,43 @@ _SERVER_ERRORS: dict[int, tuple[Category, str]] = {
     3024: (Category.TIMEOUT, "the statement ran past max_execution_time"),
     3118: (Category.AUTH, "the account is locked"),
     3159: (Category.TLS, "the server accepts only TLS connections"),
+    3523: (Category.NOT_FOUND, "a role named in the original's grants does not exist"),
+    3530: (
+        Category.NOT_FOUND,
+        "a role is not granted to the account (its grants changed while rotd copied them? "
+        "run again; if it persists, compare the original's roles and default roles)",
+    ),
+    3638: (
+        Category.BAD_SECRET,
+        "the account's password history (password_history, password_reuse_interval) refuses "
+        "the new password as used before",
+    ),
+    3891: (
+        Category.AUTH,
+        "the server refuses the current password given in REPLACE: the login may have been made "
+        "with a secondary password kept by RETAIN CURRENT PASSWORD; remove it with ALTER USER "
+        "... DISCARD OLD PASSWORD",
+    ),
+    3892: (
+        Category.PERMISSION,
+        "the account must give its current password to change it (PASSWORD REQUIRE CURRENT); "
+        "set a master login for the secret, or ALTER USER ... PASSWORD REQUIRE CURRENT OPTIONAL",
+    ),
+    3893: (Category.UNSUPPORTED, "the server refuses a current password for this change"),
+    3955: (
+        Category.AUTH,
+        "the account is blocked after too many failed logins (FAILED_LOGIN_ATTEMPTS, "
+        "PASSWORD_LOCK_TIME), and rotd's own tries of older passwords count; unlock it with "
+        "ALTER USER ... ACCOUNT UNLOCK",
+    ),
     4151: (Category.AUTH, "the account is locked"),
 }
+# Error 1227 names the missing privilege; a target holding SYSTEM_USER needs it in the changer.
+_SYSTEM_USER_MISSING = (
+    Category.PERMISSION,
+    "the account holds SYSTEM_USER, so only a login with SYSTEM_USER may change it: "
+    "GRANT SYSTEM_USER to the master login, or revoke it from the account",
+)
 # Error 1396 ("Operation ... failed for ...") means different things after different statements.
 _CREATE_USER_ERRORS = {1396: (Category.CONFLICT, "the account was created by someone else")}
 _SET_PASSWORD_ERRORS = {
@@ -668,6 +703,8 @@ class MysqlSession:
             return self._error(Category.UNREACHABLE, f"{doing}: lost the connection ({text})")
         if code == _AUTH_REFUSED:
             category, meaning = Category.AUTH, "access denied"
+        elif code == 1227 and "SYSTEM_USER" in text:
+            category, meaning = _SYSTEM_USER_MISSING
         else:
             known = {**_SERVER_ERRORS, **(meanings or {})}
             category, meaning = known.get(code, (Category.SERVER, "the server refused"))

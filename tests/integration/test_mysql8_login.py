@@ -70,3 +70,60 @@ def test_a_plain_install_logs_in_to_mysql_8_without_tls(tmp_path: Path) -> None:
         "logins": ["full-auth-ok", "full-auth-refused"],
     }, result.stderr[-2000:]
     assert result.returncode == 0
+
+
+def mysql8_login(port: int, password: str) -> Login:
+    return Login(
+        Endpoint(Family.MYSQL, "127.0.0.1", port, None, Tls(TlsMode.DISABLE)), "app_user", password
+    )
+
+
+async def test_an_account_blocked_after_failed_logins_is_an_auth_failure_with_the_fix() -> None:
+    password = "Zz9#blocked-account"
+    async with mysql8_server("app_user", password) as server:
+        server.login_error = (
+            3955,
+            "Access denied for user 'app_user'@'localhost'. Account is blocked for 1 day(s) "
+            "(1 day(s) remaining) due to 3 consecutive failed logins.",
+        )
+        with pytest.raises(DatabaseError) as blocked:
+            async with MysqlEngine().connect(mysql8_login(server.port, password), timeout_s=10):
+                pass
+    assert blocked.value.category is Category.AUTH
+    assert not blocked.value.transient
+    assert "ACCOUNT UNLOCK" in blocked.value.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "category", "names"),
+    [
+        (3638, "Cannot use these credentials for 'app_user@%' because they contradict the "
+         "password history policy", Category.BAD_SECRET, "password_history"),
+        (3891, "Incorrect current password. Specify the correct password which has to be "
+         "replaced.", Category.AUTH, "DISCARD OLD PASSWORD"),
+        (3892, "Current password needs to be specified in the REPLACE clause in order to "
+         "change it.", Category.PERMISSION, "PASSWORD REQUIRE CURRENT"),
+        (1227, "Access denied; you need (at least one of) the SYSTEM_USER privilege(s) for "
+         "this operation", Category.PERMISSION, "GRANT SYSTEM_USER"),
+    ],
+)  # fmt: skip
+async def test_mysql_8_refusals_of_a_password_change_say_what_to_fix(
+    code: int, message: str, category: Category, names: str
+) -> None:
+    password = "Zz9#own-password-old"
+    new_password = "Yy8$own-password-new"
+    async with mysql8_server("app_user", password) as server:
+        server.errors = {"ALTER USER": (code, message)}
+        async with MysqlEngine().connect(mysql8_login(server.port, password), timeout_s=10) as s:
+            with pytest.raises(DatabaseError) as refused:
+                await s.set_own_password(new_password)
+        # MySQL 8.0.13+: the form an account without CREATE USER may use on itself, with the
+        # current password for PASSWORD REQUIRE CURRENT.
+        assert server.queries == [
+            f"ALTER USER USER() IDENTIFIED BY '{new_password}' REPLACE '{password}'"
+        ]
+    assert refused.value.category is category
+    assert not refused.value.transient
+    assert names in refused.value.reason
+    assert password not in str(refused.value)
+    assert new_password not in str(refused.value)
