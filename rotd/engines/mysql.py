@@ -29,7 +29,13 @@ from pymysql.constants import CLIENT
 from rotd.engines import Family, Login, Permission, Session, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import get_logger, redactor
-from rotd.passwords import PasswordPolicy, generate, mysql_native_hash, shaped_like
+from rotd.passwords import (
+    PasswordPolicy,
+    generate,
+    mysql_holds_password,
+    mysql_native_hash,
+    shaped_like,
+)
 
 log = get_logger(__name__)
 
@@ -384,9 +390,10 @@ class MysqlSession:
         if not accounts:
             raise self._error(Category.NOT_FOUND, f"user {username!r} has no account here")
         for account in accounts:
-            await self._set_account_password(
-                account.user, account.host, account.plugin, new_password
-            )
+            if not await self._holds_password(account.user, account.host, new_password):
+                await self._set_account_password(
+                    account.user, account.host, account.plugin, new_password
+                )
 
     async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
         hashed = mysql_native_hash(new_password)
@@ -407,7 +414,8 @@ class MysqlSession:
             elif (target.require, target.limits) != (source.require, source.limits):
                 await self._copy_options(source, clone)
             await self._sync_privileges(source.user, clone, source.host)
-            await self._set_account_password(clone, source.host, source.plugin, new_password)
+            if target is None or not await self._holds_password(clone, source.host, new_password):
+                await self._set_account_password(clone, source.host, source.plugin, new_password)
         for host in clones:
             # A host part the original no longer has: rotd does not drop accounts, and leaves
             # this one's password and grants alone, so an operator should look at it.
@@ -767,6 +775,26 @@ class MysqlSession:
             "SHOW CREATE USER CURRENT_USER()", doing="reading the logged-in account"
         )
         return _plugin_of(str(rows[0][0]), user, host)
+
+    async def _holds_password(self, user: str, host: str, password: str) -> bool:
+        """Whether ``'user'@'host'`` already has ``password`` (a resumed rotation set it).
+
+        Setting it again would be refused where the account keeps a password history
+        (MySQL's password_history, password_reuse_interval: error 3638), so a resumed
+        rotation must not. False when the stored form cannot be checked (ed25519, parsec).
+        """
+        lit = self._conn.escape
+        rows = await self._run(
+            "SELECT HEX(authentication_string) FROM mysql.user "
+            f"WHERE User = {lit(user)} AND Host = {lit(host)}",
+            doing=f"reading whether {_show(user, host)} has the pending password",
+        )
+        if not rows or rows[0][0] is None:
+            return False
+        held = mysql_holds_password(bytes.fromhex(_text(rows[0][0])), password)
+        if held:
+            log.info("mysql_password.already_set", user=user, host=host)
+        return bool(held)
 
     def _identified(self, plugin: str, password: str) -> str:
         """The IDENTIFIED clause giving ``password`` to an account that uses ``plugin``."""

@@ -17,7 +17,7 @@ from rotd.engines.mysql import (
     _parse_grants,
     _placeholder,
 )
-from rotd.passwords import PUNCTUATION
+from rotd.passwords import PUNCTUATION, mysql_holds_password, mysql_native_hash
 
 FLAVOURS = {
     "mysql-5.7": Flavour.parse("5.7.44-log"),
@@ -127,3 +127,32 @@ def test_the_grantor_needs_each_dynamic_privileges_own_grant_option() -> None:
     assert _holds(master, "*.*", "SELECT")
     assert _holds(master, "*.*", "GRANT OPTION")
     assert not _holds(master, "*.*", "BACKUP_ADMIN WITH GRANT OPTION")
+
+
+# -- knowing whether an account already holds a password ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "salt_hex", "digest_hex"),
+    [
+        # Published MySQL 8 caching_sha2_password hashes (hashcat mode 7401's examples).
+        ("hashcat", "F9CC98CE08892924F50A213B6BC571A2C11778C5",
+         "625479393559393965414D45316477456B484F41316E64484742577A2E3162785353526B7554584647562F"),
+        ("password", "06437A150142644D74187A6A2F0D7971094F2575",
+         "48667A67485366745A304F6A487A73704250663465337A7530325157687A51364A384D737554424939702E"),
+    ],
+)  # fmt: skip
+def test_a_caching_sha2_password_hash_is_recognised(
+    password: str, salt_hex: str, digest_hex: str
+) -> None:
+    stored = b"$A$005$" + bytes.fromhex(salt_hex) + bytes.fromhex(digest_hex)
+    assert mysql_holds_password(stored, password) is True
+    assert mysql_holds_password(stored, password + "x") is False
+
+
+def test_native_and_unknown_hashes() -> None:
+    assert mysql_holds_password(mysql_native_hash("pw").encode(), "pw") is True
+    assert mysql_holds_password(mysql_native_hash("pw").encode(), "other") is False
+    # MariaDB's ed25519 stores a public key: rotd cannot tell, and says so.
+    assert mysql_holds_password(b"ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY", "pw") is None
+    assert mysql_holds_password(b"", "pw") is None
