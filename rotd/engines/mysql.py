@@ -132,6 +132,9 @@ _SYSTEM_USER_MISSING = (
     "the account holds SYSTEM_USER, so only a login with SYSTEM_USER may change it: "
     "GRANT SYSTEM_USER to the master login, or revoke it from the account",
 )
+# The server refusing a password for what it is (validate_password, password_reuse_check,
+# the account's password history): the statement changed nothing.
+_PASSWORD_REFUSED = frozenset({1819, 3638})
 # Error 1396 ("Operation ... failed for ...") means different things after different statements.
 _CREATE_USER_ERRORS = {1396: (Category.CONFLICT, "the account was created by someone else")}
 _SET_PASSWORD_ERRORS = {
@@ -718,7 +721,9 @@ class MysqlSession:
             category, meaning = known.get(code, (Category.SERVER, "the server refused"))
         # The server's text may quote the statement, and so the secret it carried.
         detail = f"MySQL error {code}" if secret else f"MySQL error {code}: {text}"
-        return self._error(category, f"{doing}: {meaning} ({detail})")
+        error = self._error(category, f"{doing}: {meaning} ({detail})")
+        error.password_refused = secret and code in _PASSWORD_REFUSED
+        return error
 
     def _account_sql(self, user: str, host: str) -> str:
         lit = self._conn.escape
