@@ -514,10 +514,51 @@ class MysqlSession:
         accounts = await self._readable_accounts(username, user, host)
         if isinstance(accounts, Permission):
             return accounts
+        guarded = await self._system_user_refusal(accounts, user, host, own)
+        if guarded is not None:
+            return guarded
         hosts = ", ".join(repr(a.host) for a in accounts)
         return Permission(
             True, f"{_show(user, host)} may change the password of {username!r} (hosts {hosts})"
         )
+
+    async def _system_user_refusal(
+        self, accounts: Sequence[_Account], user: str, host: str, own: _Privileges
+    ) -> Permission | None:
+        """MySQL 8.0.16+: an account holding SYSTEM_USER may be changed only by a login that
+        has SYSTEM_USER too (error 1227 otherwise)."""
+        if self.flavour.mariadb or self.flavour.version < (8, 0, 16):
+            return None
+        if _holds(own, "*.*", "SYSTEM_USER"):
+            return None
+        for account in accounts:
+            try:
+                theirs = await self._privileges(account.user, account.host)
+            except DatabaseError as exc:
+                if exc.category is not Category.PERMISSION:
+                    raise
+                return _cannot_read_accounts(
+                    account.user, user, host, self._account_sql(user, host)
+                )
+            if _holds(theirs, "*.*", "SYSTEM_USER"):
+                return Permission(
+                    False,
+                    f"{_show(account.user, account.host)} holds SYSTEM_USER, so only a login "
+                    f"with SYSTEM_USER may change it, and {_show(user, host)} lacks it",
+                    f"GRANT SYSTEM_USER ON *.* TO {self._account_sql(user, host)}",
+                )
+        return None
+
+    async def accepts_passwords(self, policy: PasswordPolicy) -> Permission:
+        """Whether the server's password policy (MySQL's validate_password, MariaDB's
+        simple_password_check) takes every password rotd makes with ``policy``."""
+        rows = await self._run(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name LIKE 'validate\\_password%' "
+            "OR Variable_name LIKE 'simple\\_password\\_check%'",
+            doing="reading the server's password policy",
+        )
+        settings = {_text(name).replace(".", "_"): _text(value) for name, value in rows}
+        return _policy_verdict(settings, policy)
 
     async def may_mirror_user(self, original: str, clone: str) -> Permission:
         """CREATE USER, and every privilege and role of ``original`` held with GRANT (ADMIN)
@@ -1326,6 +1367,81 @@ def _holds(own: _Privileges, target: str, item: str) -> bool:
         if "ALL PRIVILEGES" in have and name not in ("GRANT OPTION", "PROXY") and not grantable:
             return True
     return False
+
+
+def _policy_verdict(settings: Mapping[str, str], policy: PasswordPolicy) -> Permission:
+    """Compare the server's password policy settings (``SHOW VARIABLES``, with MySQL 8's
+    ``validate_password.x`` spelled ``validate_password_x``) with rotd's ``policy``.
+
+    rotd puts at least one character of each type it uses in a password (with
+    ``require_each_included_type``); a server that asks for more than one of a type may refuse
+    a rare password, which rotd then replaces at the next attempt.
+    """
+
+    def number(name: str, default: int = 0) -> int:
+        value = settings.get(name, "")
+        return int(value) if value.isdigit() else default
+
+    classes = policy.classes()
+    has = {
+        "lowercase": any(c.islower() for c in "".join(classes)),
+        "uppercase": any(c.isupper() for c in "".join(classes)),
+        "digits": any(c.isdigit() for c in "".join(classes)),
+        "special characters": any(not c.isalnum() for c in "".join(classes)),
+    }
+    if "validate_password_length" in settings:
+        name = "validate_password"
+        strength = settings.get("validate_password_policy", "MEDIUM").upper()
+        minimum = number("validate_password_length", 8)
+        if strength in ("0", "LOW"):
+            wanted = {}
+        else:
+            mixed = number("validate_password_mixed_case_count", 1)
+            wanted = {
+                "lowercase": mixed,
+                "uppercase": mixed,
+                "digits": number("validate_password_number_count", 1),
+                "special characters": number("validate_password_special_char_count", 1),
+            }
+    elif "simple_password_check_minimal_length" in settings:
+        name = "simple_password_check"
+        minimum = number("simple_password_check_minimal_length", 8)
+        same_case = number("simple_password_check_letters_same_case", 1)
+        wanted = {
+            "lowercase": same_case,
+            "uppercase": same_case,
+            "digits": number("simple_password_check_digits", 1),
+            "special characters": number("simple_password_check_other_characters", 1),
+        }
+    else:
+        return Permission(True, "the server has no password policy loaded (validate_password)")
+    problems = []
+    if policy.length < minimum:
+        problems.append(f"it wants at least {minimum} characters, the secret's length is "
+                        f"{policy.length}")  # fmt: skip
+    problems += [
+        f"it wants {count} {kind}, which the secret's password settings exclude"
+        for kind, count in wanted.items()
+        if count and not has[kind]
+    ]
+    if problems:
+        return Permission(
+            False,
+            f"the server's {name} refuses the passwords rotd would make: " + "; ".join(problems),
+            "change the secret's password settings in the inventory (length, exclude_*) to "
+            f"match {name}",
+        )
+    several = sorted(kind for kind, count in wanted.items() if count > 1)
+    if several or not policy.require_each_included_type:
+        return Permission(
+            True,
+            f"the server's {name} takes rotd's passwords, though not always: it asks for "
+            + (f"more than one of {', '.join(several)}" if several else "each type")
+            + ", and rotd guarantees "
+            + ("one of each" if policy.require_each_included_type else "none")
+            + "; a refused password is replaced at the next attempt",
+        )
+    return Permission(True, f"the server's {name} takes the passwords rotd makes")
 
 
 def _cannot_read_accounts(username: str, user: str, host: str, master: str) -> Permission:

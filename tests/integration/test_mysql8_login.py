@@ -127,3 +127,41 @@ async def test_mysql_8_refusals_of_a_password_change_say_what_to_fix(
     assert names in refused.value.reason
     assert password not in str(refused.value)
     assert new_password not in str(refused.value)
+
+
+@pytest.mark.parametrize("master_has_system_user", [False, True])
+async def test_a_target_holding_system_user_needs_a_master_with_system_user(
+    master_has_system_user: bool,
+) -> None:
+    password = "Zz9#master-password"
+    master_grants = ["GRANT SELECT, CREATE USER ON *.* TO `admin`@`%`"]
+    if master_has_system_user:
+        master_grants.append("GRANT SYSTEM_USER ON *.* TO `admin`@`%`")
+    async with mysql8_server("admin", password) as server:
+        server.results = {
+            "SELECT CURRENT_USER()": (["CURRENT_USER()"], [("admin@%",)]),
+            "SHOW GRANTS FOR CURRENT_USER()": (["Grants"], [(g,) for g in master_grants]),
+            "SELECT @@global.read_only": (["ro", "sro"], [("0", "0")]),
+            "SELECT User, Host, plugin": (
+                ["User", "Host", "plugin", "a", "b", "c", "d", "e", "f", "g", "h"],
+                [("app", "%", "caching_sha2_password", "", "", "", "", "0", "0", "0", "0")],
+            ),
+            "SHOW GRANTS FOR 'app'@'%'": (
+                ["Grants"],
+                [("GRANT USAGE ON *.* TO `app`@`%`",), ("GRANT SYSTEM_USER ON *.* TO `app`@`%`",)],
+            ),
+            "SELECT DEFAULT_ROLE_USER": (["u", "h"], []),
+        }
+        login = Login(
+            Endpoint(Family.MYSQL, "127.0.0.1", server.port, None, Tls(TlsMode.DISABLE)),
+            "admin",
+            password,
+        )
+        async with MysqlEngine().connect(login, timeout_s=10) as session:
+            verdict = await session.may_set_password("app")
+    if master_has_system_user:
+        assert verdict.granted, verdict.reason
+    else:
+        assert not verdict.granted
+        assert "SYSTEM_USER" in verdict.reason
+        assert verdict.fix == "GRANT SYSTEM_USER ON *.* TO 'admin'@'%'"

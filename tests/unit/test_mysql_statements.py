@@ -8,6 +8,7 @@ import string
 
 import pytest
 
+from rotd.engines import Permission
 from rotd.engines.mysql import (
     Flavour,
     _grant_statements,
@@ -16,8 +17,9 @@ from rotd.engines.mysql import (
     _option_revokes,
     _parse_grants,
     _placeholder,
+    _policy_verdict,
 )
-from rotd.passwords import PUNCTUATION, mysql_holds_password, mysql_native_hash
+from rotd.passwords import PUNCTUATION, PasswordPolicy, mysql_holds_password, mysql_native_hash
 
 FLAVOURS = {
     "mysql-5.7": Flavour.parse("5.7.44-log"),
@@ -156,3 +158,62 @@ def test_native_and_unknown_hashes() -> None:
     # MariaDB's ed25519 stores a public key: rotd cannot tell, and says so.
     assert mysql_holds_password(b"ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY", "pw") is None
     assert mysql_holds_password(b"", "pw") is None
+
+
+# -- the server's password policy against the secret's password settings ---------------------
+
+MYSQL_8_MEDIUM = {  # the validate_password component, names as SHOW VARIABLES spells them
+    "validate_password.length": "8",
+    "validate_password.policy": "MEDIUM",
+    "validate_password.mixed_case_count": "1",
+    "validate_password.number_count": "1",
+    "validate_password.special_char_count": "1",
+}
+MYSQL_57_MEDIUM = {name.replace(".", "_"): value for name, value in MYSQL_8_MEDIUM.items()}
+MARIADB_SIMPLE = {
+    "simple_password_check_minimal_length": "12",
+    "simple_password_check_letters_same_case": "1",
+    "simple_password_check_digits": "1",
+    "simple_password_check_other_characters": "1",
+}
+
+
+def verdict(settings: dict[str, str], policy: PasswordPolicy) -> Permission:
+    # The engine reads SHOW VARIABLES and spells MySQL 8's dotted names with underscores.
+    return _policy_verdict({k.replace(".", "_"): v for k, v in settings.items()}, policy)
+
+
+@pytest.mark.parametrize("settings", [MYSQL_8_MEDIUM, MYSQL_57_MEDIUM, MARIADB_SIMPLE])
+def test_the_default_password_settings_pass_every_flavours_default_policy(
+    settings: dict[str, str],
+) -> None:
+    assert verdict(settings, PasswordPolicy()).granted
+
+
+@pytest.mark.parametrize("settings", [MYSQL_8_MEDIUM, MYSQL_57_MEDIUM, MARIADB_SIMPLE])
+def test_settings_without_punctuation_are_refused_with_the_fix(settings: dict[str, str]) -> None:
+    found = verdict(settings, PasswordPolicy(exclude_punctuation=True))
+    assert not found.granted
+    assert "special characters" in found.reason
+    assert found.fix is not None
+    assert "inventory" in found.fix
+
+
+def test_a_length_under_the_servers_minimum_is_refused() -> None:
+    found = verdict(MARIADB_SIMPLE, PasswordPolicy(length=10))
+    assert not found.granted
+    assert "12" in found.reason
+
+
+def test_a_low_policy_asks_only_for_length_and_no_policy_asks_nothing() -> None:
+    low = {**MYSQL_8_MEDIUM, "validate_password.policy": "LOW"}
+    assert verdict(low, PasswordPolicy(exclude_punctuation=True)).granted
+    assert verdict({}, PasswordPolicy(length=4, exclude_punctuation=True)).granted
+
+
+def test_more_than_one_of_a_type_is_granted_with_a_warning_of_what_happens() -> None:
+    strict = {**MYSQL_8_MEDIUM, "validate_password.special_char_count": "3"}
+    found = verdict(strict, PasswordPolicy())
+    assert found.granted
+    assert "special characters" in found.reason
+    assert "next attempt" in found.reason
