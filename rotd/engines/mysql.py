@@ -416,6 +416,7 @@ class MysqlSession:
                 await self._create_clone(source, clone, placeholder)
             elif (target.require, target.limits) != (source.require, source.limits):
                 await self._copy_options(source, clone)
+            await self._copy_password_options(source, clone, created=target is None)
             await self._sync_privileges(source.user, clone, source.host)
             if target is None or not await self._holds_password(clone, source.host, new_password):
                 await self._set_account_password(clone, source.host, source.plugin, new_password)
@@ -621,10 +622,24 @@ class MysqlSession:
                 "; ".join(fixes),
             )
         hosts = ", ".join(repr(a.host) for a in accounts)
+        unmirrored: list[str] = []
+        if self.flavour.has_alter_user:
+            for account in accounts:
+                rows = await self._run(
+                    f"SHOW CREATE USER {self._account_sql(account.user, account.host)}",
+                    doing=f"reading the account options of {_show(account.user, account.host)}",
+                )
+                unmirrored += _unmirrored_options(_text(rows[0][0])) if rows else []
+        not_copied = (
+            f"; {original!r} has {', '.join(dict.fromkeys(unmirrored))}, which {clone!r} does "
+            "not get (rotd copies password expiry, history, reuse and failed-login options only)"
+            if unmirrored
+            else ""
+        )
         return Permission(
             True,
             f"{me} has CREATE USER and holds every privilege and role of {original!r} "
-            f"(hosts {hosts}) with the option to grant it",
+            f"(hosts {hosts}) with the option to grant it{not_copied}",
         )
 
     async def _own_grants(self) -> tuple[str, str, _Privileges]:
@@ -888,6 +903,28 @@ class MysqlSession:
         else:
             sql = f"GRANT USAGE ON *.* TO {account} {self._options(source)}"
         await self._run(sql, doing=f"copying the TLS options of {_show(source.user, source.host)}")
+
+    async def _copy_password_options(self, source: _Account, clone: str, *, created: bool) -> None:
+        """Give the clone the original's password expiry, history, reuse interval, current
+        password requirement and failed-login limits, as SHOW CREATE USER prints them."""
+        if not self.flavour.has_alter_user:
+            return
+        want = await self._password_options(source.user, source.host)
+        have = () if created else await self._password_options(clone, source.host)
+        clauses = _option_clauses(want, have)
+        if clauses:
+            account = self._account_sql(clone, source.host)
+            await self._run(
+                f"ALTER USER {account} {' '.join(clauses)}",
+                doing=f"copying the password options of {_show(source.user, source.host)}",
+            )
+
+    async def _password_options(self, user: str, host: str) -> tuple[str, ...]:
+        rows = await self._run(
+            f"SHOW CREATE USER {self._account_sql(user, host)}",
+            doing=f"reading the account options of {_show(user, host)}",
+        )
+        return _password_options_of(_text(rows[0][0])) if rows else ()
 
     def _options(self, source: _Account) -> str:
         lit = self._conn.escape
@@ -1492,6 +1529,61 @@ def _option_revokes(extra: set[str], want: set[str], target: str, account: str) 
         if name in want:
             statements.append(f"GRANT {name} ON {target} TO {account}")
     return statements
+
+
+# The account options rotd copies to a clone, as SHOW CREATE USER prints them (MySQL 5.7+, 8.0,
+# MariaDB 10.4+), each with the clause that puts it back to the server's default. Not copied:
+# ACCOUNT LOCK (a locked clone could not be tested), a password expired now (the clone's is
+# new), and ATTRIBUTE or COMMENT (metadata, which ALTER USER merges rather than replaces).
+_PASSWORD_OPTION_DEFAULTS = {
+    "PASSWORD EXPIRE": "PASSWORD EXPIRE DEFAULT",
+    "PASSWORD HISTORY": "PASSWORD HISTORY DEFAULT",
+    "PASSWORD REUSE INTERVAL": "PASSWORD REUSE INTERVAL DEFAULT",
+    "PASSWORD REQUIRE CURRENT": "PASSWORD REQUIRE CURRENT DEFAULT",
+    "FAILED_LOGIN_ATTEMPTS": "FAILED_LOGIN_ATTEMPTS 0",
+    "PASSWORD_LOCK_TIME": "PASSWORD_LOCK_TIME 0",
+}
+_PASSWORD_OPTIONS = re.compile(
+    r"\b(PASSWORD EXPIRE (?:DEFAULT|NEVER|INTERVAL \d+ DAY)"
+    r"|PASSWORD HISTORY (?:DEFAULT|\d+)"
+    r"|PASSWORD REUSE INTERVAL (?:DEFAULT|\d+ DAY)"
+    r"|PASSWORD REQUIRE CURRENT(?: DEFAULT| OPTIONAL)?"
+    r"|FAILED_LOGIN_ATTEMPTS \d+"
+    r"|PASSWORD_LOCK_TIME (?:\d+|UNBOUNDED))\b"
+)
+
+
+def _password_options_of(create_user: str) -> tuple[str, ...]:
+    """The password and failed-login options of a SHOW CREATE USER statement; quoted text
+    (names, the password hash, attributes, comments) is left out before looking."""
+    return tuple(m.group(1) for m in _PASSWORD_OPTIONS.finditer(_unquoted_words(create_user)))
+
+
+def _option_kind(clause: str) -> str:
+    return next(kind for kind in _PASSWORD_OPTION_DEFAULTS if clause.startswith(kind))
+
+
+def _option_clauses(want: Sequence[str], have: Sequence[str]) -> list[str]:
+    """The ALTER USER clauses that give an account with options ``have`` the options ``want``;
+    an option the original does not show is put back to the server's default."""
+    wanted_kinds = {_option_kind(clause) for clause in want}
+    clauses = [clause for clause in want if clause not in have]
+    clauses += [
+        _PASSWORD_OPTION_DEFAULTS[kind]
+        for kind in dict.fromkeys(_option_kind(clause) for clause in have)
+        if kind not in wanted_kinds and _PASSWORD_OPTION_DEFAULTS[kind] not in have
+    ]
+    return clauses
+
+
+def _unmirrored_options(create_user: str) -> list[str]:
+    """The options of an original that a clone does not get, for ``doctor`` to name."""
+    words = _unquoted_words(create_user)
+    found = []
+    if re.search(r"\bACCOUNT LOCK\b", words):
+        found.append("ACCOUNT LOCK")
+    found += [word for word in ("ATTRIBUTE", "COMMENT") if re.search(rf"\b{word}\b", words)]
+    return found
 
 
 def _plugin_of(create_user: str, user: str, host: str) -> str:

@@ -433,6 +433,34 @@ async def test_a_resumed_rotation_does_not_set_a_password_the_account_already_ha
     assert await mysql_server.can_login(original, "original-pw-2")
 
 
+async def test_mirror_user_copies_password_options_and_names_those_it_does_not(
+    admin: MysqlSession, mysql_server: MysqlServer, mysql_names: MysqlNames
+) -> None:
+    run = mysql_server.execute
+    original = await mysql_names.create_user("original-pw")
+    clone = original + "_clone"
+
+    async def show_create(user: str) -> str:
+        return str((await run("SHOW CREATE USER %s@'%%'", (user,)))[0][0])
+
+    await run("ALTER USER %s@'%%' PASSWORD EXPIRE INTERVAL 30 DAY", (original,))
+    await admin.mirror_user(original, clone, "clone-pw")
+    assert "PASSWORD EXPIRE INTERVAL 30 DAY" in await show_create(clone)
+    assert await mysql_server.can_login(clone, "clone-pw")
+
+    # The original's option changes back to the server's default: so does the clone's.
+    await run("ALTER USER %s@'%%' PASSWORD EXPIRE DEFAULT", (original,))
+    await admin.mirror_user(original, clone, "clone-pw-2")
+    assert "PASSWORD EXPIRE" not in await show_create(clone)
+    assert await mysql_server.can_login(clone, "clone-pw-2")
+
+    # A lock is not copied (the clone must log in to be tested), and doctor says so.
+    await run("ALTER USER %s@'%%' ACCOUNT LOCK", (original,))
+    verdict = await admin.may_mirror_user(original, clone)
+    assert verdict.granted
+    assert "ACCOUNT LOCK" in verdict.reason
+
+
 async def test_mirror_user_follows_grants_made_after_the_clone(
     admin: MysqlSession, mysql_server: MysqlServer, mysql_names: MysqlNames
 ) -> None:

@@ -14,10 +14,13 @@ from rotd.engines.mysql import (
     _grant_statements,
     _holds,
     _needed_to_grant,
+    _option_clauses,
     _option_revokes,
     _parse_grants,
+    _password_options_of,
     _placeholder,
     _policy_verdict,
+    _unmirrored_options,
 )
 from rotd.passwords import PUNCTUATION, PasswordPolicy, mysql_holds_password, mysql_native_hash
 
@@ -217,3 +220,60 @@ def test_more_than_one_of_a_type_is_granted_with_a_warning_of_what_happens() -> 
     assert found.granted
     assert "special characters" in found.reason
     assert "next attempt" in found.reason
+
+
+# -- account options a clone copies ------------------------------------------------------------
+
+SHOW_CREATE_USER = {
+    # MySQL 8 prints every option, defaults included; the hash is quoted and may hold anything.
+    "mysql-8.0": "CREATE USER `app`@`%` IDENTIFIED WITH 'caching_sha2_password' AS "
+    "'$A$005$x PASSWORD HISTORY 9' REQUIRE NONE PASSWORD EXPIRE INTERVAL 90 DAY ACCOUNT LOCK "
+    "PASSWORD HISTORY 5 PASSWORD REUSE INTERVAL DEFAULT PASSWORD REQUIRE CURRENT OPTIONAL "
+    'FAILED_LOGIN_ATTEMPTS 3 PASSWORD_LOCK_TIME UNBOUNDED ATTRIBUTE \'{"team": "a"}\'',
+    "mysql-8.4": "CREATE USER `app`@`%` IDENTIFIED WITH 'caching_sha2_password' AS '$A$005$y' "
+    "REQUIRE NONE PASSWORD EXPIRE INTERVAL 90 DAY ACCOUNT UNLOCK PASSWORD HISTORY 5 "
+    "PASSWORD REUSE INTERVAL DEFAULT PASSWORD REQUIRE CURRENT OPTIONAL FAILED_LOGIN_ATTEMPTS 3 "
+    "PASSWORD_LOCK_TIME UNBOUNDED COMMENT 'owned by team a'",
+    # MySQL 5.7 has expiry only; MariaDB prints only what differs from the default.
+    "mysql-5.7": "CREATE USER 'app'@'%' IDENTIFIED WITH 'mysql_native_password' AS '*ABC' "
+    "REQUIRE NONE PASSWORD EXPIRE INTERVAL 90 DAY ACCOUNT UNLOCK",
+    "mariadb": "CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*ABC' "
+    "PASSWORD EXPIRE INTERVAL 90 DAY ACCOUNT LOCK",
+}
+MYSQL_8_OPTIONS = [
+    "PASSWORD EXPIRE INTERVAL 90 DAY",
+    "PASSWORD HISTORY 5",
+    "PASSWORD REUSE INTERVAL DEFAULT",
+    "PASSWORD REQUIRE CURRENT OPTIONAL",
+    "FAILED_LOGIN_ATTEMPTS 3",
+    "PASSWORD_LOCK_TIME UNBOUNDED",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "unmirrored"),
+    [
+        ("mysql-8.0", MYSQL_8_OPTIONS, ["ACCOUNT LOCK", "ATTRIBUTE"]),
+        ("mysql-8.4", MYSQL_8_OPTIONS, ["COMMENT"]),
+        ("mysql-5.7", ["PASSWORD EXPIRE INTERVAL 90 DAY"], []),
+        ("mariadb", ["PASSWORD EXPIRE INTERVAL 90 DAY"], ["ACCOUNT LOCK"]),
+    ],
+)
+def test_a_new_clone_gets_the_originals_password_options(
+    name: str, options: list[str], unmirrored: list[str]
+) -> None:
+    found = _password_options_of(SHOW_CREATE_USER[name])
+    assert list(found) == options
+    assert _option_clauses(found, ()) == options
+    assert _unmirrored_options(SHOW_CREATE_USER[name]) == unmirrored
+
+
+def test_options_only_the_clone_has_go_back_to_the_default() -> None:
+    clone = ("PASSWORD EXPIRE NEVER", "FAILED_LOGIN_ATTEMPTS 4", "PASSWORD_LOCK_TIME 2")
+    original = ("PASSWORD EXPIRE NEVER",)
+    assert _option_clauses(original, clone) == ["FAILED_LOGIN_ATTEMPTS 0", "PASSWORD_LOCK_TIME 0"]
+    assert _option_clauses(clone, clone) == []
+    # MySQL 8 prints defaults: nothing to put back when both show them.
+    assert _option_clauses(("PASSWORD HISTORY DEFAULT",), ("PASSWORD HISTORY 3",)) == [
+        "PASSWORD HISTORY DEFAULT"
+    ]
