@@ -580,6 +580,12 @@ class MysqlSession:
         accounts = await self._readable_accounts(original, user, host)
         if isinstance(accounts, Permission):
             return accounts
+        # Both users of the pair have their passwords changed in turn.
+        guarded = await self._system_user_refusal(
+            [*accounts, *await self._accounts(clone)], user, host, own
+        )
+        if guarded is not None:
+            return guarded
         # MySQL lets ROLE_ADMIN (or SUPER) grant any role; MariaDB asks for the ADMIN OPTION.
         any_role = not self.flavour.mariadb and bool(
             global_ & {"ALL PRIVILEGES", "SUPER", "ROLE_ADMIN"}
@@ -605,7 +611,10 @@ class MysqlSession:
                 statement
                 for target, items in sorted(missing.items())
                 for statement in _grant_statements(
-                    items | {"GRANT OPTION"}, target, master, dynamic=self.flavour.dynamic
+                    items | ({"GRANT OPTION"} if items - _grantable(items) else set()),
+                    target,
+                    master,
+                    dynamic=self.flavour.dynamic,
                 )
             ]
             fixes += [
@@ -1067,7 +1076,8 @@ class MysqlSession:
                     revoke,
                     *_grant_statements(want, target, account, dynamic=self.flavour.dynamic),
                 ]
-            extra = (extra - {"ALL PRIVILEGES"}) | (expanded - want)
+            held = want | {item.removesuffix(_WITH_OPTION) for item in want}
+            extra = (extra - {"ALL PRIVILEGES"}) | (expanded - held)
         return [f"REVOKE {', '.join(sorted(extra))} ON {target} FROM {account}", *options]
 
     async def _expand_all(self, target: str, user: str, host: str) -> set[str]:
@@ -1389,7 +1399,8 @@ def _needed_to_grant(items: set[str], *, dynamic: bool) -> set[str]:
     if not dynamic:
         return plain | {"GRANT OPTION"}
     static = {i for i in plain if not _is_dynamic(i)}
-    return static | {"GRANT OPTION"} | {i + _WITH_OPTION for i in plain - static}
+    option = {"GRANT OPTION"} if static else set()
+    return static | option | {i + _WITH_OPTION for i in plain - static}
 
 
 def _holds(own: _Privileges, target: str, item: str) -> bool:
@@ -1513,6 +1524,11 @@ def _grant_statements(
     if grantable:
         statements.append(f"GRANT {', '.join(grantable)} ON {target} TO {account}{_WITH_OPTION}")
     return statements
+
+
+def _grantable(items: set[str]) -> set[str]:
+    """The items that are dynamic privileges held with their own grant option."""
+    return {item for item in items if item.endswith(_WITH_OPTION)}
 
 
 def _option_revokes(extra: set[str], want: set[str], target: str, account: str) -> list[str]:

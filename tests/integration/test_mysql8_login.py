@@ -159,9 +159,14 @@ async def test_a_target_holding_system_user_needs_a_master_with_system_user(
         )
         async with MysqlEngine().connect(login, timeout_s=10) as session:
             verdict = await session.may_set_password("app")
+            mirror = await session.may_mirror_user("app", "app_clone")
     if master_has_system_user:
         assert verdict.granted, verdict.reason
+        # Granting SYSTEM_USER to the clone needs that privilege's own grant option.
+        assert not mirror.granted
+        assert mirror.fix == "GRANT SYSTEM_USER ON *.* TO 'admin'@'%' WITH GRANT OPTION"
     else:
-        assert not verdict.granted
-        assert "SYSTEM_USER" in verdict.reason
-        assert verdict.fix == "GRANT SYSTEM_USER ON *.* TO 'admin'@'%'"
+        for refused in (verdict, mirror):
+            assert not refused.granted
+            assert "holds SYSTEM_USER" in refused.reason
+            assert refused.fix == "GRANT SYSTEM_USER ON *.* TO 'admin'@'%'"

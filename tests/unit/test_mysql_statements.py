@@ -120,6 +120,8 @@ def test_the_grantor_needs_each_dynamic_privileges_own_grant_option() -> None:
         "BACKUP_ADMIN WITH GRANT OPTION",
     }
     assert _needed_to_grant(items, dynamic=False) == {"SELECT", "BACKUP_ADMIN", "GRANT OPTION"}
+    # Only dynamic privileges to pass on: the level's GRANT OPTION is not needed.
+    assert _needed_to_grant({"SYSTEM_USER"}, dynamic=True) == {"SYSTEM_USER WITH GRANT OPTION"}
     master = _parse_grants(
         [
             "GRANT SELECT, CREATE USER ON *.* TO `admin`@`%` WITH GRANT OPTION",
