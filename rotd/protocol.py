@@ -314,23 +314,18 @@ class _Rotation:
             pending = self.pending
             assert pending is not None
 
-            async with self._step(Step.SET):
-                try:
-                    if spec.strategy is Strategy.SINGLE_USER:
-                        await strategies.set_single_user(
-                            session, how, current.username, pending.password
-                        )
-                    else:
-                        # Even when resuming, and even if the pending login already works: the
-                        # clone's grants are brought in line again (idempotent), since a cut
-                        # may have left them half done.
-                        await strategies.set_alternating(
-                            self._connect, endpoint, current, pending, session
-                        )
-                except DatabaseError as exc:
-                    if exc.password_refused:
-                        await self._drop_refused(session, exc)
-                    raise
+            async with self._step(Step.SET), self._refused_pending_dropped(session):
+                if spec.strategy is Strategy.SINGLE_USER:
+                    await strategies.set_single_user(
+                        session, how, current.username, pending.password
+                    )
+                else:
+                    # Even when resuming, and even if the pending login already works: the
+                    # clone's grants are brought in line again (idempotent), since a cut may
+                    # have left them half done.
+                    await strategies.set_alternating(
+                        self._connect, endpoint, current, pending, session
+                    )
 
             async with self._step(Step.TEST):
                 async with self._connect(strategies.login(endpoint, pending)) as test_session:
@@ -401,10 +396,19 @@ class _Rotation:
             f"{self.current_version} are all taken; move AWSCURRENT to a new version first",
         )
 
-    async def _drop_refused(self, session: Session, refused: DatabaseError) -> NoReturn:
+    @asynccontextmanager
+    async def _refused_pending_dropped(self, session: Session) -> AsyncIterator[None]:
         """The database refused the pending password for what it is (its password policy or
         history), so it never took it: resuming would send it again forever. Take AWSPENDING
         off it; the next attempt writes a new password under the next version id."""
+        try:
+            yield
+        except DatabaseError as exc:
+            if exc.password_refused:
+                await self._drop_refused(session, exc)
+            raise
+
+    async def _drop_refused(self, session: Session, refused: DatabaseError) -> NoReturn:
         assert self.token is not None
         await self._hold_lock(session)
         await self.store.remove_stage(self.spec.id, PENDING, self.token)
