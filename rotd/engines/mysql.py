@@ -1199,6 +1199,15 @@ def _connect_error(login: Login, exc: Exception, timeout_s: float) -> DatabaseEr
         return error(
             category, f"connecting as {login.username!r}: {meaning} (MySQL error {code}: {text})"
         )
+    if isinstance(exc, RuntimeError) and "cryptography" in str(exc):
+        # PyMySQL's RSA step of caching_sha2_password / sha256_password without TLS.
+        return error(
+            Category.UNSUPPORTED,
+            f"connecting as {login.username!r}: the server asks for the password encrypted "
+            "with its RSA key (caching_sha2_password or sha256_password without TLS), which "
+            "needs the Python package cryptography: reinstall rotd with its dependencies, or "
+            "use TLS",
+        )
     return error(Category.SERVER, f"connecting: unexpected {type(exc).__name__}")
 
 

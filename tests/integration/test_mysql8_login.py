@@ -71,6 +71,26 @@ def test_a_plain_install_logs_in_to_mysql_8_without_tls(tmp_path: Path) -> None:
     }, result.stderr[-2000:]
     assert result.returncode == 0
 
+    # An install broken by hand (cryptography removed) says what is missing, and is not
+    # retried as a passing server fault.
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "uninstall", "--yes", "--quiet", "cryptography"],
+        check=True,
+        timeout=120,
+    )
+    broken = subprocess.run(
+        [str(venv / "bin" / "python"), str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    error = json.loads(broken.stdout.strip().splitlines()[-1])["error"]
+    assert error["category"] == "unsupported", broken.stderr[-2000:]
+    assert "cryptography" in error["reason"]
+    assert broken.returncode == 1
+
 
 def mysql8_login(port: int, password: str) -> Login:
     return Login(
