@@ -694,6 +694,11 @@ class _Doctor:
             except _Unreachable:
                 return
             await self._tls(endpoint, session or master_session, found)
+            setter = master_session if alternating else session or master_session
+            if setter is not None:
+                await self._ask(
+                    found, "db.password_policy", setter.accepts_passwords(spec.password)
+                )
             if alternating:
                 if master_session is not None:
                     await self._alternating(current, master_session, found)

@@ -90,6 +90,9 @@ class DatabaseError(RotdError):
         # Set when the failure happened while opening a session: only then does it say
         # anything about the host being down (a cut mid-statement does not).
         self.connecting = False
+        # Set when the server refused a new password itself (its password policy or history),
+        # so that the statement changed nothing: that password was never accepted.
+        self.password_refused = False
         super().__init__(f"{host}:{port}: {reason}")
 
 

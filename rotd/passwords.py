@@ -64,6 +64,20 @@ class PasswordPolicy:
         return None
 
 
+def shaped_like(password: str) -> PasswordPolicy:
+    """The policy of passwords as long as ``password`` and drawn from the character classes
+    (and the punctuation) it uses: what a server that took ``password`` takes as well."""
+    used = set(password)
+    return PasswordPolicy(
+        length=len(password),
+        exclude_characters="".join(c for c in PUNCTUATION if c not in used),
+        exclude_punctuation=not used & set(PUNCTUATION),
+        exclude_numbers=not used & set(DIGITS),
+        exclude_uppercase=not used & set(UPPERCASE),
+        exclude_lowercase=not used & set(LOWERCASE),
+    )
+
+
 def generate(policy: PasswordPolicy) -> str:
     """A new random password that satisfies ``policy`` (which must have no problem)."""
     classes = policy.classes()
@@ -129,6 +143,74 @@ def postgres_md5_verifier(username: str, password: str) -> str:
     """PostgreSQL's legacy MD5 stored form, for servers with ``password_encryption = md5``."""
     digest = hashlib.md5((password + username).encode("utf-8"), usedforsecurity=False)
     return "md5" + digest.hexdigest()
+
+
+_CRYPT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# The order in which SHA-256-crypt spells its digest's bytes, three at a time.
+_CRYPT_ORDER = (
+    (0, 10, 20), (21, 1, 11), (12, 22, 2), (3, 13, 23), (24, 4, 14),
+    (15, 25, 5), (6, 16, 26), (27, 7, 17), (18, 28, 8), (9, 19, 29), (None, 31, 30),
+)  # fmt: skip
+
+
+def sha256_crypt_digest(password: bytes, salt: bytes, rounds: int) -> str:
+    """The digest part of Drepper's SHA-256-crypt, as MySQL's ``caching_sha2_password`` and
+    ``sha256_password`` store it (a 20-byte salt, which the glibc form would cut to 16)."""
+    sha = hashlib.sha256
+    alternate = sha(password + salt + password).digest()
+    start = sha(password + salt)
+    n = len(password)
+    while n > 32:
+        start.update(alternate)
+        n -= 32
+    start.update(alternate[:n])
+    n = len(password)
+    while n:
+        start.update(alternate if n & 1 else password)
+        n >>= 1
+    digest = start.digest()
+    p = (sha(password * len(password)).digest() * (len(password) // 32 + 1))[: len(password)]
+    s = (sha(salt * (16 + digest[0])).digest() * (len(salt) // 32 + 1))[: len(salt)]
+    for i in range(rounds):
+        step = sha(p if i & 1 else digest)
+        if i % 3:
+            step.update(s)
+        if i % 7:
+            step.update(p)
+        step.update(digest if i & 1 else p)
+        digest = step.digest()
+    chars = []
+    for first, second, third in _CRYPT_ORDER:
+        word = (digest[first] << 16 if first is not None else 0) | digest[second] << 8
+        word |= digest[third]
+        for _ in range(4 if first is not None else 3):
+            chars.append(_CRYPT_ALPHABET[word & 0x3F])
+            word >>= 6
+    return "".join(chars)
+
+
+def mysql_holds_password(stored: bytes, password: str) -> bool | None:
+    """Whether a MySQL-family ``authentication_string`` is ``password``'s; None when its form
+    is not one rotd can check (ed25519, parsec, plugins that keep no hash).
+
+    Forms: ``*`` and 40 hex digits (``mysql_native_password``); ``$A$`` and the rounds in
+    thousands as 3 hex digits, ``$``, a 20-byte salt and a 43-character digest
+    (``caching_sha2_password``); ``$5$``, the salt, ``$`` and the digest (``sha256_password``).
+    """
+    secret = password.encode("utf-8")
+    if len(stored) == 41 and stored[:1] == b"*":
+        return hmac.compare_digest(stored.decode("ascii", "replace"), mysql_native_hash(password))
+    if len(stored) == 70 and stored[:3] == b"$A$" and stored[6:7] == b"$":
+        try:
+            rounds = int(stored[3:6], 16) * 1000
+        except ValueError:
+            return None
+        digest = sha256_crypt_digest(secret, stored[7:27], rounds)
+        return hmac.compare_digest(stored[27:], digest.encode("ascii"))
+    if stored[:3] == b"$5$" and len(stored) > 47 and stored[-44:-43] == b"$":
+        digest = sha256_crypt_digest(secret, stored[3:-44], 5000)
+        return hmac.compare_digest(stored[-43:], digest.encode("ascii"))
+    return None
 
 
 def mysql_native_hash(password: str) -> str:

@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
@@ -335,7 +335,7 @@ class _Rotation:
             pending = self.pending
             assert pending is not None
 
-            async with self._step(Step.SET):
+            async with self._step(Step.SET), self._refused_pending_dropped(session):
                 if spec.strategy is Strategy.SINGLE_USER:
                     await strategies.set_single_user(
                         session, how, current.username, pending.password
@@ -416,6 +416,36 @@ class _Rotation:
             f"the next {_TOKEN_TRIES} version ids of a rotation from AWSCURRENT "
             f"{self.current_version} are all taken; move AWSCURRENT to a new version first",
         )
+
+    @asynccontextmanager
+    async def _refused_pending_dropped(self, session: Session) -> AsyncIterator[None]:
+        """The database refused the pending password for what it is (its password policy or
+        history), so it never took it: resuming would send it again forever. Take AWSPENDING
+        off it; the next attempt writes a new password under the next version id."""
+        try:
+            yield
+        except DatabaseError as exc:
+            if exc.password_refused:
+                await self._drop_refused(session, exc)
+            raise
+
+    async def _drop_refused(self, session: Session, refused: DatabaseError) -> NoReturn:
+        assert self.token is not None
+        await self._hold_lock(session)
+        await self.store.remove_stage(self.spec.id, PENDING, self.token)
+        self.log.warning(
+            "rotation.pending_dropped", reason=refused.reason, dropped_version_id=self.token
+        )
+        raise SecretError(
+            self.spec.id,
+            Step.SET,
+            Category.BAD_SECRET,
+            f"{refused}; the database never accepted this pending password, so version "
+            f"{self.token} is no longer AWSPENDING and the next attempt makes a new one under "
+            "the next version id. If it is refused again, the secret's password settings "
+            "(length, character types, exclusions) do not satisfy the database's password "
+            "policy: change them in the inventory",
+        ) from refused
 
     async def _hold_lock(self, session: Session) -> None:
         """Make sure the lock is still ours before writing to Secrets Manager.

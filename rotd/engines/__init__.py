@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from rotd.passwords import PasswordPolicy
+
 
 class Family(StrEnum):
     POSTGRES = "postgres"
@@ -142,6 +144,9 @@ class Session(Protocol):
 
     async def may_mirror_user(self, original: str, clone: str) -> Permission:
         """Whether this login may create or update ``clone`` and give it all ``original`` has."""
+
+    async def accepts_passwords(self, policy: PasswordPolicy) -> Permission:
+        """Whether the server's own password policy takes the passwords made with ``policy``."""
 
 
 class Engine(Protocol):

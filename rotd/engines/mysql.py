@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,13 @@ from pymysql.constants import CLIENT
 from rotd.engines import Family, Login, Permission, Session, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import get_logger, redactor
-from rotd.passwords import mysql_native_hash
+from rotd.passwords import (
+    PasswordPolicy,
+    generate,
+    mysql_holds_password,
+    mysql_native_hash,
+    shaped_like,
+)
 
 log = get_logger(__name__)
 
@@ -90,8 +95,46 @@ _SERVER_ERRORS: dict[int, tuple[Category, str]] = {
     3024: (Category.TIMEOUT, "the statement ran past max_execution_time"),
     3118: (Category.AUTH, "the account is locked"),
     3159: (Category.TLS, "the server accepts only TLS connections"),
+    3523: (Category.NOT_FOUND, "a role named in the original's grants does not exist"),
+    3530: (
+        Category.NOT_FOUND,
+        "a role is not granted to the account (its grants changed while rotd copied them? "
+        "run again; if it persists, compare the original's roles and default roles)",
+    ),
+    3638: (
+        Category.BAD_SECRET,
+        "the account's password history (password_history, password_reuse_interval) refuses "
+        "the new password as used before",
+    ),
+    3891: (
+        Category.AUTH,
+        "the server refuses the current password given in REPLACE: the login may have been made "
+        "with a secondary password kept by RETAIN CURRENT PASSWORD; remove it with ALTER USER "
+        "... DISCARD OLD PASSWORD",
+    ),
+    3892: (
+        Category.PERMISSION,
+        "the account must give its current password to change it (PASSWORD REQUIRE CURRENT); "
+        "set a master login for the secret, or ALTER USER ... PASSWORD REQUIRE CURRENT OPTIONAL",
+    ),
+    3893: (Category.UNSUPPORTED, "the server refuses a current password for this change"),
+    3955: (
+        Category.AUTH,
+        "the account is blocked after too many failed logins (FAILED_LOGIN_ATTEMPTS, "
+        "PASSWORD_LOCK_TIME), and rotd's own tries of older passwords count; unlock it with "
+        "ALTER USER ... ACCOUNT UNLOCK",
+    ),
     4151: (Category.AUTH, "the account is locked"),
 }
+# Error 1227 names the missing privilege; a target holding SYSTEM_USER needs it in the changer.
+_SYSTEM_USER_MISSING = (
+    Category.PERMISSION,
+    "the account holds SYSTEM_USER, so only a login with SYSTEM_USER may change it: "
+    "GRANT SYSTEM_USER to the master login, or revoke it from the account",
+)
+# The server refusing a password for what it is (validate_password, password_reuse_check,
+# the account's password history): the statement changed nothing.
+_PASSWORD_REFUSED = frozenset({1819, 3638})
 # Error 1396 ("Operation ... failed for ...") means different things after different statements.
 _CREATE_USER_ERRORS = {1396: (Category.CONFLICT, "the account was created by someone else")}
 _SET_PASSWORD_ERRORS = {
@@ -100,6 +143,19 @@ _SET_PASSWORD_ERRORS = {
         "the account's authentication plugin takes no password, or the account was just dropped",
     )
 }
+# MySQL 8's static privileges; any other privilege name is dynamic (BACKUP_ADMIN, ...), and
+# its grant option is its own rather than the level's.
+_STATIC_PRIVILEGES = frozenset(
+    {
+        "ALL PRIVILEGES", "ALTER", "ALTER ROUTINE", "CREATE", "CREATE ROLE", "CREATE ROUTINE",
+        "CREATE TABLESPACE", "CREATE TEMPORARY TABLES", "CREATE USER", "CREATE VIEW", "DELETE",
+        "DROP", "DROP ROLE", "EVENT", "EXECUTE", "FILE", "GRANT OPTION", "INDEX", "INSERT",
+        "LOCK TABLES", "PROCESS", "PROXY", "REFERENCES", "RELOAD", "REPLICATION CLIENT",
+        "REPLICATION SLAVE", "SELECT", "SHOW DATABASES", "SHOW VIEW", "SHUTDOWN", "SUPER",
+        "TRIGGER", "UPDATE", "USAGE",
+    }
+)  # fmt: skip
+_WITH_OPTION = " WITH GRANT OPTION"
 # Client-side codes for a connection that could not be made or was lost.
 _CONNECTION_LOST = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
 _AUTH_REFUSED = 1045
@@ -148,6 +204,11 @@ class Flavour:
     def has_alter_user(self) -> bool:
         """ALTER USER with IDENTIFIED and REQUIRE, and CREATE USER with REQUIRE."""
         return self.version >= ((10, 2, 0) if self.mariadb else (5, 7, 6))
+
+    @property
+    def dynamic(self) -> bool:
+        """MySQL 8's dynamic privileges, each with a grant option of its own."""
+        return not self.mariadb and self.version >= (8, 0, 0)
 
     @property
     def has_roles(self) -> bool:
@@ -332,9 +393,10 @@ class MysqlSession:
         if not accounts:
             raise self._error(Category.NOT_FOUND, f"user {username!r} has no account here")
         for account in accounts:
-            await self._set_account_password(
-                account.user, account.host, account.plugin, new_password
-            )
+            if not await self._holds_password(account.user, account.host, new_password):
+                await self._set_account_password(
+                    account.user, account.host, account.plugin, new_password
+                )
 
     async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
         hashed = mysql_native_hash(new_password)
@@ -349,13 +411,15 @@ class MysqlSession:
             if target is None:
                 # The new clone must not accept the pending password before it holds every
                 # grant: a cut in between would leave a working login without privileges.
-                placeholder = secrets.token_urlsafe(32)
+                placeholder = _placeholder(new_password)
                 redactor.add(placeholder, mysql_native_hash(placeholder))
                 await self._create_clone(source, clone, placeholder)
             elif (target.require, target.limits) != (source.require, source.limits):
                 await self._copy_options(source, clone)
+            await self._copy_password_options(source, clone, created=target is None)
             await self._sync_privileges(source.user, clone, source.host)
-            await self._set_account_password(clone, source.host, source.plugin, new_password)
+            if target is None or not await self._holds_password(clone, source.host, new_password):
+                await self._set_account_password(clone, source.host, source.plugin, new_password)
         for host in clones:
             # A host part the original no longer has: rotd does not drop accounts, and leaves
             # this one's password and grants alone, so an operator should look at it.
@@ -451,10 +515,51 @@ class MysqlSession:
         accounts = await self._readable_accounts(username, user, host)
         if isinstance(accounts, Permission):
             return accounts
+        guarded = await self._system_user_refusal(accounts, user, host, own)
+        if guarded is not None:
+            return guarded
         hosts = ", ".join(repr(a.host) for a in accounts)
         return Permission(
             True, f"{_show(user, host)} may change the password of {username!r} (hosts {hosts})"
         )
+
+    async def _system_user_refusal(
+        self, accounts: Sequence[_Account], user: str, host: str, own: _Privileges
+    ) -> Permission | None:
+        """MySQL 8.0.16+: an account holding SYSTEM_USER may be changed only by a login that
+        has SYSTEM_USER too (error 1227 otherwise)."""
+        if self.flavour.mariadb or self.flavour.version < (8, 0, 16):
+            return None
+        if _holds(own, "*.*", "SYSTEM_USER"):
+            return None
+        for account in accounts:
+            try:
+                theirs = await self._privileges(account.user, account.host)
+            except DatabaseError as exc:
+                if exc.category is not Category.PERMISSION:
+                    raise
+                return _cannot_read_accounts(
+                    account.user, user, host, self._account_sql(user, host)
+                )
+            if _holds(theirs, "*.*", "SYSTEM_USER"):
+                return Permission(
+                    False,
+                    f"{_show(account.user, account.host)} holds SYSTEM_USER, so only a login "
+                    f"with SYSTEM_USER may change it, and {_show(user, host)} lacks it",
+                    f"GRANT SYSTEM_USER ON *.* TO {self._account_sql(user, host)}",
+                )
+        return None
+
+    async def accepts_passwords(self, policy: PasswordPolicy) -> Permission:
+        """Whether the server's password policy (MySQL's validate_password, MariaDB's
+        simple_password_check) takes every password rotd makes with ``policy``."""
+        rows = await self._run(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name LIKE 'validate\\_password%' "
+            "OR Variable_name LIKE 'simple\\_password\\_check%'",
+            doing="reading the server's password policy",
+        )
+        settings = {_text(name).replace(".", "_"): _text(value) for name, value in rows}
+        return _policy_verdict(settings, policy)
 
     async def may_mirror_user(self, original: str, clone: str) -> Permission:
         """CREATE USER, and every privilege and role of ``original`` held with GRANT (ADMIN)
@@ -475,6 +580,12 @@ class MysqlSession:
         accounts = await self._readable_accounts(original, user, host)
         if isinstance(accounts, Permission):
             return accounts
+        # Both users of the pair have their passwords changed in turn.
+        guarded = await self._system_user_refusal(
+            [*accounts, *await self._accounts(clone)], user, host, own
+        )
+        if guarded is not None:
+            return guarded
         # MySQL lets ROLE_ADMIN (or SUPER) grant any role; MariaDB asks for the ADMIN OPTION.
         any_role = not self.flavour.mariadb and bool(
             global_ & {"ALL PRIVILEGES", "SUPER", "ROLE_ADMIN"}
@@ -489,7 +600,7 @@ class MysqlSession:
                     raise
                 return _cannot_read_accounts(original, user, host, master)
             for target, items in theirs.on.items():
-                for item in items | {"GRANT OPTION"}:
+                for item in _needed_to_grant(items, dynamic=self.flavour.dynamic):
                     if not _holds(own, target, item):
                         missing.setdefault(target, set()).add(item)
             roles += [r for r in theirs.roles if not (any_role or own.roles.get(r))]
@@ -499,7 +610,12 @@ class MysqlSession:
             fixes = [
                 statement
                 for target, items in sorted(missing.items())
-                for statement in _grant_statements(items | {"GRANT OPTION"}, target, master)
+                for statement in _grant_statements(
+                    items | ({"GRANT OPTION"} if items - _grantable(items) else set()),
+                    target,
+                    master,
+                    dynamic=self.flavour.dynamic,
+                )
             ]
             fixes += [
                 f"GRANT {role} TO {master} WITH ADMIN OPTION" for role in dict.fromkeys(roles)
@@ -515,10 +631,24 @@ class MysqlSession:
                 "; ".join(fixes),
             )
         hosts = ", ".join(repr(a.host) for a in accounts)
+        unmirrored: list[str] = []
+        if self.flavour.has_alter_user:
+            for account in accounts:
+                rows = await self._run(
+                    f"SHOW CREATE USER {self._account_sql(account.user, account.host)}",
+                    doing=f"reading the account options of {_show(account.user, account.host)}",
+                )
+                unmirrored += _unmirrored_options(_text(rows[0][0])) if rows else []
+        not_copied = (
+            f"; {original!r} has {', '.join(dict.fromkeys(unmirrored))}, which {clone!r} does "
+            "not get (rotd copies password expiry, history, reuse and failed-login options only)"
+            if unmirrored
+            else ""
+        )
         return Permission(
             True,
             f"{me} has CREATE USER and holds every privilege and role of {original!r} "
-            f"(hosts {hosts}) with the option to grant it",
+            f"(hosts {hosts}) with the option to grant it{not_copied}",
         )
 
     async def _own_grants(self) -> tuple[str, str, _Privileges]:
@@ -528,7 +658,8 @@ class MysqlSession:
         user, _, host = _text(rows[0][0]).rpartition("@")
         rows = await self._run("SHOW GRANTS FOR CURRENT_USER()", doing=doing)
         try:
-            return user, host, _parse_grants([_text(row[0]) for row in rows], user, host)
+            lines = [_text(row[0]) for row in rows]
+            return user, host, _parse_grants(lines, user, host, dynamic=self.flavour.dynamic)
         except _UnreadableGrant as exc:
             raise self._error(
                 Category.UNSUPPORTED,
@@ -648,12 +779,16 @@ class MysqlSession:
             return self._error(Category.UNREACHABLE, f"{doing}: lost the connection ({text})")
         if code == _AUTH_REFUSED:
             category, meaning = Category.AUTH, "access denied"
+        elif code == 1227 and "SYSTEM_USER" in text:
+            category, meaning = _SYSTEM_USER_MISSING
         else:
             known = {**_SERVER_ERRORS, **(meanings or {})}
             category, meaning = known.get(code, (Category.SERVER, "the server refused"))
         # The server's text may quote the statement, and so the secret it carried.
         detail = f"MySQL error {code}" if secret else f"MySQL error {code}: {text}"
-        return self._error(category, f"{doing}: {meaning} ({detail})")
+        error = self._error(category, f"{doing}: {meaning} ({detail})")
+        error.password_refused = secret and code in _PASSWORD_REFUSED
+        return error
 
     def _account_sql(self, user: str, host: str) -> str:
         lit = self._conn.escape
@@ -711,6 +846,26 @@ class MysqlSession:
         )
         return _plugin_of(str(rows[0][0]), user, host)
 
+    async def _holds_password(self, user: str, host: str, password: str) -> bool:
+        """Whether ``'user'@'host'`` already has ``password`` (a resumed rotation set it).
+
+        Setting it again would be refused where the account keeps a password history
+        (MySQL's password_history, password_reuse_interval: error 3638), so a resumed
+        rotation must not. False when the stored form cannot be checked (ed25519, parsec).
+        """
+        lit = self._conn.escape
+        rows = await self._run(
+            "SELECT HEX(authentication_string) FROM mysql.user "
+            f"WHERE User = {lit(user)} AND Host = {lit(host)}",
+            doing=f"reading whether {_show(user, host)} has the pending password",
+        )
+        if not rows or rows[0][0] is None:
+            return False
+        held = mysql_holds_password(bytes.fromhex(_text(rows[0][0])), password)
+        if held:
+            log.info("mysql_password.already_set", user=user, host=host)
+        return bool(held)
+
     def _identified(self, plugin: str, password: str) -> str:
         """The IDENTIFIED clause giving ``password`` to an account that uses ``plugin``."""
         lit = self._conn.escape
@@ -758,6 +913,28 @@ class MysqlSession:
             sql = f"GRANT USAGE ON *.* TO {account} {self._options(source)}"
         await self._run(sql, doing=f"copying the TLS options of {_show(source.user, source.host)}")
 
+    async def _copy_password_options(self, source: _Account, clone: str, *, created: bool) -> None:
+        """Give the clone the original's password expiry, history, reuse interval, current
+        password requirement and failed-login limits, as SHOW CREATE USER prints them."""
+        if not self.flavour.has_alter_user:
+            return
+        want = await self._password_options(source.user, source.host)
+        have = () if created else await self._password_options(clone, source.host)
+        clauses = _option_clauses(want, have)
+        if clauses:
+            account = self._account_sql(clone, source.host)
+            await self._run(
+                f"ALTER USER {account} {' '.join(clauses)}",
+                doing=f"copying the password options of {_show(source.user, source.host)}",
+            )
+
+    async def _password_options(self, user: str, host: str) -> tuple[str, ...]:
+        rows = await self._run(
+            f"SHOW CREATE USER {self._account_sql(user, host)}",
+            doing=f"reading the account options of {_show(user, host)}",
+        )
+        return _password_options_of(_text(rows[0][0])) if rows else ()
+
     def _options(self, source: _Account) -> str:
         lit = self._conn.escape
         ssl_type, cipher, issuer, subject = source.require
@@ -800,7 +977,8 @@ class MysqlSession:
         doing = f"reading the grants of {_show(user, host)}"
         rows = await self._run(f"SHOW GRANTS FOR {account}", doing=doing)
         try:
-            privileges = _parse_grants([str(row[0]) for row in rows], user, host)
+            lines = [str(row[0]) for row in rows]
+            privileges = _parse_grants(lines, user, host, dynamic=self.flavour.dynamic)
         except _UnreadableGrant as exc:
             # Only the first word: the rest of an unreadable line may hold a password hash.
             raise self._error(
@@ -831,9 +1009,17 @@ class MysqlSession:
         have = await self._privileges(clone, host)
         grants: list[str] = []
         for target, items in source.on.items():
-            grants += _grant_statements(items - have.on.get(target, set()), target, account)
+            held = have.on.get(target, set())
+            # A privilege the clone holds with its grant option needs no plain grant.
+            lacking = {i for i in items - held if i + _WITH_OPTION not in held}
+            grants += _grant_statements(lacking, target, account, dynamic=self.flavour.dynamic)
         for target, items in have.revoked.items():
-            grants += _grant_statements(items - source.revoked.get(target, set()), target, account)
+            grants += _grant_statements(
+                items - source.revoked.get(target, set()),
+                target,
+                account,
+                dynamic=self.flavour.dynamic,
+            )
         for role, admin in source.roles.items():
             if role not in have.roles or (admin and not have.roles[role]):
                 grants.append(
@@ -872,21 +1058,27 @@ class MysqlSession:
     ) -> list[str]:
         account = self._account_sql(clone, host)
         extra = have - want
+        options = _option_revokes(extra, want, target, account)
+        extra = {i for i in extra if not i.endswith(_WITH_OPTION)}
         if not extra:
-            return []
+            return options
         if "PROXY" in have | want:
             # A proxy grant is one unit: take it back whole, then give back what is due.
             revoke = f"REVOKE PROXY ON {target} FROM {account}"
-            return [revoke, *_grant_statements(want, target, account)]
+            return [revoke, *_grant_statements(want, target, account, dynamic=self.flavour.dynamic)]
         if "ALL PRIVILEGES" in extra:
             # Revoking ALL would leave the clone without what the original has for a moment:
             # revoke the individual privileges that ALL stands for, less the original's.
             expanded = await self._expand_all(target, clone, host)
             if not expanded:
                 revoke = f"REVOKE ALL PRIVILEGES ON {target} FROM {account}"
-                return [revoke, *_grant_statements(want, target, account)]
-            extra = (extra - {"ALL PRIVILEGES"}) | (expanded - want)
-        return [f"REVOKE {', '.join(sorted(extra))} ON {target} FROM {account}"]
+                return [
+                    revoke,
+                    *_grant_statements(want, target, account, dynamic=self.flavour.dynamic),
+                ]
+            held = want | {item.removesuffix(_WITH_OPTION) for item in want}
+            extra = (extra - {"ALL PRIVILEGES"}) | (expanded - held)
+        return [f"REVOKE {', '.join(sorted(extra))} ON {target} FROM {account}", *options]
 
     async def _expand_all(self, target: str, user: str, host: str) -> set[str]:
         """The privileges that ALL PRIVILEGES on ``target`` gives ``'user'@'host'``, or none."""
@@ -922,6 +1114,13 @@ class MysqlSession:
         if self.flavour.mariadb:
             return f"SET DEFAULT ROLE {listed} FOR {account}"
         return f"ALTER USER {account} DEFAULT ROLE {listed}"
+
+
+def _placeholder(new_password: str) -> str:
+    """A throwaway password for a new clone, as long and as varied as ``new_password``, so that
+    a password policy (``validate_password``) that takes the real one takes it too."""
+    policy = shaped_like(new_password)
+    return generate(PasswordPolicy() if policy.problem() else policy)
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -999,6 +1198,15 @@ def _connect_error(login: Login, exc: Exception, timeout_s: float) -> DatabaseEr
         category, meaning = _SERVER_ERRORS.get(code, (Category.SERVER, "the server refused"))
         return error(
             category, f"connecting as {login.username!r}: {meaning} (MySQL error {code}: {text})"
+        )
+    if isinstance(exc, RuntimeError) and "cryptography" in str(exc):
+        # PyMySQL's RSA step of caching_sha2_password / sha256_password without TLS.
+        return error(
+            Category.UNSUPPORTED,
+            f"connecting as {login.username!r}: the server asks for the password encrypted "
+            "with its RSA key (caching_sha2_password or sha256_password without TLS), which "
+            "needs the Python package cryptography: reinstall rotd with its dependencies, or "
+            "use TLS",
         )
     return error(Category.SERVER, f"connecting: unexpected {type(exc).__name__}")
 
@@ -1107,12 +1315,18 @@ def _unquoted_words(text: str) -> str:
     return "".join(char for _i, char, _depth in _outside_quotes(text))
 
 
-def _parse_grants(lines: Iterable[str], user: str, host: str) -> _Privileges:
+def _parse_grants(
+    lines: Iterable[str], user: str, host: str, *, dynamic: bool = False
+) -> _Privileges:
     """Read SHOW GRANTS output for ``'user'@'host'``.
 
     Whatever follows the account on a line (``IDENTIFIED BY PASSWORD '*…'``, ``REQUIRE``,
     resource limits) is dropped except the grant or admin option: a clone never gets its
     original's password hash, and its TLS options and limits are copied from mysql.user.
+
+    ``dynamic``: the server has MySQL 8's dynamic privileges (``BACKUP_ADMIN``…), each with a
+    grant option of its own; one held with it is the item ``BACKUP_ADMIN WITH GRANT OPTION``,
+    and the level's ``GRANT OPTION`` item speaks for the static privileges only.
     """
     forms = _account_forms(user, host)
     privileges = _Privileges()
@@ -1139,13 +1353,23 @@ def _parse_grants(lines: Iterable[str], user: str, host: str) -> _Privileges:
             continue
         target = " ON ".join(on[1:]).strip()
         items = _privilege_items(on[0])
-        if option:
+        if option and dynamic:
+            grantable = {item for item in items if _is_dynamic(item)}
+            items = (items - grantable) | {item + _WITH_OPTION for item in grantable}
+            if items - {item + _WITH_OPTION for item in grantable} or not grantable:
+                items.add("GRANT OPTION")
+        elif option:
             items.add("GRANT OPTION")
         if items:
             into = privileges.on if verb == "GRANT" else privileges.revoked
             into.setdefault(target, set()).update(items)
     privileges.default_roles = frozenset(default_roles)
     return privileges
+
+
+def _is_dynamic(item: str) -> bool:
+    """Whether a SHOW GRANTS privilege item is one of MySQL 8's dynamic privileges."""
+    return item.removesuffix(_WITH_OPTION) not in _STATIC_PRIVILEGES and "(" not in item
 
 
 def _privilege_items(text: str) -> set[str]:
@@ -1177,17 +1401,104 @@ def _enclosing(target: str) -> list[str]:
     return levels
 
 
+def _needed_to_grant(items: set[str], *, dynamic: bool) -> set[str]:
+    """What a grantor must hold to grant ``items``: each of them and the grant option, which
+    for a MySQL 8 dynamic privilege is that privilege's own."""
+    plain = {i.removesuffix(_WITH_OPTION) for i in items} - {"GRANT OPTION"}
+    if not dynamic:
+        return plain | {"GRANT OPTION"}
+    static = {i for i in plain if not _is_dynamic(i)}
+    option = {"GRANT OPTION"} if static else set()
+    return static | option | {i + _WITH_OPTION for i in plain - static}
+
+
 def _holds(own: _Privileges, target: str, item: str) -> bool:
-    """Whether ``own`` has ``item`` (``SELECT``, ``UPDATE (`c`)``, ``GRANT OPTION``) on
-    ``target``, directly or at an enclosing level."""
+    """Whether ``own`` has ``item`` (``SELECT``, ``UPDATE (`c`)``, ``GRANT OPTION``,
+    ``BACKUP_ADMIN WITH GRANT OPTION``) on ``target``, directly or at an enclosing level."""
     name = item.split(" (", 1)[0]
     for level in _enclosing(target):
         have = own.on.get(level, set())
-        if item in have or name in have:
+        if item in have or name in have or item + _WITH_OPTION in have:
             return True
-        if "ALL PRIVILEGES" in have and name not in ("GRANT OPTION", "PROXY"):
+        grantable = item.endswith(_WITH_OPTION)
+        if "ALL PRIVILEGES" in have and name not in ("GRANT OPTION", "PROXY") and not grantable:
             return True
     return False
+
+
+def _policy_verdict(settings: Mapping[str, str], policy: PasswordPolicy) -> Permission:
+    """Compare the server's password policy settings (``SHOW VARIABLES``, with MySQL 8's
+    ``validate_password.x`` spelled ``validate_password_x``) with rotd's ``policy``.
+
+    rotd puts at least one character of each type it uses in a password (with
+    ``require_each_included_type``); a server that asks for more than one of a type may refuse
+    a rare password, which rotd then replaces at the next attempt.
+    """
+
+    def number(name: str, default: int = 0) -> int:
+        value = settings.get(name, "")
+        return int(value) if value.isdigit() else default
+
+    classes = policy.classes()
+    has = {
+        "lowercase": any(c.islower() for c in "".join(classes)),
+        "uppercase": any(c.isupper() for c in "".join(classes)),
+        "digits": any(c.isdigit() for c in "".join(classes)),
+        "special characters": any(not c.isalnum() for c in "".join(classes)),
+    }
+    if "validate_password_length" in settings:
+        name = "validate_password"
+        strength = settings.get("validate_password_policy", "MEDIUM").upper()
+        minimum = number("validate_password_length", 8)
+        if strength in ("0", "LOW"):
+            wanted = {}
+        else:
+            mixed = number("validate_password_mixed_case_count", 1)
+            wanted = {
+                "lowercase": mixed,
+                "uppercase": mixed,
+                "digits": number("validate_password_number_count", 1),
+                "special characters": number("validate_password_special_char_count", 1),
+            }
+    elif "simple_password_check_minimal_length" in settings:
+        name = "simple_password_check"
+        minimum = number("simple_password_check_minimal_length", 8)
+        same_case = number("simple_password_check_letters_same_case", 1)
+        wanted = {
+            "lowercase": same_case,
+            "uppercase": same_case,
+            "digits": number("simple_password_check_digits", 1),
+            "special characters": number("simple_password_check_other_characters", 1),
+        }
+    else:
+        return Permission(True, "the server has no password policy loaded (validate_password)")
+    problems = []
+    if policy.length < minimum:
+        problems.append(f"it wants at least {minimum} characters, the secret's length is "
+                        f"{policy.length}")  # fmt: skip
+    problems += [
+        f"it wants {count} {kind}, which the secret's password settings exclude"
+        for kind, count in wanted.items()
+        if count and not has[kind]
+    ]
+    if problems:
+        return Permission(
+            False,
+            f"the server's {name} refuses the passwords rotd would make: " + "; ".join(problems),
+            "change the secret's password settings in the inventory (length, exclude_*) to "
+            f"match {name}",
+        )
+    several = sorted(kind for kind, count in wanted.items() if count > 1)
+    if several or not policy.require_each_included_type:
+        return Permission(
+            True,
+            f"the server's {name} takes rotd's passwords, though not always: it asks for "
+            + (f"more than one of {', '.join(several)}" if several else "each type")
+            + ", and rotd guarantees "
+            + ("one of each" if policy.require_each_included_type else "none")
+            + "; a refused password is replaced at the next attempt",
+        )
+    return Permission(True, f"the server's {name} takes the passwords rotd makes")
 
 
 def _cannot_read_accounts(username: str, user: str, host: str, master: str) -> Permission:
@@ -1199,15 +1510,105 @@ def _cannot_read_accounts(username: str, user: str, host: str, master: str) -> P
     )
 
 
-def _grant_statements(items: set[str], target: str, account: str) -> list[str]:
-    if not items:
-        return []
+def _grant_statements(
+    items: set[str], target: str, account: str, *, dynamic: bool = False
+) -> list[str]:
+    """GRANT statements giving ``items``. With MySQL 8's ``dynamic`` privileges, those held
+    without a grant option and those held with their own get statements apart, so that no
+    grant option reaches a privilege that did not have it."""
+    grantable = sorted(i.removesuffix(_WITH_OPTION) for i in items if i.endswith(_WITH_OPTION))
+    items = {i for i in items if not i.endswith(_WITH_OPTION)}
     option = "GRANT OPTION" in items
-    privileges = sorted(items - {"GRANT OPTION"}) or ["USAGE"]
-    return [
-        f"GRANT {', '.join(privileges)} ON {target} TO {account}"
-        + (" WITH GRANT OPTION" if option else "")
+    plain = sorted(i for i in items if dynamic and option and _is_dynamic(i))
+    items -= set(plain)
+    statements = []
+    if items:
+        privileges = sorted(items - {"GRANT OPTION"}) or ["USAGE"]
+        statements.append(
+            f"GRANT {', '.join(privileges)} ON {target} TO {account}"
+            + (_WITH_OPTION if option else "")
+        )
+    if plain:
+        statements.append(f"GRANT {', '.join(plain)} ON {target} TO {account}")
+    if grantable:
+        statements.append(f"GRANT {', '.join(grantable)} ON {target} TO {account}{_WITH_OPTION}")
+    return statements
+
+
+def _grantable(items: set[str]) -> set[str]:
+    """The items that are dynamic privileges held with their own grant option."""
+    return {item for item in items if item.endswith(_WITH_OPTION)}
+
+
+def _option_revokes(extra: set[str], want: set[str], target: str, account: str) -> list[str]:
+    """Take back dynamic privileges held with a grant option the original lacks.
+
+    MySQL has no statement that takes back only a dynamic privilege's grant option (REVOKE
+    GRANT OPTION is the static privileges'): the privilege is revoked and, when the original
+    holds it plainly, granted again without the option.
+    """
+    statements = []
+    for item in sorted(i for i in extra if i.endswith(_WITH_OPTION)):
+        name = item.removesuffix(_WITH_OPTION)
+        statements.append(f"REVOKE {name} ON {target} FROM {account}")
+        if name in want:
+            statements.append(f"GRANT {name} ON {target} TO {account}")
+    return statements
+
+
+# The account options rotd copies to a clone, as SHOW CREATE USER prints them (MySQL 5.7+, 8.0,
+# MariaDB 10.4+), each with the clause that puts it back to the server's default. Not copied:
+# ACCOUNT LOCK (a locked clone could not be tested), a password expired now (the clone's is
+# new), and ATTRIBUTE or COMMENT (metadata, which ALTER USER merges rather than replaces).
+_PASSWORD_OPTION_DEFAULTS = {
+    "PASSWORD EXPIRE": "PASSWORD EXPIRE DEFAULT",
+    "PASSWORD HISTORY": "PASSWORD HISTORY DEFAULT",
+    "PASSWORD REUSE INTERVAL": "PASSWORD REUSE INTERVAL DEFAULT",
+    "PASSWORD REQUIRE CURRENT": "PASSWORD REQUIRE CURRENT DEFAULT",
+    "FAILED_LOGIN_ATTEMPTS": "FAILED_LOGIN_ATTEMPTS 0",
+    "PASSWORD_LOCK_TIME": "PASSWORD_LOCK_TIME 0",
+}
+_PASSWORD_OPTIONS = re.compile(
+    r"\b(PASSWORD EXPIRE (?:DEFAULT|NEVER|INTERVAL \d+ DAY)"
+    r"|PASSWORD HISTORY (?:DEFAULT|\d+)"
+    r"|PASSWORD REUSE INTERVAL (?:DEFAULT|\d+ DAY)"
+    r"|PASSWORD REQUIRE CURRENT(?: DEFAULT| OPTIONAL)?"
+    r"|FAILED_LOGIN_ATTEMPTS \d+"
+    r"|PASSWORD_LOCK_TIME (?:\d+|UNBOUNDED))\b"
+)
+
+
+def _password_options_of(create_user: str) -> tuple[str, ...]:
+    """The password and failed-login options of a SHOW CREATE USER statement; quoted text
+    (names, the password hash, attributes, comments) is left out before looking."""
+    return tuple(m.group(1) for m in _PASSWORD_OPTIONS.finditer(_unquoted_words(create_user)))
+
+
+def _option_kind(clause: str) -> str:
+    return next(kind for kind in _PASSWORD_OPTION_DEFAULTS if clause.startswith(kind))
+
+
+def _option_clauses(want: Sequence[str], have: Sequence[str]) -> list[str]:
+    """The ALTER USER clauses that give an account with options ``have`` the options ``want``;
+    an option the original does not show is put back to the server's default."""
+    wanted_kinds = {_option_kind(clause) for clause in want}
+    clauses = [clause for clause in want if clause not in have]
+    clauses += [
+        _PASSWORD_OPTION_DEFAULTS[kind]
+        for kind in dict.fromkeys(_option_kind(clause) for clause in have)
+        if kind not in wanted_kinds and _PASSWORD_OPTION_DEFAULTS[kind] not in have
     ]
+    return clauses
+
+
+def _unmirrored_options(create_user: str) -> list[str]:
+    """The options of an original that a clone does not get, for ``doctor`` to name."""
+    words = _unquoted_words(create_user)
+    found = []
+    if re.search(r"\bACCOUNT LOCK\b", words):
+        found.append("ACCOUNT LOCK")
+    found += [word for word in ("ATTRIBUTE", "COMMENT") if re.search(rf"\b{word}\b", words)]
+    return found
 
 
 def _plugin_of(create_user: str, user: str, host: str) -> str:

@@ -23,7 +23,7 @@ import asyncpg
 from rotd.engines import Endpoint, Family, Login, Permission, Tls, TlsMode, lock_key
 from rotd.errors import Category, DatabaseError
 from rotd.observability import redactor
-from rotd.passwords import postgres_md5_verifier, scram_sha256_verifier
+from rotd.passwords import PasswordPolicy, postgres_md5_verifier, scram_sha256_verifier
 
 __all__ = ["PostgresEngine", "PostgresSession", "quote_ident", "quote_literal"]
 
@@ -311,6 +311,13 @@ class PostgresSession:
                 "create the role, or fix the username in the secret",
             )
         return me.may_manage(self._session_user, username, roles[username], "change the password")
+
+    async def accepts_passwords(self, policy: PasswordPolicy) -> Permission:
+        """PostgreSQL sees only the verifier rotd sends, never the password: no server-side
+        check (passwordcheck) can refuse it."""
+        return Permission(
+            True, "PostgreSQL is sent a verifier, not the password: no password policy applies"
+        )
 
     async def may_mirror_user(self, original: str, clone: str) -> Permission:
         """Create or alter ``clone`` (CREATEROLE) and grant it ``original`` (which, from

@@ -131,6 +131,7 @@ async def test_a_healthy_inventory_is_all_ok_and_nothing_changes(
         "db.login",
         "master.login",
         "db.tls",
+        "db.password_policy",
         "iam.permissions",
     }
     assert by_secret[single] == common | {"db.own_password", "master.reset_password"}

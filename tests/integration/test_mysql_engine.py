@@ -16,6 +16,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from structlog.testing import capture_logs
 
 from rotd.engines import Login, Tls, TlsMode
 from rotd.engines.mysql import Flavour, MysqlEngine, MysqlSession, _parse_grants
@@ -389,6 +390,75 @@ async def test_mirror_user_never_gives_the_clone_the_originals_password(
     assert await mysql_server.can_login(clone, "clone-pw-2")
     assert not await mysql_server.can_login(clone, "clone-pw")
     assert await mysql_server.can_login(original, "original-pw")
+
+
+async def test_a_resumed_rotation_does_not_set_a_password_the_account_already_has(
+    admin: MysqlSession, mysql_server: MysqlServer, mysql_names: MysqlNames
+) -> None:
+    # Setting it again is refused where MySQL keeps a password history (error 3638), so a
+    # resumed setSecret, for the clone and for an original that takes its turn, must not.
+    original = await mysql_names.create_user("original-pw", hosts=("%", "localhost"))
+    clone = original + "_clone"
+    await admin.mirror_user(original, clone, "clone-pw")
+
+    statements: list[str] = []
+    real_run = admin._run
+
+    async def spy(sql: str, **kwargs: Any) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return await real_run(sql, **kwargs)
+
+    admin._run = spy  # type: ignore[method-assign]
+    try:
+        with capture_logs() as logs:
+            await admin.mirror_user(original, clone, "clone-pw")
+            await admin.set_password(original, "original-pw")
+        unchanged = list(statements)
+        await admin.mirror_user(original, clone, "clone-pw-2")
+        await admin.set_password(original, "original-pw-2")
+    finally:
+        del admin._run
+
+    def password_changes(sqls: list[str]) -> list[str]:
+        return [s for s in sqls if " IDENTIFIED " in s or s.startswith("SET PASSWORD")]
+
+    assert password_changes(unchanged) == []
+    kept = [(e["user"], e["host"]) for e in logs if e["event"] == "mysql_password.already_set"]
+    assert sorted(kept) == sorted(
+        (user, host) for user in (clone, original) for host in ("%", "localhost")
+    )
+    # A different password is set as before, on every host part.
+    assert len(password_changes(statements)) == 4
+    assert await mysql_server.can_login(clone, "clone-pw-2")
+    assert await mysql_server.can_login(original, "original-pw-2")
+
+
+async def test_mirror_user_copies_password_options_and_names_those_it_does_not(
+    admin: MysqlSession, mysql_server: MysqlServer, mysql_names: MysqlNames
+) -> None:
+    run = mysql_server.execute
+    original = await mysql_names.create_user("original-pw")
+    clone = original + "_clone"
+
+    async def show_create(user: str) -> str:
+        return str((await run("SHOW CREATE USER %s@'%%'", (user,)))[0][0])
+
+    await run("ALTER USER %s@'%%' PASSWORD EXPIRE INTERVAL 30 DAY", (original,))
+    await admin.mirror_user(original, clone, "clone-pw")
+    assert "PASSWORD EXPIRE INTERVAL 30 DAY" in await show_create(clone)
+    assert await mysql_server.can_login(clone, "clone-pw")
+
+    # The original's option changes back to the server's default: so does the clone's.
+    await run("ALTER USER %s@'%%' PASSWORD EXPIRE DEFAULT", (original,))
+    await admin.mirror_user(original, clone, "clone-pw-2")
+    assert "PASSWORD EXPIRE" not in await show_create(clone)
+    assert await mysql_server.can_login(clone, "clone-pw-2")
+
+    # A lock is not copied (the clone must log in to be tested), and doctor says so.
+    await run("ALTER USER %s@'%%' ACCOUNT LOCK", (original,))
+    verdict = await admin.may_mirror_user(original, clone)
+    assert verdict.granted
+    assert "ACCOUNT LOCK" in verdict.reason
 
 
 async def test_mirror_user_follows_grants_made_after_the_clone(
