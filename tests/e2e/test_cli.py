@@ -111,3 +111,30 @@ async def test_status_shows_each_secret_and_its_problems(
     assert good_report["next_due"] > good_report["last_rotated"]
     assert missing_report["problem"].startswith("not_found")
     assert "Pending-pass-9" not in out
+
+
+async def test_validate_rejects_hooks_that_could_never_run(
+    tmp_path: Path, rotd_process: Start
+) -> None:
+    """A hook that cannot be called is a configuration error found offline, with its position,
+    not a crash after the rotation."""
+    path = tmp_path / "hooks.yaml"
+    path.write_text(
+        "databases:\n"
+        "  - name: orders\n"
+        "    on_rotated:\n"
+        "      - webhook: http://127.0.0.1:99999/x\n"
+        "      - webhook: http://[::1/x\n"
+        "      - exec: [/bin/true, '']\n"
+        "      - exec: ['']\n"
+        "    secrets:\n"
+        "      - id: a\n"
+    )
+    code, out, err = run(rotd_process, "validate", "-c", str(path))
+    assert code == 78, out + err
+    assert f"{path}:4:18: databases.0.on_rotated.0.webhook: " in err
+    assert "port" in err.split(f"{path}:4:18:")[1].splitlines()[0]
+    assert f"{path}:5:18: databases.0.on_rotated.1.webhook: " in err
+    assert f"{path}:7:15: databases.0.on_rotated.3.exec" in err
+    assert f"{path}:6:" not in err, "an empty argument after the program is a valid argument"
+    assert "Traceback" not in err
