@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.test_daemon import write_inventory
 from tests.fixtures.aws import MotoServer, Secrets
@@ -138,3 +141,95 @@ async def test_validate_rejects_hooks_that_could_never_run(
     assert f"{path}:7:15: databases.0.on_rotated.3.exec" in err
     assert f"{path}:6:" not in err, "an empty argument after the program is a valid argument"
     assert "Traceback" not in err
+
+
+def inject(tmp_path: Path, code: str) -> dict[str, str]:
+    """The environment for a rotd process whose own code ``code`` changes at start-up: a fault
+    injected into rotd, the process otherwise real."""
+    site = tmp_path / "inject"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+# The crash of the review's reproduction: naming the webhook raised ValueError after the
+# rotation (a port out of range), here for every hook whatever its target.
+HOOK_FAULT = """
+import rotd.hooks
+
+def _target(hook):
+    raise ValueError("Port out of range 0-65535")
+
+rotd.hooks._target = _target
+"""
+
+# The rotation of any secret whose id holds "faulty" raises an exception rotd never expects.
+ROTATION_FAULT = """
+import rotd.protocol
+
+_run = rotd.protocol._Rotation._run
+
+async def _faulty_run(self):
+    if "faulty" in self.spec.id:
+        raise RuntimeError("injected fault in " + self.spec.id)
+    await _run(self)
+
+rotd.protocol._Rotation._run = _faulty_run
+"""
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_rotate_reports_every_secret_when_a_hook_raises_after_the_rotation(
+    db: Database, secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    hooked_user, hooked = await make_login(db, secrets)
+    _, plain = await make_login(db, secrets)
+    path = write_inventory(
+        tmp_path / "inv.yaml",
+        moto,
+        [{"id": hooked, "on_rotated": [{"exec": ["/bin/true"]}]}, {"id": plain}],
+    )
+    process = rotd_process("rotate", "-c", str(path), "--all", env=inject(tmp_path, HOOK_FAULT))
+    code = process.wait(120)
+    out, err = "".join(process.stdout), "".join(process.lines)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"ok     {hooked}  single_user  {hooked_user} -> {hooked_user}")
+    assert lines[1].startswith(f"ok     {plain}  ")
+    assert len(process.events) == len(process.lines), "every line on stderr is a log event"
+    (caught,) = process.named("unexpected_error.caught")
+    assert (caught["secret_id"], caught["stage"]) == (hooked, "hooks")
+    assert "ValueError: Port out of range" in caught["exception"]
+    (failed,) = process.named("hook.failed")
+    assert failed["secret_id"] == hooked
+    assert await db.logs_in(hooked_user, (await secrets.value(hooked))["password"])
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_rotate_reports_a_rotation_that_raised_and_rotates_the_others(
+    db: Database, secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    faulty_user, faulty = await make_login(db, secrets)
+    faulty_renamed = await secrets.create("faulty", await secrets.value(faulty))
+    _, good = await make_login(db, secrets)
+    path = write_inventory(tmp_path / "inv.yaml", moto, [{"id": faulty_renamed}, {"id": good}])
+    env = inject(tmp_path, ROTATION_FAULT)
+    process = rotd_process("rotate", "-c", str(path), "--all", "--json", env=env)
+    code = process.wait(120)
+    out, err = "".join(process.stdout), "".join(process.lines)
+    assert code == 1, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [(r["secret_id"], r["outcome"]) for r in results] == [
+        (faulty_renamed, "failed"),
+        (good, "succeeded"),
+    ]
+    assert results[0]["category"] == "internal"
+    assert "RuntimeError: injected fault" in results[0]["error"]
+    assert len(process.events) == len(process.lines), "every line on stderr is a log event"
+    (caught,) = process.named("unexpected_error.caught")
+    assert (caught["secret_id"], caught["stage"]) == (faulty_renamed, "rotation")
+    assert "RuntimeError: injected fault" in caught["exception"]
+    (failed,) = process.named("rotation.failed")
+    assert (failed["secret_id"], failed["category"]) == (faulty_renamed, "internal")
+    assert await db.logs_in(faulty_user, (await secrets.value(faulty_renamed))["password"])
