@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_daemon import write_inventory
+from tests.e2e.test_daemon import HOOK_FAULT, write_inventory
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import RotdProcess
+from tests.fixtures.process import RotdProcess, injected_env
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
@@ -143,26 +142,6 @@ async def test_validate_rejects_hooks_that_could_never_run(
     assert "Traceback" not in err
 
 
-def inject(tmp_path: Path, code: str) -> dict[str, str]:
-    """The environment for a rotd process whose own code ``code`` changes at start-up: a fault
-    injected into rotd, the process otherwise real."""
-    site = tmp_path / "inject"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(code)
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-
-
-# The crash of the review's reproduction: naming the webhook raised ValueError after the
-# rotation (a port out of range), here for every hook whatever its target.
-HOOK_FAULT = """
-import rotd.hooks
-
-def _target(hook):
-    raise ValueError("Port out of range 0-65535")
-
-rotd.hooks._target = _target
-"""
-
 # The rotation of any secret whose id holds "faulty" raises an exception rotd never expects.
 ROTATION_FAULT = """
 import rotd.protocol
@@ -189,7 +168,9 @@ async def test_rotate_reports_every_secret_when_a_hook_raises_after_the_rotation
         moto,
         [{"id": hooked, "on_rotated": [{"exec": ["/bin/true"]}]}, {"id": plain}],
     )
-    process = rotd_process("rotate", "-c", str(path), "--all", env=inject(tmp_path, HOOK_FAULT))
+    process = rotd_process(
+        "rotate", "-c", str(path), "--all", env=injected_env(tmp_path, HOOK_FAULT)
+    )
     code = process.wait(120)
     out, err = "".join(process.stdout), "".join(process.lines)
     assert code == 0, err
@@ -214,7 +195,7 @@ async def test_rotate_reports_a_rotation_that_raised_and_rotates_the_others(
     faulty_renamed = await secrets.create("faulty", await secrets.value(faulty))
     _, good = await make_login(db, secrets)
     path = write_inventory(tmp_path / "inv.yaml", moto, [{"id": faulty_renamed}, {"id": good}])
-    env = inject(tmp_path, ROTATION_FAULT)
+    env = injected_env(tmp_path, ROTATION_FAULT)
     process = rotd_process("rotate", "-c", str(path), "--all", "--json", env=env)
     code = process.wait(120)
     out, err = "".join(process.stdout), "".join(process.lines)
