@@ -123,9 +123,10 @@ def inject_rotation(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool])
 def inject_hook(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool]) -> None:
     run_command = rotd.hooks._run_command
 
-    async def faulty(argv: Any, env: Any, stdin: Any, timeout_s: float) -> Any:
+    async def faulty(argv: Any, env: Any, stdin: bytes | None, timeout_s: float) -> Any:
         if hit(env["ROTD_SECRET_ID"]):
-            raise RuntimeError("injected fault in a hook")
+            # As a careless error message would: quoting the data in hand, the new secret.
+            raise RuntimeError(f"injected fault in a hook, given {(stdin or b'').decode()}")
         return await run_command(argv, env, stdin, timeout_s)
 
     monkeypatch.setattr(rotd.hooks, "_run_command", faulty)
@@ -174,7 +175,7 @@ async def test_an_unexpected_exception_is_caught_counted_and_the_secret_planned_
     faulty_user, faulty = await pending(db, secrets, "faulty")
     good_user, good = await pending(db, secrets, "good")
     INJECTIONS[stage](monkeypatch, once(lambda secret_id: secret_id == faulty))
-    hook = [{"exec": ["/bin/true"]}]
+    hook = [{"exec": ["/bin/true"], "include_secret": True}]
     port = free_tcp_port()
     entries = [{"id": faulty, "on_rotated": hook}, {"id": good, "on_rotated": hook}]
     inv = daemon_inventory(tmp_path / "inv.yaml", moto, entries, port)
@@ -218,6 +219,11 @@ async def test_an_unexpected_exception_is_caught_counted_and_the_secret_planned_
     for name, user in ((faulty, faulty_user), (good, good_user)):
         current = await secrets.value(name)
         assert await db.logs_in(user, current["password"])
+        # The traceback and the messages are scrubbed like every event.
+        assert current["password"] not in json.dumps(events, default=str)
+    if stage == "hooks":
+        assert "[REDACTED]" in caught["error"]
+        assert "[REDACTED]" in caught["exception"]
     # The neighbour went through untouched.
     assert len(of(events, "rotation.resumed", good)) == 1
     assert of(events, "rotation.failed", good) == []
@@ -262,7 +268,34 @@ async def test_a_daemon_that_cannot_plan_fails_its_health_check_until_it_can(
     assert 'rotd_unexpected_errors_total{database="testdb",stage="planning"}' in metrics
 
 
+def break_scheduling(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool]) -> None:
+    """Scheduling the secret raises: its planning fails, and so does the retry's scheduling."""
+    schedule = Daemon._schedule
+
+    def faulty(self: Daemon, secret: Any, *args: Any, **kwargs: Any) -> None:
+        if hit(secret.spec.id):
+            raise RuntimeError("injected fault in scheduling")
+        schedule(self, secret, *args, **kwargs)
+
+    monkeypatch.setattr(Daemon, "_schedule", faulty)
+
+
+def break_the_boundary(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool]) -> None:
+    """Planning raises, and so does the boundary that catches it: the planning task dies."""
+    inject_planning(monkeypatch, hit)
+    log_unexpected = rotd.daemon.log_unexpected
+
+    def faulty(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
+        if hit(fields["secret_id"]):
+            raise RuntimeError("injected fault in the boundary")
+        log_unexpected(logger, stage, exc, **fields)
+
+    monkeypatch.setattr(rotd.daemon, "log_unexpected", faulty)
+
+
+@pytest.mark.parametrize("fault", [break_scheduling, break_the_boundary])
 async def test_a_secret_that_cannot_be_scheduled_fails_health_and_a_reload_brings_it_back(
+    fault: Callable[[pytest.MonkeyPatch, Callable[[str], bool]], None],
     db: Database,
     secrets: Secrets,
     moto: MotoServer,
@@ -270,24 +303,19 @@ async def test_a_secret_that_cannot_be_scheduled_fails_health_and_a_reload_bring
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """Even the retry of a fault fails (scheduling itself raises): the secret is reported lost,
-    /healthz fails, the others are planned; after the cause is gone a SIGHUP plans it again."""
+    """A fault that even the secret's boundary cannot recover from: the secret is reported
+    lost, /healthz fails, the others are planned; once the cause is gone a SIGHUP plans it
+    again."""
     (_, lost), (_, good) = [await make_login(db, secrets) for _ in range(2)]
-    schedule = Daemon._schedule
     broken = [True]
-
-    def faulty(self: Daemon, secret: Any, *args: Any, **kwargs: Any) -> None:
-        if broken[0] and secret.spec.id == lost:
-            raise RuntimeError("injected fault in scheduling")
-        schedule(self, secret, *args, **kwargs)
-
-    monkeypatch.setattr(Daemon, "_schedule", faulty)
+    fault(monkeypatch, lambda secret_id: broken[0] and secret_id == lost)
     port = free_tcp_port()
     inv = daemon_inventory(tmp_path / "inv.yaml", moto, [{"id": lost}, {"id": good}], port)
     async with running(inv) as daemon:
+        await until(lambda: bool(of(events, "schedule.lost", lost)), "the secret lost")
         assert await get(port, "/healthz") == (503, "unhealthy\n")
         (gone,) = of(events, "schedule.lost", lost)
-        assert "injected fault in scheduling" in gone["exception"]
+        assert "RuntimeError: injected fault in" in gone["exception"]
         assert (daemon.secrets[good].status.next_due or 0) > time.time() + DAYS_29
 
         broken[0] = False
