@@ -516,31 +516,30 @@ class Daemon:
             )
             self._schedule(secret, retry_at, retry_at, replan=True)
         except Exception as again:
-            self._unplanned.add(spec.id)
-            log.error(
-                "schedule.lost",
-                secret_id=spec.id,
-                database=spec.database,
-                error=f"{type(again).__name__}: {again}",
-                action="rotd cannot schedule this secret; /healthz fails until it can. "
-                "Restart rotd, and report this event's exception",
-                exc_info=again,
-            )
+            self._lost(secret, again)
 
     def _task_done(self, task: asyncio.Task[None], secret: _Secret) -> None:
         """The last line of defence: a task of one secret that ended with an exception its
         boundary did not catch (a fault in the boundary itself) leaves the secret unplanned."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled():
             return
         exc = task.exception()
-        self._unplanned.add(secret.spec.id)
+        if exc is not None:
+            self._lost(secret, exc)
+
+    def _lost(self, secret: _Secret, exc: BaseException) -> None:
+        """The secret has no schedule and nothing will give it one: say so, fail /healthz."""
+        spec = secret.spec
+        if self.secrets.get(spec.id) is not secret or self._stop.is_set():
+            return  # removed by a reload meanwhile, or stopping: nothing to schedule
+        self._unplanned.add(spec.id)
         log.error(
             "schedule.lost",
-            secret_id=secret.spec.id,
-            database=secret.spec.database,
+            secret_id=spec.id,
+            database=spec.database,
             error=f"{type(exc).__name__}: {exc}",
-            action="rotd cannot schedule this secret; /healthz fails until it can. "
-            "Restart rotd, and report this event's exception",
+            action="rotd cannot schedule this secret and /healthz fails: reload rotd (SIGHUP) "
+            "or restart it, and report this event's exception",
             exc_info=exc,
         )
 
