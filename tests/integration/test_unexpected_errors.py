@@ -21,6 +21,7 @@ import pytest
 import rotd.daemon
 import rotd.hooks
 import rotd.protocol
+import rotd.runner
 from rotd.daemon import Daemon
 from rotd.inventory import Inventory, load
 from rotd.notify import Notifier
@@ -154,7 +155,19 @@ def inject_metrics(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool]) 
     monkeypatch.setattr(Daemon, "_observe", faulty)
 
 
+def inject_scheduling(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool]) -> None:
+    is_busy = rotd.runner.Runner.is_busy
+
+    def faulty(self: Any, secret_id: str) -> bool:
+        if hit(secret_id):
+            raise RuntimeError("injected fault in handing the secret to a rotation")
+        return is_busy(self, secret_id)
+
+    monkeypatch.setattr(rotd.runner.Runner, "is_busy", faulty)
+
+
 INJECTIONS = {
+    "scheduling": inject_scheduling,
     "rotation": inject_rotation,
     "hooks": inject_hook,
     "planning": inject_planning,
@@ -213,7 +226,7 @@ async def test_an_unexpected_exception_is_caught_counted_and_the_secret_planned_
         (hook_failed,) = of(events, "hook.failed", faulty)
         assert "injected fault in a hook" in hook_failed["error"]
         assert 'result="failed"} 1.0' in metrics
-    if stage == "planning":
+    if stage in ("planning", "scheduling"):
         (retry,) = of(events, "schedule.retry_scheduled", faulty)
         assert retry["category"] == "internal"
     for name, user in ((faulty, faulty_user), (good, good_user)):
