@@ -567,7 +567,7 @@ class Daemon:
                 retry_in_s=round(delay.total_seconds(), 1),
                 failures=secret.failures,
             )
-            self._schedule(secret, retry_at, retry_at)
+            self._schedule(secret, retry_at, retry_at, replan=planning)
             return
         secret.parked = True
         secret.status.problem = str(category)
@@ -583,7 +583,7 @@ class Daemon:
             action="fix the cause, then reload rotd (SIGHUP) or wait for the next due time",
         )
         if next_due is not None:
-            self._schedule(secret, next_due, next_due)
+            self._schedule(secret, next_due, next_due, replan=planning)
 
     def _observe(self, outcome: Outcome) -> None:
         self.metrics.in_flight.dec()

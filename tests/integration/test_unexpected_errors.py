@@ -23,6 +23,7 @@ import rotd.hooks
 import rotd.protocol
 import rotd.runner
 from rotd.daemon import Daemon
+from rotd.errors import Category, StoreError
 from rotd.inventory import Inventory, load
 from rotd.notify import Notifier
 from tests.fixtures.aws import MotoServer, Secrets
@@ -341,3 +342,35 @@ async def test_a_secret_that_cannot_be_scheduled_fails_health_and_a_reload_bring
             "the lost secret planned",
         )
         assert await get(port, "/healthz") == (200, "ok\n")
+
+
+async def test_a_transient_planning_failure_plans_again_and_rotates_nothing_early(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    events: list[Event],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Secrets Manager throttles the first read of a secret that is not due: the retry reads
+    it again and plans it; it does not rotate a secret 30 days early."""
+    _, name = await make_login(db, secrets)
+    inspect = rotd.daemon.inspect
+    hit = once(lambda secret_id: secret_id == name)
+
+    async def throttled(spec: Any, store: Any) -> Any:
+        if hit(spec.id):
+            raise StoreError(spec.id, "DescribeSecret", Category.THROTTLED, "slow down")
+        return await inspect(spec, store)
+
+    monkeypatch.setattr(rotd.daemon, "inspect", throttled)
+    inv = daemon_inventory(tmp_path / "inv.yaml", moto, [{"id": name}], free_tcp_port())
+    async with running(inv) as daemon:
+        await until(
+            lambda: (daemon.secrets[name].status.next_due or 0) > time.time() + DAYS_29,
+            "the secret planned for its due time",
+        )
+    (retry,) = of(events, "schedule.retry_scheduled", name)
+    assert retry["category"] == "throttled"
+    assert of(events, "rotation.succeeded", name) == []
+    assert of(events, "rotation.failed", name) == []
