@@ -5,6 +5,11 @@ AWSCURRENT version, read at start, after each rotation and on reload. APSchedule
 clock: each job is a tiny coroutine that hands the secret to the :class:`rotd.runner.Runner`,
 which owns concurrency; in-flight rotations are tasks of this module, so that a stop can let
 them finish within the grace period. Signal handlers only set events; the main loop acts.
+
+No secret may silently drop out of the schedule: an exception nobody expected while planning,
+firing or rotating one secret is caught at that secret's boundary, logged as
+``unexpected_error.caught``, counted, and the secret is planned again with backoff. When the
+daemon can no longer plan, :meth:`Daemon.health_problem` says so and ``/healthz`` fails.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from rotd.errors import Category, ConfigErrors, StoreError
 from rotd.inventory import Inventory, SecretSpec
 from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
-from rotd.observability import Metrics, SecretStatus, get_logger, serve_http
+from rotd.observability import Metrics, SecretStatus, get_logger, log_unexpected, serve_http
 from rotd.protocol import Outcome, inspect
 from rotd.runner import Runner
 from rotd.schedule import plan_start
@@ -41,6 +46,9 @@ EXIT_FORCED = 130  # a second SIGINT: exit at once, as a shell does after Ctrl-C
 RETRY_BASE = timedelta(seconds=15)
 RETRY_CAP = timedelta(minutes=15)
 PLANNING_CONCURRENCY = 32
+# /healthz fails once planning has raised this many times in a row, for as many different
+# secrets (or for every secret, when there are fewer), with no planning succeeding between.
+PLANNING_FAULTS_UNHEALTHY = 3
 
 
 def backoff(
@@ -77,6 +85,8 @@ class Daemon:
         notifier: Notifier | None = None,
         engines: Mapping[str, Engine] | None = None,
         store: SecretStore | None = None,
+        retry_base: timedelta = RETRY_BASE,
+        retry_cap: timedelta = RETRY_CAP,
     ) -> None:
         self.inventory = inventory
         self.install_signal_handlers = install_signal_handlers
@@ -99,6 +109,13 @@ class Daemon:
         self._settled.set()
         self._waiting: set[str] = set()
         self.counts = {"succeeded": 0, "failed": 0, "resumed": 0, "skipped": 0}
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        # What /healthz reads: secrets that could not even be given a retry, and the secrets
+        # whose planning raised since a planning last succeeded (with the count of faults).
+        self._unplanned: set[str] = set()
+        self._planning_faults = 0
+        self._planning_faulty: set[str] = set()
 
     # --- signals: handlers only set events -----------------------------------------------------
 
@@ -120,8 +137,26 @@ class Daemon:
         self.request_stop()
 
     def healthy(self) -> bool:
+        return self.health_problem() is None
+
+    def health_problem(self) -> str | None:
+        """Why the daemon cannot keep every secret on schedule, or None while it can."""
         scheduler = self._scheduler
-        return self.started and scheduler is not None and scheduler.running
+        if not self.started:
+            return "starting"
+        if scheduler is None or not scheduler.running:
+            return "the scheduler is not running"
+        if self._unplanned:
+            return f"{len(self._unplanned)} secret(s) could not be scheduled again"
+        needed = min(PLANNING_FAULTS_UNHEALTHY, len(self.secrets))
+        if self._planning_faults >= PLANNING_FAULTS_UNHEALTHY and (
+            len(self._planning_faulty) >= needed
+        ):
+            return (
+                f"planning failed {self._planning_faults} times in a row, for "
+                f"{len(self._planning_faulty)} secret(s)"
+            )
+        return None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -150,7 +185,9 @@ class Daemon:
             )
             self._runner.on_start = lambda _spec: self.metrics.in_flight.inc()
             self._runner.on_finish = self._observe
+            self._runner.on_fault = self.metrics.unexpected_error
             self._runner.hooks.on_result = self.metrics.hook_finished
+            self._runner.hooks.on_fault = self.metrics.unexpected_error
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))
@@ -283,8 +320,13 @@ class Daemon:
         ]
         for secret_id in removed:
             self._untrack(secret_id)
-        # A reload is also the operator's way to say "I fixed it": parked secrets plan again.
-        retry = [s.spec for s in self.secrets.values() if s.parked and s.spec.id in new_specs]
+        # A reload is also the operator's way to say "I fixed it": parked secrets plan again,
+        # and so do secrets that a fault left without a schedule.
+        retry = [
+            s.spec
+            for s in self.secrets.values()
+            if (s.parked or s.spec.id in self._unplanned) and s.spec.id in new_specs
+        ]
         retry = [new_specs[spec.id] for spec in retry if new_specs[spec.id] not in changed]
         for spec in changed:
             self.secrets[spec.id].spec = spec
@@ -353,6 +395,7 @@ class Daemon:
         self.secrets.pop(secret_id, None)
         self._claims.pop(secret_id, None)
         self.metrics.secrets.pop(secret_id, None)
+        self._unplanned.discard(secret_id)
         if self._scheduler is not None and self._scheduler.get_job(secret_id) is not None:
             self._scheduler.remove_job(secret_id)
 
@@ -360,10 +403,24 @@ class Daemon:
         task = asyncio.create_task(self._plan(secret), name=f"plan:{secret.spec.id}")
         self._planning.add(task)
         task.add_done_callback(self._planning.discard)
+        task.add_done_callback(lambda done: self._task_done(done, secret))
         return task
 
     async def _plan(self, secret: _Secret) -> None:
-        """Read the secret's state in Secrets Manager and schedule its next rotation."""
+        """Read the secret's state in Secrets Manager and schedule its next rotation.
+
+        Never raises but ``CancelledError``: the secret's planning boundary."""
+        try:
+            await self._plan_once(secret)
+        except Exception as exc:
+            self._planning_faults += 1
+            self._planning_faulty.add(secret.spec.id)
+            self._caught(secret, "planning", exc)
+        else:
+            self._planning_faults = 0
+            self._planning_faulty.clear()
+
+    async def _plan_once(self, secret: _Secret) -> None:
         spec = secret.spec
         now = utcnow()
         try:
@@ -396,13 +453,16 @@ class Daemon:
         due, start = planned
         self._schedule(secret, due, start)
 
-    def _schedule(self, secret: _Secret, due: datetime, start: datetime) -> None:
+    def _schedule(
+        self, secret: _Secret, due: datetime, start: datetime, *, replan: bool = False
+    ) -> None:
+        """Run the secret's job at ``start``: rotate it, or with ``replan`` plan it again."""
         spec = secret.spec
         secret.status.next_due = due.timestamp()
         if self._scheduler is None or not self._scheduler.running:
             return
         self._scheduler.add_job(
-            self._fire,
+            self._replan if replan else self._fire,
             "date",
             run_date=start,
             args=[spec.id],
@@ -411,12 +471,14 @@ class Daemon:
             misfire_grace_time=None,
             coalesce=True,
         )
+        self._unplanned.discard(spec.id)
         log.debug(
             "schedule.planned",
             secret_id=spec.id,
             due=due.isoformat(),
             start=start.isoformat(),
             parked=secret.parked,
+            replan=replan,
         )
 
     async def _fire(self, secret_id: str) -> None:
@@ -424,33 +486,103 @@ class Daemon:
         secret = self.secrets.get(secret_id)
         if secret is None or self._stop.is_set() or self._runner is None:
             return
-        if self._runner.is_busy(secret_id) or secret_id in self._waiting:
+        try:
+            if self._runner.is_busy(secret_id) or secret_id in self._waiting:
+                return
+            task = asyncio.create_task(self._rotate(secret), name=f"rotate:{secret_id}")
+            self._rotations.add(task)
+            task.add_done_callback(self._rotations.discard)
+            task.add_done_callback(lambda done: self._task_done(done, secret))
+        except Exception as exc:
+            self._caught(secret, "scheduling", exc)
+
+    async def _replan(self, secret_id: str) -> None:
+        """The scheduled job after a fault: plan the secret again, in a task of its own."""
+        secret = self.secrets.get(secret_id)
+        if secret is None or self._stop.is_set():
             return
-        task = asyncio.create_task(self._rotate(secret), name=f"rotate:{secret_id}")
-        self._rotations.add(task)
-        task.add_done_callback(self._rotations.discard)
+        try:
+            self._spawn_planning(secret)
+        except Exception as exc:
+            self._caught(secret, "scheduling", exc)
 
     async def _rotate(self, secret: _Secret) -> None:
+        """One rotation task: the runner's boundary covers the rotation, its hooks and
+        metrics; this one covers what the daemon does with the outcome."""
         assert self._runner is not None
         self._waiting.add(secret.spec.id)
         try:
             await self._settled.wait()  # planning in progress: which logins are shared?
         finally:
             self._waiting.discard(secret.spec.id)
-        outcome = await self._runner.rotate_one(secret.spec, attempt=secret.failures + 1)
-        if self.secrets.get(secret.spec.id) is not secret or self._stop.is_set():
-            return
-        now = utcnow()
-        if outcome.error is None:
+        try:
+            outcome = await self._runner.rotate_one(secret.spec, attempt=secret.failures + 1)
+            if self.secrets.get(secret.spec.id) is not secret or self._stop.is_set():
+                return
+            now = utcnow()
+            if outcome.error is not None:
+                self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
+                return
             if not outcome.skipped:
                 secret.status.last_success = now.timestamp()
             secret.failures = 0
             secret.status.consecutive_failures = 0
             secret.status.problem = None
-            await self._plan(secret)
-            self._refuse_shared_logins()
-        else:
-            self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
+        except Exception as exc:
+            self._caught(secret, "scheduling", exc)
+            return
+        await self._plan(secret)
+        self._refuse_shared_logins()
+
+    def _caught(self, secret: _Secret, stage: str, exc: Exception) -> None:
+        """The boundary of one secret: log and count ``exc``, then plan the secret again with
+        backoff. A secret that cannot even be given a retry fails the health check."""
+        spec = secret.spec
+        log_unexpected(log, stage, exc, secret_id=spec.id, database=spec.database)
+        try:
+            self.metrics.unexpected_error(spec.database, stage)
+            if self.secrets.get(spec.id) is not secret or self._stop.is_set():
+                return
+            secret.failures += 1
+            secret.status.consecutive_failures = secret.failures
+            delay = backoff(secret.failures, base=self.retry_base, cap=self.retry_cap)
+            retry_at = utcnow() + delay
+            log.warning(
+                "schedule.retry_scheduled",
+                secret_id=spec.id,
+                category=str(Category.INTERNAL),
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=round(delay.total_seconds(), 3),
+                failures=secret.failures,
+            )
+            self._schedule(secret, retry_at, retry_at, replan=True)
+        except Exception as again:
+            self._lost(secret, again)
+
+    def _task_done(self, task: asyncio.Task[None], secret: _Secret) -> None:
+        """The last line of defence: a task of one secret that ended with an exception its
+        boundary did not catch (a fault in the boundary itself) leaves the secret unplanned."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._lost(secret, exc)
+
+    def _lost(self, secret: _Secret, exc: BaseException) -> None:
+        """The secret has no schedule and nothing will give it one: say so, fail /healthz."""
+        spec = secret.spec
+        if self.secrets.get(spec.id) is not secret or self._stop.is_set():
+            return  # removed by a reload meanwhile, or stopping: nothing to schedule
+        self._unplanned.add(spec.id)
+        log.error(
+            "schedule.lost",
+            secret_id=spec.id,
+            database=spec.database,
+            error=f"{type(exc).__name__}: {exc}",
+            action="rotd cannot schedule this secret and /healthz fails: reload rotd (SIGHUP) "
+            "or restart it, and report this event's exception",
+            exc_info=exc,
+        )
 
     def _after_failure(
         self,
@@ -466,7 +598,7 @@ class Daemon:
         secret.failures += 1
         secret.status.consecutive_failures = secret.failures
         if category.transient:
-            delay = backoff(secret.failures)
+            delay = backoff(secret.failures, base=self.retry_base, cap=self.retry_cap)
             retry_at = now + delay
             log.warning(
                 "rotation.retry_scheduled" if not planning else "schedule.retry_scheduled",
@@ -476,7 +608,7 @@ class Daemon:
                 retry_in_s=round(delay.total_seconds(), 1),
                 failures=secret.failures,
             )
-            self._schedule(secret, retry_at, retry_at)
+            self._schedule(secret, retry_at, retry_at, replan=planning)
             return
         secret.parked = True
         secret.status.problem = str(category)
@@ -492,7 +624,7 @@ class Daemon:
             action="fix the cause, then reload rotd (SIGHUP) or wait for the next due time",
         )
         if next_due is not None:
-            self._schedule(secret, next_due, next_due)
+            self._schedule(secret, next_due, next_due, replan=planning)
 
     def _observe(self, outcome: Outcome) -> None:
         self.metrics.in_flight.dec()

@@ -29,6 +29,7 @@ class Category(StrEnum):
     LOCKED = "locked"  # another rotd process is rotating it right now
     UNSUPPORTED = "unsupported"  # an engine or feature rotd does not handle
     TEST_FAILED = "test_failed"  # the new login works but the test query failed
+    INTERNAL = "internal"  # an exception rotd did not expect: a fault in rotd itself
 
     @property
     def transient(self) -> bool:
@@ -36,8 +37,18 @@ class Category(StrEnum):
         return self in _TRANSIENT
 
 
+# INTERNAL counts as transient: a fault in rotd must never drop a secret from the schedule,
+# so it is retried with backoff like any passing trouble, and counted apart
+# (rotd_unexpected_errors_total) so that it is seen.
 _TRANSIENT = frozenset(
-    {Category.UNREACHABLE, Category.TIMEOUT, Category.THROTTLED, Category.SERVER, Category.LOCKED}
+    {
+        Category.UNREACHABLE,
+        Category.TIMEOUT,
+        Category.THROTTLED,
+        Category.SERVER,
+        Category.LOCKED,
+        Category.INTERNAL,
+    }
 )
 
 

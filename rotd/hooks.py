@@ -32,7 +32,7 @@ import aiohttp
 
 from rotd.errors import RotdError
 from rotd.inventory import Hook, SecretSpec
-from rotd.observability import get_logger, redactor
+from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Outcome
 from rotd.secretstore import SecretStore
 
@@ -96,9 +96,11 @@ class HookRunner:
         self.store = store
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        # Observer for metrics: called once per hook with (database, kind, result), where
-        # result is "succeeded" or "failed"; Metrics.hook_finished fits.
+        # Observers for metrics: called once per hook with (database, kind, result), where
+        # result is "succeeded" or "failed" (Metrics.hook_finished fits); and with
+        # (database, "hooks") for each unexpected exception caught (Metrics.unexpected_error).
         self.on_result: Callable[[str, str, str], None] | None = None
+        self.on_fault: Callable[[str, str], None] | None = None
 
     async def run(self, spec: SecretSpec, outcome: Outcome) -> list[HookResult]:
         """Run every hook of ``spec`` for the successful rotation ``outcome``, in order.
@@ -123,11 +125,11 @@ class HookRunner:
             version_id=rotation.version_id,
             hook=index,
             kind=kind,
-            target=_target(hook),
         )
         started = time.monotonic()
         attempts = 0
         try:
+            hook_log = hook_log.bind(target=_target(hook))
             attempt = _Attempt(False, False, "not run", {})
             prepared = await self._prepare(hook)
             if isinstance(prepared, _Attempt):
@@ -148,8 +150,12 @@ class HookRunner:
                     )
                     await asyncio.sleep(delay)
         except Exception as exc:  # a bug must not end the hooks of this secret, or the daemon
-            hook_log.error("hook.failed", attempts=attempts, error=repr(exc), exc_info=exc)
-            attempt = _Attempt(False, False, repr(exc), {})
+            log_unexpected(hook_log, "hooks", exc)
+            if self.on_fault is not None:
+                self.on_fault(rotation.database, "hooks")
+            error = f"unexpected {type(exc).__name__}: {exc} (a fault in rotd)"
+            hook_log.error("hook.failed", attempts=attempts, error=error)
+            attempt = _Attempt(False, False, error, {})
         else:
             duration_s = round(time.monotonic() - started, 4)
             if attempt.ok:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -96,14 +97,18 @@ class PasswordModel(_Model):
 
 
 class HookModel(_Model):
-    """One action after a successful rotation: a command (exec) or an HTTP POST (webhook)."""
+    """One action after a successful rotation: a command (exec) or an HTTP POST (webhook).
+
+    Everything that can be known offline about whether a hook can run is checked here, so that
+    a hook that could never be called is a configuration error, not a failure after a rotation.
+    """
 
     exec: list[str] | None = Field(default=None, min_length=1)
     webhook: str | None = None
     timeout: DurationText = "30s"
     retries: int = Field(default=3, ge=0, le=10)
     include_secret: bool = False
-    hmac_key_file: str | None = None
+    hmac_key_file: str | None = Field(default=None, min_length=1)
 
     @field_validator("timeout")
     @classmethod
@@ -112,12 +117,28 @@ class HookModel(_Model):
             raise ValueError("a hook's timeout must be at least 1s")
         return value
 
+    @field_validator("exec")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value[0].strip():
+            raise ValueError("the program, the first item, is empty")
+        if any("\0" in arg for arg in value):
+            raise ValueError("an argument holds a NUL character, which no command can receive")
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_webhook(value)
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> HookModel:
         if (self.exec is None) == (self.webhook is None):
             raise ValueError("a hook has exactly one of exec: [argv...] or webhook: URL")
-        if self.webhook is not None and not re.match(r"^https?://[^/\s]+", self.webhook):
-            raise ValueError("webhook must be an http:// or https:// URL")
         if self.exec is not None and self.hmac_key_file is not None:
             raise ValueError("hmac_key_file applies to webhook hooks only")
         if self.webhook is not None and self.include_secret:
@@ -309,6 +330,44 @@ def secret_name(secret_id: str) -> str:
     name = match.group("name")
     # AWS appends "-" and six random characters to the name in a full ARN.
     return re.sub(r"-[A-Za-z0-9]{6}$", "", name)
+
+
+def check_webhook(url: str) -> None:
+    """Raise ValueError unless ``url`` is an http(s) URL that can be requested: a host, a port
+    from 1 to 65535, nothing the HTTP client cannot parse. Messages never quote the URL, whose
+    path may hold a token."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("the URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {_url_problem(exc)}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("webhook must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("the URL names no host; write e.g. https://deploy.example.com/hook")
+    if port == 0:
+        raise ValueError("not a valid URL: the port must be 1 to 65535, not 0")
+    # The HTTP client parses the URL again, by rules of its own (hosts are IDNA-encoded).
+    import yarl  # only inventories with webhooks pay for the import
+
+    try:
+        parsed = yarl.URL(url)
+        parsed.host, parsed.port  # noqa: B018 - parsed lazily; asking is the check
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError(f"not a valid URL: {_url_problem(exc)}") from None
+
+
+def _url_problem(exc: Exception) -> str:
+    text = str(exc)
+    if text.startswith("Port out of range"):
+        return "the port must be 1 to 65535"
+    if "port" in text.lower():
+        return "the port is not a number"
+    if "IPv6" in text:
+        return "an IPv6 host in [brackets] is not closed, or not an IPv6 address"
+    return "the host cannot be parsed"
 
 
 def _split_listen(value: str) -> tuple[str, int]:

@@ -285,6 +285,22 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
+UNEXPECTED_ERROR = "unexpected_error.caught"
+
+
+def log_unexpected(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
+    """Log an exception no code path expected, caught at one secret's boundary: the one event
+    ``unexpected_error.caught``, with ``stage`` and the traceback (scrubbed like every event)."""
+    logger.error(
+        UNEXPECTED_ERROR,
+        stage=stage,
+        error=f"{type(exc).__name__}: {exc}",
+        action="a fault in rotd itself: report it with this event's exception",
+        exc_info=exc,
+        **fields,
+    )
+
+
 # --- metrics and health -------------------------------------------------------------------------
 
 
@@ -338,6 +354,13 @@ class Metrics:
             ["database", "kind", "result"],
             registry=self.registry,
         )
+        self.unexpected_errors = Counter(
+            "rotd_unexpected_errors",
+            "Exceptions rotd did not expect, caught at one secret's boundary, by database and "
+            "stage (rotation, hooks, planning, scheduling, metrics).",
+            ["database", "stage"],
+            registry=self.registry,
+        )
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
 
@@ -351,6 +374,9 @@ class Metrics:
 
     def hook_finished(self, database: str, kind: str, result: str) -> None:
         self.hook_runs.labels(database, kind, result).inc()
+
+    def unexpected_error(self, database: str, stage: str) -> None:
+        self.unexpected_errors.labels(database, stage).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

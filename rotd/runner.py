@@ -4,14 +4,24 @@
 bounds those working on one database host:port, and one secret is never rotated twice at once
 in this process. Each finished rotation is logged as one canonical line. The runner never
 raises for a failed rotation: it reports it in the :class:`rotd.protocol.Outcome`.
+
+:meth:`Runner.rotate_one` is one secret's boundary: an exception nobody expected, in the
+rotation, its hooks or its observers, is logged as ``unexpected_error.caught`` with its
+traceback and counted; it fails that rotation alone (category ``internal``) or, after a
+rotation that succeeded, leaves it succeeded. Only cancellation goes through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +31,7 @@ from rotd.errors import Category, DatabaseError, SecretError
 from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
 from rotd.logins import SharedLogin
-from rotd.observability import get_logger
+from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Dependencies, Outcome, Step, rotate
 from rotd.secretstore import CURRENT, SecretStore
 
@@ -304,9 +314,11 @@ class Runner:
         self.expected_current: dict[str, str] = {}
         # Secrets holding a login another secret holds too: never rotated (rotd.logins).
         self.shared_logins: Mapping[str, SharedLogin] = {}
-        # Observers for metrics: called as a rotation takes its slot and when it has finished.
+        # Observers for metrics: called as a rotation takes its slot and when it has finished,
+        # and with (database, stage) for each unexpected exception caught.
         self.on_start: Callable[[SecretSpec], None] | None = None
         self.on_finish: Callable[[Outcome], None] | None = None
+        self.on_fault: Callable[[str, str], None] | None = None
 
     def deps(self, lease: Lease) -> Dependencies:
         return Dependencies(
@@ -330,7 +342,10 @@ class Runner:
 
     async def rotate_one(self, spec: SecretSpec, *, attempt: int = 1) -> Outcome:
         """Rotate ``spec`` once, waiting for room; refuse if this process is already on it,
-        or if another secret holds the same login (changing nothing for either)."""
+        or if another secret holds the same login (changing nothing for either).
+
+        Never raises but ``CancelledError``: see the module's description.
+        """
         shared = self.shared_logins.get(spec.id)
         if shared is not None:
             error = SecretError(spec.id, Step.GUARD, Category.SHARED_LOGIN, shared.reason)
@@ -344,25 +359,49 @@ class Runner:
             return Outcome(spec.id, spec.database, spec.strategy, 0.0, error=error)
         self._busy.add(spec.id)
         lease = Lease(self._global)
+        started = time.monotonic()
         try:
             await lease.acquire()
             self.in_flight += 1
-            if self.on_start is not None:
-                self.on_start(spec)
+            with self.contained(spec, "metrics"):
+                if self.on_start is not None:
+                    self.on_start(spec)
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
                 outcome = await rotate(spec, self.deps(lease), attempt=attempt)
+            except Exception as exc:
+                self.caught(spec, "rotation", exc)
+                outcome = _unexpected_outcome(spec, exc, time.monotonic() - started)
             finally:
                 self.in_flight -= 1
         finally:
             lease.release()
             self._busy.discard(spec.id)
-        report(outcome, attempt=attempt)
-        if self.on_finish is not None:
-            self.on_finish(outcome)
+        with self.contained(spec, "metrics"):
+            report(outcome, attempt=attempt)
+        with self.contained(spec, "metrics"):
+            if self.on_finish is not None:
+                self.on_finish(outcome)
         if outcome.ok and spec.hooks:
-            await self.hooks.run(spec, outcome)  # never raises; a failing hook undoes nothing
+            # A failing hook undoes nothing: the rotation stays succeeded whatever happens here.
+            with self.contained(spec, "hooks"):
+                await self.hooks.run(spec, outcome)
         return outcome
+
+    def caught(self, spec: SecretSpec, stage: str, exc: Exception) -> None:
+        """Log and count an exception nobody expected in ``stage`` of ``spec``'s life."""
+        log_unexpected(log, stage, exc, secret_id=spec.id, database=spec.database)
+        if self.on_fault is not None:
+            self.on_fault(spec.database, stage)
+
+    @contextmanager
+    def contained(self, spec: SecretSpec, stage: str) -> Iterator[None]:
+        """Catch, log and count any exception but cancellation: ``stage`` of ``spec`` must not
+        take the rest of its rotation, or other secrets, down with it."""
+        try:
+            yield
+        except Exception as exc:
+            self.caught(spec, stage, exc)
 
     async def rotate_all(self, specs: Iterable[SecretSpec]) -> list[Outcome]:
         """Rotate every secret given, concurrently within the limits; keep their order."""
@@ -371,6 +410,17 @@ class Runner:
             return list(await asyncio.gather(*(self.rotate_one(spec) for spec in specs)))
         finally:
             await self.hosts.close_idle()
+
+
+def _unexpected_outcome(spec: SecretSpec, exc: Exception, duration_s: float) -> Outcome:
+    """A rotation that raised what nobody expected: failed, category ``internal``. Its state is
+    in Secrets Manager, so the next attempt resumes it like any interrupted rotation."""
+    reason = redactor.scrub(
+        f"unexpected {type(exc).__name__}: {exc} (a fault in rotd; the "
+        "unexpected_error.caught event has the traceback)"
+    )
+    error = SecretError(spec.id, "unknown step", Category.INTERNAL, reason)
+    return Outcome(spec.id, spec.database, spec.strategy, round(duration_s, 4), error=error)
 
 
 def report(outcome: Outcome, *, attempt: int) -> None:

@@ -6,10 +6,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.test_daemon import write_inventory
+import pytest
+
+from tests.e2e.test_daemon import HOOK_FAULT, write_inventory
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import RotdProcess
+from tests.fixtures.process import RotdProcess, injected_env
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
@@ -111,3 +113,104 @@ async def test_status_shows_each_secret_and_its_problems(
     assert good_report["next_due"] > good_report["last_rotated"]
     assert missing_report["problem"].startswith("not_found")
     assert "Pending-pass-9" not in out
+
+
+async def test_validate_rejects_hooks_that_could_never_run(
+    tmp_path: Path, rotd_process: Start
+) -> None:
+    """A hook that cannot be called is a configuration error found offline, with its position,
+    not a crash after the rotation."""
+    path = tmp_path / "hooks.yaml"
+    path.write_text(
+        "databases:\n"
+        "  - name: orders\n"
+        "    on_rotated:\n"
+        "      - webhook: http://127.0.0.1:99999/x\n"
+        "      - webhook: http://[::1/x\n"
+        "      - exec: [/bin/true, '']\n"
+        "      - exec: ['']\n"
+        "    secrets:\n"
+        "      - id: a\n"
+    )
+    code, out, err = run(rotd_process, "validate", "-c", str(path))
+    assert code == 78, out + err
+    assert f"{path}:4:18: databases.0.on_rotated.0.webhook: " in err
+    assert "port" in err.split(f"{path}:4:18:")[1].splitlines()[0]
+    assert f"{path}:5:18: databases.0.on_rotated.1.webhook: " in err
+    assert f"{path}:7:15: databases.0.on_rotated.3.exec" in err
+    assert f"{path}:6:" not in err, "an empty argument after the program is a valid argument"
+    assert "Traceback" not in err
+
+
+# The rotation of any secret whose id holds "faulty" raises an exception rotd never expects.
+ROTATION_FAULT = """
+import rotd.protocol
+
+_run = rotd.protocol._Rotation._run
+
+async def _faulty_run(self):
+    if "faulty" in self.spec.id:
+        raise RuntimeError("injected fault in " + self.spec.id)
+    await _run(self)
+
+rotd.protocol._Rotation._run = _faulty_run
+"""
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_rotate_reports_every_secret_when_a_hook_raises_after_the_rotation(
+    db: Database, secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    hooked_user, hooked = await make_login(db, secrets)
+    _, plain = await make_login(db, secrets)
+    path = write_inventory(
+        tmp_path / "inv.yaml",
+        moto,
+        [{"id": hooked, "on_rotated": [{"exec": ["/bin/true"]}]}, {"id": plain}],
+    )
+    process = rotd_process(
+        "rotate", "-c", str(path), "--all", env=injected_env(tmp_path, HOOK_FAULT)
+    )
+    code = process.wait(120)
+    out, err = "".join(process.stdout), "".join(process.lines)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"ok     {hooked}  single_user  {hooked_user} -> {hooked_user}")
+    assert lines[1].startswith(f"ok     {plain}  ")
+    assert len(process.events) == len(process.lines), "every line on stderr is a log event"
+    (caught,) = process.named("unexpected_error.caught")
+    assert (caught["secret_id"], caught["stage"]) == (hooked, "hooks")
+    assert "ValueError: Port out of range" in caught["exception"]
+    (failed,) = process.named("hook.failed")
+    assert failed["secret_id"] == hooked
+    assert await db.logs_in(hooked_user, (await secrets.value(hooked))["password"])
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_rotate_reports_a_rotation_that_raised_and_rotates_the_others(
+    db: Database, secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    faulty_user, faulty = await make_login(db, secrets)
+    faulty_renamed = await secrets.create("faulty", await secrets.value(faulty))
+    _, good = await make_login(db, secrets)
+    path = write_inventory(tmp_path / "inv.yaml", moto, [{"id": faulty_renamed}, {"id": good}])
+    env = injected_env(tmp_path, ROTATION_FAULT)
+    process = rotd_process("rotate", "-c", str(path), "--all", "--json", env=env)
+    code = process.wait(120)
+    out, err = "".join(process.stdout), "".join(process.lines)
+    assert code == 1, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [(r["secret_id"], r["outcome"]) for r in results] == [
+        (faulty_renamed, "failed"),
+        (good, "succeeded"),
+    ]
+    assert results[0]["category"] == "internal"
+    assert "RuntimeError: injected fault" in results[0]["error"]
+    assert len(process.events) == len(process.lines), "every line on stderr is a log event"
+    (caught,) = process.named("unexpected_error.caught")
+    assert (caught["secret_id"], caught["stage"]) == (faulty_renamed, "rotation")
+    assert "RuntimeError: injected fault" in caught["exception"]
+    (failed,) = process.named("rotation.failed")
+    assert (failed["secret_id"], failed["category"]) == (faulty_renamed, "internal")
+    assert await db.logs_in(faulty_user, (await secrets.value(faulty_renamed))["password"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -16,10 +17,21 @@ import pytest
 
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import NotifySocket, RotdProcess, free_tcp_port
+from tests.fixtures.process import NotifySocket, RotdProcess, free_tcp_port, injected_env
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
+
+# The crash of the review's reproduction: naming the webhook raised ValueError after the
+# rotation (a port out of range), here for every hook whatever its target.
+HOOK_FAULT = """
+import rotd.hooks
+
+def _target(hook):
+    raise ValueError("Port out of range 0-65535")
+
+rotd.hooks._target = _target
+"""
 
 
 def write_inventory(
@@ -330,3 +342,46 @@ async def test_the_grace_period_bounds_the_drain_and_a_second_sigint_exits_at_on
     third.send(signal.SIGTERM)
     assert third.wait(30) == 0
     await assert_current_logs_in(db, secrets, name)
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_hook_that_raises_under_run_leaves_the_secret_scheduled(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    tmp_path: Path,
+    rotd_process: Start,
+) -> None:
+    """The review's reproduction under ``rotd run``: a hook raised after the rotation, the task
+    died with "Task exception was never retrieved" and the secret was never scheduled again.
+    Now the fault is an event and a metric, and the secret is planned for its next due time."""
+    user, name = await make_login(db, secrets)
+    await secrets.put_pending(name, db.secret(user, "Pending-pass-7"))
+    listen_port = free_tcp_port()
+    path = write_inventory(
+        tmp_path / "inv.yaml",
+        moto,
+        [{"id": name, "on_rotated": [{"exec": ["/bin/true"]}]}],
+        daemon={"listen": f"127.0.0.1:{listen_port}"},
+    )
+    process = rotd_process("run", "-c", str(path), env=injected_env(tmp_path, HOOK_FAULT))
+    process.wait_for_event("rotation.resumed", 60)
+    (caught,) = process.wait_for_event("unexpected_error.caught", 30)
+    assert (caught["secret_id"], caught["stage"]) == (name, "hooks")
+    process.wait_for_event("hook.failed", 30)
+
+    def next_due(metrics: str) -> float:
+        prefix = f'rotd_secret_next_due_timestamp_seconds{{database="testdb",secret_id="{name}"}} '
+        (line,) = [line for line in metrics.splitlines() if line.startswith(prefix)]
+        return float(line.removeprefix(prefix))
+
+    deadline = time.monotonic() + 30
+    while next_due(_get(listen_port, "/metrics")[1]) < time.time() + 29 * 86400:
+        assert time.monotonic() < deadline, "the secret was not planned for its next due time"
+        await asyncio.sleep(0.1)
+    _, metrics = _get(listen_port, "/metrics")
+    assert 'rotd_unexpected_errors_total{database="testdb",stage="hooks"} 1.0' in metrics
+    assert _get(listen_port, "/healthz") == (200, "ok\n")
+    process.send(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert len(process.events) == len(process.lines), "every line on stderr is a log event"

@@ -421,7 +421,7 @@ def test_errors_inside_lists_and_under_odd_keys_keep_their_positions() -> None:
         """
     )
     assert [e.split(": ")[0] for e in found] == [
-        "inv.yaml:4:7",
+        "inv.yaml:4:16",
         "inv.yaml:7:23",
         "inv.yaml:8:5",
         "inv.yaml:11:9",
@@ -640,3 +640,76 @@ def test_a_value_yaml_could_not_build_leaves_its_checks_out_but_not_the_others()
     )
     assert [e.split(": ", 1)[0] for e in found] == ["inv.yaml:5:17", "inv.yaml:7:13"], found
     assert "already in the inventory" in found[1]
+
+
+def test_hooks_that_could_never_run_are_located_errors() -> None:
+    """Checked offline: a webhook's scheme, host, port and syntax, as both the URL parser of
+    the logs and the HTTP client read it, and an exec hook's program and arguments."""
+    found = errors(
+        """
+        defaults:
+          on_rotated:
+            - webhook: http://127.0.0.1:99999/x
+            - webhook: http://[::1/x
+            - webhook: http://[not-ipv6]/x
+            - webhook: http://host:8o/x
+            - webhook: http://host:0/x
+            - webhook: http:///x
+            - webhook: ftp://example.com/x
+            - webhook: "http://exa mple.com/x"
+            - webhook: http://xn--zz/x
+            - exec: [" "]
+            - exec: ["/bin/echo", "a\\0b"]
+            - exec: []
+            - {webhook: "https://ok.example/x", hmac_key_file: ""}
+            - {webhook: "https://ok.example/x", timeout: 0}
+            - {webhook: "https://ok.example/x", retries: 11}
+        databases: []
+        """
+    )
+    assert [e.split(": ")[0] for e in found] == [f"inv.yaml:{n}:16" for n in range(3, 12)] + [
+        "inv.yaml:12:13",
+        "inv.yaml:13:13",
+        "inv.yaml:14:13",
+        "inv.yaml:15:56",
+        "inv.yaml:16:50",
+        "inv.yaml:17:50",
+    ]
+    reasons = [e.split(": ", 2)[2] for e in found]
+    assert reasons[0] == "not a valid URL: the port must be 1 to 65535"
+    assert reasons[1].startswith("not a valid URL: an IPv6 host in [brackets] is not closed")
+    assert reasons[2].startswith("not a valid URL: an IPv6 host")
+    assert reasons[3] == "not a valid URL: the port is not a number"
+    assert reasons[4] == "not a valid URL: the port must be 1 to 65535, not 0"
+    assert reasons[5].startswith("the URL names no host")
+    assert reasons[6] == "webhook must be an http:// or https:// URL"
+    assert reasons[7] == "the URL must not contain spaces or control characters"
+    assert reasons[8] == "not a valid URL: the host cannot be parsed"
+    assert reasons[9] == "the program, the first item, is empty"
+    assert reasons[10].startswith("an argument holds a NUL character")
+    assert "at least 1 item" in reasons[11]
+    assert "at least 1 character" in reasons[12]
+    assert reasons[13] == "a hook's timeout must be at least 1s"
+    assert "less than or equal to 10" in reasons[14]
+    assert "tok" not in " ".join(found)
+
+
+def test_a_valid_webhook_and_empty_arguments_after_the_program_are_accepted() -> None:
+    inventory = parse(
+        """
+        defaults:
+          on_rotated:
+            - webhook: "https://[::1]:8443/hooks/x?tok=1"
+            - webhook: http://user@deploy.internal:8080/x
+            - exec: [ssh-keygen, -N, ""]
+        databases:
+          - name: orders
+            secrets: [{id: a}]
+        """
+    )
+    (spec,) = inventory.secrets
+    assert [h.url for h in spec.hooks[:2]] == [
+        "https://[::1]:8443/hooks/x?tok=1",
+        "http://user@deploy.internal:8080/x",
+    ]
+    assert spec.hooks[2].argv == ("ssh-keygen", "-N", "")
