@@ -33,8 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from rotd.engines import ENGINE_FAMILIES, Tls, TlsMode
-from rotd.errors import ConfigError, ConfigErrors
+from rotd.engines import Tls, TlsMode
+from rotd.engines.registry import installed
+from rotd.errors import ConfigError, ConfigErrors, EngineError
 from rotd.passwords import PasswordPolicy
 from rotd.schedule import Schedule, parse_duration, parse_schedule
 
@@ -165,9 +166,9 @@ class DatabaseModel(SettingsModel):
     @field_validator("engine")
     @classmethod
     def _engine(cls, value: str | None) -> str | None:
-        if value is not None and value not in ENGINE_FAMILIES:
-            allowed = ", ".join(sorted(ENGINE_FAMILIES))
-            raise ValueError(f"unknown engine {value!r}; allowed: {allowed}")
+        if value is not None and value not in installed():
+            allowed = ", ".join(installed().names())
+            raise ValueError(f"unknown engine {value!r}; installed: {allowed}")
         return value
 
 
@@ -802,6 +803,10 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         problems.append(f"password: {problem}")
     tls_mode = settings.get("tls")
     ca_file = settings.get("ca_file")
+    if database.engine is not None:
+        problem = _engine_problem(database.engine, Strategy(strategy), tls_mode or TlsMode.PREFER)
+        if problem:
+            problems.append(problem)
     fields = dict(
         database=database.name,
         strategy=Strategy(strategy),
@@ -823,6 +828,16 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         ),
     )
     return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
+
+
+def _engine_problem(name: str, strategy: Strategy, tls: TlsMode) -> str | None:
+    """Why the database's ``engine`` cannot rotate with these settings, or None."""
+    try:
+        capabilities = installed()[name].info.capabilities
+    except EngineError as exc:
+        return str(exc)
+    lacking = capabilities.lacking(alternating=strategy is Strategy.ALTERNATING_USERS, tls=tls)
+    return None if lacking is None else f"engine {name!r} lacks the capability {lacking}"
 
 
 def _hook(model: HookModel) -> Hook:
