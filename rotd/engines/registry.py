@@ -55,7 +55,8 @@ class EngineRegistry(Mapping[str, Engine]):
             raise broken
         point = self._points.get(name)
         if point is None:
-            installed = ", ".join(self.names()) or "none"
+            # None at all: rotd runs from a tree whose metadata predates its entry points.
+            installed = ", ".join(self.names()) or "none (reinstall rotd: make install)"
             raise EngineError(name, f"no such engine is installed; installed: {installed}")
         try:
             engine = self._engines[name] = _load(point)

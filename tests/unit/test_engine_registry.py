@@ -143,3 +143,9 @@ def test_looking_engines_up_imports_no_driver() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_no_engine_at_all_says_to_reinstall_rotd() -> None:
+    # A venv installed before rotd declared its entry points has none, not even postgres.
+    with pytest.raises(EngineError, match=r"installed: none \(reinstall rotd: make install\)"):
+        EngineRegistry([])["postgres"]
