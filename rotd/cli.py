@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from rotd import inventory as inventory_module
-from rotd.engines import ENGINE_FAMILIES, all_engines
+from rotd.engines import all_engines
 from rotd.errors import ConfigErrors, RotdError
 from rotd.inventory import Inventory, SecretSpec, Strategy
 from rotd.observability import configure_logging, get_logger, redactor
@@ -247,7 +247,12 @@ def _not_blank(value: str) -> str:
 @click.option(
     "--name", required=True, callback=_option_value(lambda v: _onboarding().check_name(v))
 )
-@click.option("--engine", required=True, type=click.Choice(sorted(ENGINE_FAMILIES)))
+@click.option(
+    "--engine",
+    required=True,
+    callback=_option_value(lambda v: _onboarding().check_engine(v)),
+    help="An installed engine: postgres, aurora-postgresql, mysql, aurora-mysql, mariadb, ...",
+)
 @click.option("--host", required=True, callback=_option_value(_not_blank))
 @click.option("--port", type=click.IntRange(1, 65535), help="Default: 5432 or 3306 by engine.")
 @click.option("--username", required=True, callback=_option_value(_not_blank))

@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rotd.engines import DEFAULT_PORTS, ENGINE_FAMILIES, Family, Tls, TlsMode
+from rotd.engines import Tls, TlsMode
+from rotd.engines.registry import installed
+from rotd.errors import EngineError
 from rotd.observability import redactor
 
 REQUIRED_KEYS = ("engine", "host", "username", "password")
@@ -97,10 +99,6 @@ class Credentials:
     # The whole JSON object as read, so that unknown keys survive a rotation.
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def family(self) -> Family:
-        return ENGINE_FAMILIES[self.engine]
-
     @classmethod
     def parse(cls, text: str) -> Credentials:
         """Parse a secret string; raise :class:`BadSecret` naming what is wrong, never a value."""
@@ -121,11 +119,11 @@ class Credentials:
             if not isinstance(document[key], str):
                 raise BadSecret(f"the secret JSON key `{key}` must be a string")
         engine = document["engine"]
-        if engine not in ENGINE_FAMILIES:
-            allowed = ", ".join(sorted(ENGINE_FAMILIES))
-            raise BadSecret(f"engine {engine!r} is not supported; use one of: {allowed}")
-        family = ENGINE_FAMILIES[engine]
-        port = document.get("port", DEFAULT_PORTS[family])
+        try:
+            info = installed()[engine].info
+        except EngineError as exc:
+            raise BadSecret(f"the secret JSON key `engine`: {exc}") from None
+        port = document.get("port", info.default_port)
         try:
             port = int(port)
         except (ValueError, TypeError):
@@ -133,8 +131,8 @@ class Credentials:
         if not 0 < port < 65536:
             raise BadSecret(f"the secret JSON key `port` is out of range: {port}")
         dbname = document.get("dbname")
-        if dbname is None and family is Family.POSTGRES:
-            dbname = "postgres"
+        if dbname is None:
+            dbname = info.default_dbname
         ssl = document.get("ssl")
         masterarn = document.get("masterarn")
         return cls(

@@ -37,19 +37,19 @@ from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
     Engine,
-    Family,
     Login,
     Permission,
     Session,
     TlsMode,
     all_engines,
 )
-from rotd.errors import AwsError, Category, DatabaseError, Missing, StoreError
+from rotd.engines.registry import EngineRegistry
+from rotd.errors import AwsError, Category, DatabaseError, EngineError, Missing, StoreError
 from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
 from rotd.logins import FIX as SHARED_LOGIN_FIX
 from rotd.logins import SharedLogin, shared_logins
 from rotd.observability import get_logger, redactor
-from rotd.protocol import UNWRITTEN, UNWRITTEN_PLAN, endpoint_for
+from rotd.protocol import UNWRITTEN, UNWRITTEN_PLAN, endpoint_for, engine_fits
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
@@ -377,6 +377,13 @@ async def diagnose(
     head.ok("inventory", inventory.summary())
     for warning in inventory.warnings:
         head.warn("inventory", warning)
+    engines = engines if engines is not None else all_engines()
+    for broken in engines.problems() if isinstance(engines, EngineRegistry) else ():
+        head.fail(
+            "engines",
+            str(broken),
+            "reinstall or remove the package that provides it (pip show, pip uninstall)",
+        )
     # Fewer retries than a rotation: a doctor should answer quickly and say what failed.
     connection = replace(connection, max_attempts=2)
     async with AsyncExitStack() as stack:
@@ -409,7 +416,7 @@ async def diagnose(
             store,
             identity,
             _Simulator(account, None if account else "STS and IAM could not be reached"),
-            engines if engines is not None else all_engines(),
+            engines,
             db_timeout_s,
             # Against the whole inventory, whichever secrets are checked.
             await shared_logins(inventory.secrets, store),
@@ -543,6 +550,25 @@ class _Doctor:
             f"engine {engine}, user {current.username!r}, host {current.host}:{current.port}",
         )
         _ssl(spec, current, found)
+        try:
+            capabilities = engine_fits(
+                spec, endpoint_for(spec, current), self.engines
+            ).info.capabilities
+        except EngineError as exc:
+            found.fail(
+                "secret.engine",
+                str(exc),
+                "install the engine's package, or change the secret's engine, the database's "
+                "engine: or the strategy in the inventory",
+            )
+            return None, None
+        if not capabilities.rotation_lock:
+            found.warn(
+                "secret.engine",
+                f"engine {engine!r} has no rotation lock: only one rotd process may rotate "
+                "this secret",
+                "run a single rotd process for the secrets of this engine",
+            )
         await self._unfinished(spec, description, current, found)
         return description, current
 
@@ -694,6 +720,13 @@ class _Doctor:
             except _Unreachable:
                 return
             await self._tls(endpoint, session or master_session, found)
+            if not self.engines[endpoint.engine].info.capabilities.permission_checks:
+                found.warn(
+                    "db.permissions",
+                    f"engine {endpoint.engine!r} cannot check permissions without acting: "
+                    "the first rotation will tell",
+                )
+                return
             setter = master_session if alternating else session or master_session
             if setter is not None:
                 await self._ask(
@@ -736,7 +769,7 @@ class _Doctor:
             self._unreachable(endpoint, known, found)
         try:
             session = await stack.enter_async_context(
-                self.engines[endpoint.family].connect(login, timeout_s=self.db_timeout_s)
+                self.engines[endpoint.engine].connect(login, timeout_s=self.db_timeout_s)
             )
         except DatabaseError as exc:
             if exc.category in (Category.UNREACHABLE, Category.TIMEOUT, Category.TLS):
@@ -788,6 +821,14 @@ class _Doctor:
             return
         if session is None:
             return
+        capabilities = self.engines[endpoint.engine].info.capabilities
+        if not capabilities.tls:
+            found.warn(
+                "db.tls",
+                f"engine {endpoint.engine!r} cannot encrypt its connections: logins and "
+                "passwords cross the network in clear",
+            )
+            return
         try:
             encrypted = await session.tls_in_use()
         except DatabaseError as exc:
@@ -801,7 +842,9 @@ class _Doctor:
                 "turn TLS on in the server, then " + safer,
             )
         elif mode in (TlsMode.VERIFY_CA, TlsMode.VERIFY_FULL) or (
-            mode is TlsMode.REQUIRE and endpoint.tls.ca_file and endpoint.family is Family.POSTGRES
+            mode is TlsMode.REQUIRE
+            and endpoint.tls.ca_file
+            and capabilities.tls_require_verifies_ca
         ):
             checked = ", and the host name" if mode is TlsMode.VERIFY_FULL else ""
             against = endpoint.tls.ca_file or "the system's CAs"

@@ -149,3 +149,18 @@ class SecretError(RotdError):
         self.category = category
         self.reason = reason
         super().__init__(f"secret {secret!r}, {step}: {reason}")
+
+
+class EngineError(RotdError):
+    """An engine is not installed, cannot be loaded, or cannot do what a secret asks of it.
+
+    Always permanent (UNSUPPORTED): installing a package or changing the secret or inventory
+    is what fixes it, never waiting.
+    """
+
+    category = Category.UNSUPPORTED
+
+    def __init__(self, engine: str, reason: str) -> None:
+        self.engine = engine
+        self.reason = reason
+        super().__init__(f"engine {engine!r}: {reason}")

@@ -34,8 +34,9 @@ from pydantic import (
     model_validator,
 )
 
-from rotd.engines import ENGINE_FAMILIES, Tls, TlsMode
-from rotd.errors import ConfigError, ConfigErrors
+from rotd.engines import Tls, TlsMode
+from rotd.engines.registry import installed
+from rotd.errors import ConfigError, ConfigErrors, EngineError
 from rotd.passwords import PasswordPolicy
 from rotd.schedule import Schedule, parse_duration, parse_schedule
 
@@ -186,9 +187,9 @@ class DatabaseModel(SettingsModel):
     @field_validator("engine")
     @classmethod
     def _engine(cls, value: str | None) -> str | None:
-        if value is not None and value not in ENGINE_FAMILIES:
-            allowed = ", ".join(sorted(ENGINE_FAMILIES))
-            raise ValueError(f"unknown engine {value!r}; allowed: {allowed}")
+        if value is not None and value not in installed():
+            allowed = ", ".join(installed().names())
+            raise ValueError(f"unknown engine {value!r}; installed: {allowed}")
         return value
 
 
@@ -946,6 +947,10 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
     problems = _problems(settings)
     tls_mode = settings.get("tls")
     ca_file = settings.get("ca_file")
+    if database.engine is not None:
+        problem = _engine_problem(database.engine, Strategy(strategy), tls_mode or TlsMode.PREFER)
+        if problem:
+            problems = (*problems, problem)
     fields = dict(
         database=database.name,
         strategy=Strategy(strategy),
@@ -991,6 +996,16 @@ def _problems(settings: dict[str, Any], unknown: Set[str] = frozenset()) -> tupl
         if problem:
             problems.append(f"password: {problem}")
     return tuple(problems)
+
+
+def _engine_problem(name: str, strategy: Strategy, tls: TlsMode) -> str | None:
+    """Why the database's ``engine`` cannot rotate with these settings, or None."""
+    try:
+        capabilities = installed()[name].info.capabilities
+    except EngineError as exc:
+        return str(exc)
+    lacking = capabilities.lacking(alternating=strategy is Strategy.ALTERNATING_USERS, tls=tls)
+    return None if lacking is None else f"engine {name!r} lacks the capability {lacking}"
 
 
 def _hook(model: HookModel) -> Hook:

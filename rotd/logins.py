@@ -1,6 +1,6 @@
 """Which secrets of an inventory hold the same database login, found from their contents.
 
-A login is an account on a server: the engine family, the host and port rotd reaches (the
+A login is an account on a server: the host and port rotd reaches (the
 inventory's route when it sets one, else the secret's own address: the server whose password a
 rotation changes) and the username, compared exactly as the servers store it. A secret rotated
 with alternating users holds both users of its pair (``app`` and ``app_clone``). Two secrets
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from rotd.credentials import BadSecret, Credentials
-from rotd.engines import Endpoint, Family
+from rotd.engines import Endpoint
 from rotd.errors import StoreError
 from rotd.inventory import SecretSpec, Strategy
 from rotd.protocol import endpoint_for
@@ -27,7 +27,8 @@ from rotd.strategies import pending_username
 READ_CONCURRENCY = 32
 FIX = "give each secret a database user of its own, or take all but one out of the inventory"
 
-Account = tuple[Family, str, int, str]  # family, host (lower case), port, username
+# One server listens at one address, whatever engine name a secret gives it.
+Account = tuple[str, int, str]  # host (lower case), port, username
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,12 @@ class Claim:
     """The logins one secret holds: one user, or both users of an alternating pair."""
 
     arn: str
-    family: Family
     host: str
     port: int
     usernames: tuple[str, ...]
 
     def accounts(self) -> list[Account]:
-        return [(self.family, self.host, self.port, user) for user in self.usernames]
+        return [(self.host, self.port, user) for user in self.usernames]
 
 
 def claim_of(spec: SecretSpec, arn: str, endpoint: Endpoint, username: str) -> Claim:
@@ -50,7 +50,7 @@ def claim_of(spec: SecretSpec, arn: str, endpoint: Endpoint, username: str) -> C
     if spec.strategy is Strategy.ALTERNATING_USERS:
         users.append(pending_username(spec.strategy, username))
     # Host names are not case-sensitive; a name and an address of one server are not matched.
-    return Claim(arn, endpoint.family, endpoint.host.lower(), endpoint.port, tuple(users))
+    return Claim(arn, endpoint.host.lower(), endpoint.port, tuple(users))
 
 
 def claim_from(spec: SecretSpec, arn: str, credentials: Credentials) -> Claim:
@@ -87,7 +87,7 @@ def find_shared(claims: Mapping[str, Claim]) -> dict[str, SharedLogin]:
         for account in claim.accounts():
             holders.setdefault(account, []).append(secret_id)
     shared: dict[str, SharedLogin] = {}
-    for (_, host, port, username), ids in holders.items():
+    for (host, port, username), ids in holders.items():
         for secret_id in ids:
             arn = claims[secret_id].arn
             others = [other for other in ids if claims[other].arn != arn]

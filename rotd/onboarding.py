@@ -22,16 +22,14 @@ import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rotd.engines import (
-    DEFAULT_PORTS,
-    ENGINE_FAMILIES,
     Endpoint,
     Engine,
-    Family,
     Login,
     Tls,
     TlsMode,
 )
-from rotd.errors import Category, DatabaseError, RotdError, StoreError
+from rotd.engines.registry import installed
+from rotd.errors import Category, DatabaseError, EngineError, RotdError, StoreError
 from rotd.inventory import Inventory, Strategy
 from rotd.observability import get_logger, redactor
 from rotd.secretstore import (
@@ -77,10 +75,6 @@ class NewLogin:
     masterarn: str | None = None
     ssl: bool | None = None
 
-    @property
-    def family(self) -> Family:
-        return ENGINE_FAMILIES[self.engine]
-
     def document(self) -> dict[str, Any]:
         """The documented secret JSON, in its documented key order; unset keys are left out."""
         document: dict[str, Any] = {
@@ -98,9 +92,9 @@ class NewLogin:
         """The login as rotd's engines take it, read the way a rotation reads the secret."""
         mode = {True: TlsMode.REQUIRE, False: TlsMode.DISABLE, None: TlsMode.PREFER}[self.ssl]
         dbname = self.dbname
-        if dbname is None and self.family is Family.POSTGRES:
-            dbname = "postgres"
-        endpoint = Endpoint(self.family, self.host, self.port, dbname, Tls(mode))
+        if dbname is None:
+            dbname = installed()[self.engine].info.default_dbname
+        endpoint = Endpoint(self.engine, self.host, self.port, dbname, Tls(mode))
         return Login(endpoint, self.username, self.password)
 
 
@@ -124,7 +118,17 @@ class Stored:
 
 
 def default_port(engine: str) -> int:
-    return DEFAULT_PORTS[ENGINE_FAMILIES[engine]]
+    return installed()[engine].info.default_port
+
+
+def check_engine(name: str) -> str:
+    """The name if that engine is installed and loads; ValueError listing the installed ones,
+    or saying why it does not load, otherwise."""
+    try:
+        installed()[name]
+    except EngineError as exc:
+        raise ValueError(exc.reason) from None
+    return name
 
 
 def check_name(name: str) -> str:
@@ -245,7 +249,7 @@ async def _describe_or_none(store: AwsSecretStore, name: str) -> SecretDescripti
 async def _verify(request: SecretRequest, engines: Mapping[str, Engine]) -> None:
     login = request.login.login()
     try:
-        engine = engines[request.login.family]
+        engine = engines[request.login.engine]
         async with engine.connect(login, timeout_s=request.verify_timeout_s) as session:
             await session.run_test(None)
     except DatabaseError as exc:

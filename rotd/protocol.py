@@ -33,8 +33,8 @@ from typing import Any, NoReturn, Protocol
 
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
-from rotd.engines import ENGINE_FAMILIES, Endpoint, Engine, Login, Session
-from rotd.errors import Category, DatabaseError, Missing, SecretError, StoreError
+from rotd.engines import Endpoint, Engine, Login, Session, check_fit
+from rotd.errors import Category, DatabaseError, EngineError, Missing, SecretError, StoreError
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
 from rotd.secretstore import CURRENT, PENDING, PREVIOUS, SecretDescription, SecretStore
@@ -141,16 +141,24 @@ class Outcome:
 def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
     """Where to reach the database: the inventory's route from this host, else the secret's."""
     engine = spec.engine or credentials.engine
-    family = ENGINE_FAMILIES[engine]
     tls = credentials.tls_under(spec.tls, chosen=spec.tls_set)
     dbname = spec.dbname if spec.dbname is not None else credentials.dbname
     return Endpoint(
-        family=family,
+        engine=engine,
         host=spec.host or credentials.host,
         port=spec.port or credentials.port,
         dbname=dbname,
         tls=tls,
     )
+
+
+def engine_fits(spec: SecretSpec, endpoint: Endpoint, engines: Mapping[str, Engine]) -> Engine:
+    """The engine of ``endpoint``, once it is known to be installed and able to rotate
+    ``spec``; else raise :class:`EngineError` (permanent), before anything changes."""
+    engine = engines[endpoint.engine]
+    alternating = spec.strategy is Strategy.ALTERNATING_USERS
+    check_fit(endpoint.engine, engine, alternating=alternating, tls=endpoint.tls.mode)
+    return engine
 
 
 @dataclass(frozen=True)
@@ -270,7 +278,7 @@ class _Rotation:
         started = time.monotonic()
         try:
             yield
-        except (StoreError, DatabaseError) as exc:
+        except (StoreError, DatabaseError, EngineError) as exc:
             raise SecretError(self.spec.id, step, exc.category, str(exc)) from exc
         except BadSecret as exc:
             raise SecretError(self.spec.id, step, Category.BAD_SECRET, str(exc)) from None
@@ -284,7 +292,7 @@ class _Rotation:
 
     @asynccontextmanager
     async def _connect(self, login: Login) -> AsyncIterator[Session]:
-        engine = self.deps.engines[login.endpoint.family]
+        engine = self.deps.engines[login.endpoint.engine]
         if self.slot is not None:
             # At most one session kept per slot, and none beside a rotation's own sessions:
             # the host's connection limit holds with reuse too.
@@ -315,6 +323,7 @@ class _Rotation:
                 current = self.current = Credentials.parse(current_value.string)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
+                engine_fits(spec, endpoint, self.deps.engines)
                 self.slot = await stack.enter_async_context(self.deps.gate.slot(endpoint))
                 session, how = await self._lock_session(stack, endpoint, current)
                 if not await session.try_lock(self.arn):

@@ -1,8 +1,14 @@
-"""The database engine interface that the rotation protocol is written against.
+"""The engine contract: the public, versioned interface the rotation protocol is written against.
 
-One module per database family implements it: ``postgres`` on asyncpg, ``mysql`` on aiomysql
-(MySQL, MariaDB and their Aurora flavours). A family's module is the only place that imports
-its driver; it translates every driver error into :class:`rotd.errors.DatabaseError`.
+An engine is an object with :attr:`Engine.info` (what it is and can do, as data) and
+:meth:`Engine.connect` (a :class:`Session` as one login). rotd finds engines through the
+entry-point group ``rotd.engines`` (:mod:`rotd.engines.registry`); the entry point's name is
+the ``engine`` of a secret or of an inventory database, and the object it names is called
+with no arguments to make the engine. The built-in engines register the same way: ``postgres``
+on asyncpg, ``mysql`` on aiomysql (MySQL, MariaDB and their Aurora flavours). An engine's
+module is the only place that imports its driver; it translates every driver error into
+:class:`rotd.errors.DatabaseError`. The protocol and ``doctor`` ask an engine for a
+capability, never for its name. :data:`API_VERSION` changes when this contract does.
 """
 
 from __future__ import annotations
@@ -11,26 +17,77 @@ import hashlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from rotd.errors import EngineError
 from rotd.passwords import PasswordPolicy
+
+if TYPE_CHECKING:
+    from rotd.engines.registry import EngineRegistry
+
+# The version of this contract. An engine states the version it was written for in
+# ``EngineInfo.api_version``; rotd refuses an engine written for another version.
+API_VERSION = 1
 
 
 class Family(StrEnum):
+    """The built-in engines' own names; nothing outside an engine's module switches on them."""
+
     POSTGRES = "postgres"
     MYSQL = "mysql"
 
 
-# The engine names of AWS's documented secret format, and the family that serves each.
-ENGINE_FAMILIES: dict[str, Family] = {
-    "postgres": Family.POSTGRES,
-    "aurora-postgresql": Family.POSTGRES,
-    "mysql": Family.MYSQL,
-    "aurora-mysql": Family.MYSQL,
-    "mariadb": Family.MYSQL,
-}
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do. rotd asks for these, and refuses a rotation the engine cannot
+    do before anything changes, naming the engine and the capability it lacks.
 
-DEFAULT_PORTS: dict[Family, int] = {Family.POSTGRES: 5432, Family.MYSQL: 3306}
+    ``single_user``: :meth:`Session.set_own_password` and :meth:`Session.set_password`
+    (strategy single_user). ``mirror_user``: :meth:`Session.mirror_user` (strategy
+    alternating_users, which keeps two logins that act alike). ``rotation_lock``:
+    :meth:`Session.try_lock` really excludes other rotd processes (a session lock, or a key
+    that expires); without it ``try_lock`` always succeeds and only the version id fences two
+    processes, so ``doctor`` warns. ``tls``: the engine can encrypt its connections, and
+    :meth:`Session.tls_in_use` tells; without it ``tls`` require, verify-ca and verify-full
+    are refused. ``tls_require_verifies_ca``: under ``tls: require`` with a ``ca_file`` the
+    certificate is still verified (libpq's rule). ``several_passwords``: a user can hold the
+    old and the new password at once, so single_user has no window in which one is refused.
+    ``permission_checks``: the ``may_*`` methods answer without changing anything, for
+    ``doctor``; without it ``doctor`` says it cannot check.
+    """
+
+    single_user: bool = True
+    mirror_user: bool = False
+    rotation_lock: bool = False
+    tls: bool = False
+    tls_require_verifies_ca: bool = False
+    several_passwords: bool = False
+    permission_checks: bool = False
+
+    def lacking(self, *, alternating: bool, tls: TlsMode) -> str | None:
+        """The capability a rotation with this strategy and TLS mode needs and this engine
+        lacks, with what it is for; None when it has all it needs."""
+        if alternating and not self.mirror_user:
+            return "mirror_user, which strategy alternating_users needs (use single_user)"
+        if not alternating and not self.single_user:
+            return "single_user, which strategy single_user needs (use alternating_users)"
+        if tls in _TLS_REQUIRED and not self.tls:
+            return f"tls, which tls: {tls} needs (use tls: disable or prefer)"
+        return None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine is, as data: its capabilities, the port a secret without ``port``
+    means, the database a secret without ``dbname`` means, the longest user name any server
+    of the engine accepts (a session's :meth:`Session.check_username` knows its own server's
+    limit), and the contract version it was written for."""
+
+    capabilities: Capabilities
+    default_port: int
+    default_dbname: str | None = None
+    max_username_length: int | None = None
+    api_version: int = API_VERSION
 
 
 class TlsMode(StrEnum):
@@ -39,6 +96,9 @@ class TlsMode(StrEnum):
     REQUIRE = "require"
     VERIFY_CA = "verify-ca"
     VERIFY_FULL = "verify-full"
+
+
+_TLS_REQUIRED = (TlsMode.REQUIRE, TlsMode.VERIFY_CA, TlsMode.VERIFY_FULL)
 
 
 @dataclass(frozen=True)
@@ -51,7 +111,7 @@ class Tls:
 class Endpoint:
     """Where a database answers, as reached from this host."""
 
-    family: Family
+    engine: str  # the name the engine is registered under
     host: str
     port: int
     dbname: str | None
@@ -150,7 +210,16 @@ class Session(Protocol):
 
 
 class Engine(Protocol):
-    family: Family
+    """A kind of database rotd can rotate logins on.
+
+    Errors: every method of a session, and ``connect``, raises
+    :class:`rotd.errors.DatabaseError` with the category an operator acts on (UNREACHABLE,
+    TIMEOUT, AUTH, PERMISSION, TLS, NOT_FOUND, NAME_TOO_LONG, TEST_FAILED, SERVER, ...);
+    transient categories are retried, the others are not. Nothing else escapes an engine.
+    """
+
+    @property
+    def info(self) -> EngineInfo: ...
 
     def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
         """Open a session as ``login``; raise DatabaseError (AUTH when the login is refused)."""
@@ -163,9 +232,15 @@ def lock_key(secret_arn: str) -> tuple[int, str]:
     return int.from_bytes(digest[:8], "big", signed=True), "rotd:" + digest.hex()
 
 
-def all_engines() -> dict[str, Engine]:
-    """One engine per family, keyed by family name."""
-    from rotd.engines.mysql import MysqlEngine
-    from rotd.engines.postgres import PostgresEngine
+def check_fit(name: str, engine: Engine, *, alternating: bool, tls: TlsMode) -> None:
+    """Raise :class:`EngineError` (UNSUPPORTED) when engine ``name`` cannot do this rotation."""
+    lacking = engine.info.capabilities.lacking(alternating=alternating, tls=tls)
+    if lacking is not None:
+        raise EngineError(name, f"the engine lacks the capability {lacking}")
 
-    return {Family.POSTGRES: PostgresEngine(), Family.MYSQL: MysqlEngine()}
+
+def all_engines() -> EngineRegistry:
+    """The installed engines, keyed by name, loaded when first asked for."""
+    from rotd.engines.registry import installed
+
+    return installed()

@@ -27,6 +27,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from rotd.engines import Family, Login, Permission, Session, Tls, TlsMode, lock_key
+from rotd.engines.builtin import MYSQL
 from rotd.errors import Category, DatabaseError
 from rotd.observability import get_logger, redactor
 from rotd.passwords import (
@@ -277,6 +278,7 @@ class MysqlEngine:
     """Opens sessions on MySQL-family servers."""
 
     family = Family.MYSQL
+    info = MYSQL
 
     def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
         return self._session(login, timeout_s)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from rotd.engines import Endpoint, Family, Login, Permission, Tls, TlsMode, lock_key
+from rotd.engines.builtin import POSTGRES
 from rotd.errors import Category, DatabaseError
 from rotd.observability import redactor
 from rotd.passwords import PasswordPolicy, postgres_md5_verifier, scram_sha256_verifier
@@ -56,6 +57,7 @@ class PostgresEngine:
     """Opens :class:`PostgresSession` objects; holds no state between sessions."""
 
     family = Family.POSTGRES
+    info = POSTGRES
 
     @asynccontextmanager
     async def connect(self, login: Login, *, timeout_s: float) -> AsyncIterator[PostgresSession]:

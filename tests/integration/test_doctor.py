@@ -246,7 +246,7 @@ async def test_a_missing_secret_and_a_bad_secret_fail_with_what_to_do(
     checks = await doctor(inv)
     found = check(checks, bad, "secret.format")
     assert found.level is Level.FAIL
-    assert "'oracle' is not supported" in found.detail
+    assert "'oracle': no such engine is installed; installed: aurora-mysql" in found.detail
     assert check(checks, missing, "secret.describe").level is Level.FAIL
     assert names(checks, missing) == {"secret.describe": Level.FAIL}
     assert_no_secret("\n".join(c.line() for c in checks), "Bad-pass-1")

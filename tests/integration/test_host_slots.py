@@ -7,7 +7,7 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 
-from rotd.engines import ENGINE_FAMILIES, Endpoint, Login, Session, Tls, TlsMode, all_engines
+from rotd.engines import Endpoint, Login, Session, Tls, TlsMode, all_engines
 from rotd.errors import DatabaseError
 from rotd.runner import HostSlot, Runner
 from tests.fixtures.aws import MotoServer, Secrets
@@ -16,7 +16,7 @@ from tests.fixtures.rotation import Rotd, assert_ok, make_login, make_master, on
 
 
 def endpoint(db: Database) -> Endpoint:
-    return Endpoint(ENGINE_FAMILIES[db.engine], db.host, db.port, db.dbname, Tls(TlsMode.DISABLE))
+    return Endpoint(db.engine, db.host, db.port, db.dbname, Tls(TlsMode.DISABLE))
 
 
 async def master_login(db: Database) -> Login:
@@ -27,7 +27,7 @@ async def master_login(db: Database) -> Login:
 
 async def open_session(login: Login) -> tuple[Session, AsyncExitStack]:
     owner = AsyncExitStack()
-    engine = all_engines()[login.endpoint.family]
+    engine = all_engines()[login.endpoint.engine]
     session = await owner.enter_async_context(engine.connect(login, timeout_s=10))
     return session, owner
 

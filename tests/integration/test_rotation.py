@@ -168,7 +168,10 @@ async def test_a_clone_name_too_long_is_refused_before_anything_changes(
         ({"engine": "postgres", "username": "u", "password": "p"}, "missing key `host`"),
         ({"engine": "postgres", "host": "h", "password": "p"}, "missing key `username`"),
         ({"engine": "postgres", "host": "h", "username": "u"}, "missing key `password`"),
-        ({"engine": "oracle", "host": "h", "username": "u", "password": "p"}, "not supported"),
+        (
+            {"engine": "oracle", "host": "h", "username": "u", "password": "p"},
+            "no such engine is installed; installed: aurora-mysql, aurora-postgresql, mariadb",
+        ),
     ],
 )
 async def test_bad_secret_json_fails_at_create_and_changes_nothing(

@@ -86,14 +86,21 @@ def test_host_names_ignore_case_user_names_do_not() -> None:
     assert set(find_shared(claims(inventory, values))) == {"one", "two"}
 
 
-def test_other_ports_and_engine_families_are_other_servers() -> None:
-    inventory = parse("databases: [{name: a, secrets: [{id: one}, {id: two}, {id: three}]}]\n")
-    values = {
-        "one": login("app"),
-        "two": login("app", port=5433),
-        "three": login("app", engine="mysql", port=5432),
-    }
+def test_other_ports_are_other_servers() -> None:
+    inventory = parse("databases: [{name: a, secrets: [{id: one}, {id: two}]}]\n")
+    values = {"one": login("app"), "two": login("app", port=5433)}
     assert find_shared(claims(inventory, values)) == {}
+
+
+def test_one_address_is_one_server_whatever_engine_name_the_secret_gives() -> None:
+    """``mysql`` and ``mariadb`` (or ``postgres`` and ``aurora-postgresql``) at one address are
+    the same server, so the same user there is one login."""
+    inventory = parse("databases: [{name: a, secrets: [{id: one}, {id: two}]}]\n")
+    values = {
+        "one": login("app", engine="mysql", port=3306),
+        "two": login("app", engine="mariadb", port=3306),
+    }
+    assert set(find_shared(claims(inventory, values))) == {"one", "two"}
 
 
 def test_alternating_users_hold_both_users_of_their_pair() -> None:
