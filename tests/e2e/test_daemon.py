@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import urllib.error
@@ -16,28 +15,11 @@ import pytest
 
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.inventory import write_inventory
 from tests.fixtures.process import NotifySocket, RotdProcess, free_tcp_port
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
-
-
-def write_inventory(
-    path: Path,
-    moto: MotoServer,
-    secrets: list[dict[str, Any]],
-    *,
-    limits: dict[str, int] | None = None,
-    daemon: dict[str, Any] | None = None,
-) -> Path:
-    document: dict[str, Any] = {
-        "aws": {"endpoint_url": moto.endpoint_url, "region": moto.region},
-        "limits": limits or {},
-        "daemon": daemon or {},
-        "databases": [{"name": "testdb", "secrets": secrets}],
-    }
-    path.write_text(json.dumps(document))  # JSON is YAML
-    return path
 
 
 def flight_peak(events: list[dict[str, Any]]) -> int:
