@@ -39,6 +39,8 @@ EXIT_FORCED = 130  # a second SIGINT: exit at once, as a shell does after Ctrl-C
 
 RETRY_BASE = timedelta(seconds=15)
 RETRY_CAP = timedelta(minutes=15)
+BREAKER_BASE_S = 10.0
+BREAKER_CAP_S = 300.0
 PLANNING_CONCURRENCY = 32
 
 
@@ -76,12 +78,20 @@ class Daemon:
         notifier: Notifier | None = None,
         engines: Mapping[str, Engine] | None = None,
         store: SecretStore | None = None,
+        retry_base: timedelta = RETRY_BASE,
+        retry_cap: timedelta = RETRY_CAP,
+        breaker_base_s: float = BREAKER_BASE_S,
+        breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
+        """``retry_*`` and ``breaker_*`` set the waits after transient failures (README's
+        15 s to 15 min, 10 s to 5 min); only tests change them."""
         self.inventory = inventory
         self.install_signal_handlers = install_signal_handlers
         self.notifier = notifier or Notifier.from_environ()
         self.engines = engines or all_engines()
         self._store = store
+        self._retry = (retry_base, retry_cap)
+        self._breaker = (breaker_base_s, breaker_cap_s)
         self.metrics = Metrics()
         self.secrets: dict[str, _Secret] = {}
         self.started = False
@@ -139,6 +149,8 @@ class Daemon:
                 self.engines,
                 max_concurrent=self.inventory.max_concurrent,
                 max_concurrent_per_host=self.inventory.max_concurrent_per_host,
+                breaker_base_s=self._breaker[0],
+                breaker_cap_s=self._breaker[1],
             )
             self._runner.on_start = lambda _spec: self.metrics.in_flight.inc()
             self._runner.on_finish = self._observe
@@ -425,7 +437,7 @@ class Daemon:
         secret.failures += 1
         secret.status.consecutive_failures = secret.failures
         if category.transient:
-            delay = backoff(secret.failures)
+            delay = backoff(secret.failures, base=self._retry[0], cap=self._retry[1])
             retry_at = now + delay
             log.warning(
                 "rotation.retry_scheduled" if not planning else "schedule.retry_scheduled",

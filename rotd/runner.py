@@ -287,10 +287,14 @@ class Runner:
         max_concurrent: int,
         max_concurrent_per_host: int,
         db_timeout_s: float = 15.0,
+        breaker_base_s: float = 10.0,
+        breaker_cap_s: float = 300.0,
     ) -> None:
         self.store = store
         self.engines = engines
-        self.hosts = HostLimits(max_concurrent_per_host)
+        self.hosts = HostLimits(
+            max_concurrent_per_host, breaker_base_s=breaker_base_s, breaker_cap_s=breaker_cap_s
+        )
         self.masters = MasterCache(store)
         self.hooks = HookRunner(store)
         self._global = asyncio.Semaphore(max_concurrent)
