@@ -28,7 +28,7 @@ from rotd.inventory import Inventory, SecretSpec
 from rotd.notify import Notifier
 from rotd.observability import Metrics, SecretStatus, get_logger, serve_http
 from rotd.protocol import Outcome, inspect
-from rotd.runner import Runner
+from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
 from rotd.secretstore import AwsSecretStore, SecretStore, connection_for
 
@@ -39,8 +39,6 @@ EXIT_FORCED = 130  # a second SIGINT: exit at once, as a shell does after Ctrl-C
 
 RETRY_BASE = timedelta(seconds=15)
 RETRY_CAP = timedelta(minutes=15)
-BREAKER_BASE_S = 10.0
-BREAKER_CAP_S = 300.0
 PLANNING_CONCURRENCY = 32
 
 

@@ -26,6 +26,10 @@ from rotd.secretstore import CURRENT, SecretStore
 
 log = get_logger("rotd.runner")
 
+# A dead host's breaker: the first interval, doubled per failed probe up to the cap.
+BREAKER_BASE_S = 10.0
+BREAKER_CAP_S = 300.0
+
 
 @dataclass
 class _Breaker:
@@ -105,8 +109,8 @@ class HostLimits:
         self,
         per_host: int,
         *,
-        breaker_base_s: float = 10.0,
-        breaker_cap_s: float = 300.0,
+        breaker_base_s: float = BREAKER_BASE_S,
+        breaker_cap_s: float = BREAKER_CAP_S,
         keep_idle_s: float = 5.0,
     ) -> None:
         self.per_host = per_host
@@ -287,8 +291,8 @@ class Runner:
         max_concurrent: int,
         max_concurrent_per_host: int,
         db_timeout_s: float = 15.0,
-        breaker_base_s: float = 10.0,
-        breaker_cap_s: float = 300.0,
+        breaker_base_s: float = BREAKER_BASE_S,
+        breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
         self.store = store
         self.engines = engines
