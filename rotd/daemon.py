@@ -34,7 +34,7 @@ from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
 from rotd.observability import Metrics, SecretStatus, get_logger, log_unexpected, serve_http
 from rotd.protocol import Outcome, inspect
-from rotd.runner import Runner
+from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
 from rotd.secretstore import AwsSecretStore, SecretStore, connection_for
 
@@ -87,12 +87,17 @@ class Daemon:
         store: SecretStore | None = None,
         retry_base: timedelta = RETRY_BASE,
         retry_cap: timedelta = RETRY_CAP,
+        breaker_base_s: float = BREAKER_BASE_S,
+        breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
+        """``retry_*`` and ``breaker_*`` set the waits after transient failures (README's
+        15 s to 15 min, 10 s to 5 min); only tests change them."""
         self.inventory = inventory
         self.install_signal_handlers = install_signal_handlers
         self.notifier = notifier or Notifier.from_environ()
         self.engines = engines or all_engines()
         self._store = store
+        self._breaker = (breaker_base_s, breaker_cap_s)
         self.metrics = Metrics()
         self.secrets: dict[str, _Secret] = {}
         self.started = False
@@ -182,6 +187,8 @@ class Daemon:
                 self.engines,
                 max_concurrent=self.inventory.max_concurrent,
                 max_concurrent_per_host=self.inventory.max_concurrent_per_host,
+                breaker_base_s=self._breaker[0],
+                breaker_cap_s=self._breaker[1],
             )
             self._runner.on_start = lambda _spec: self.metrics.in_flight.inc()
             self._runner.on_finish = self._observe

@@ -37,6 +37,10 @@ from rotd.secretstore import CURRENT, SecretStore
 
 log = get_logger("rotd.runner")
 
+# A dead host's breaker: the first interval, doubled per failed probe up to the cap.
+BREAKER_BASE_S = 10.0
+BREAKER_CAP_S = 300.0
+
 
 @dataclass
 class _Breaker:
@@ -116,8 +120,8 @@ class HostLimits:
         self,
         per_host: int,
         *,
-        breaker_base_s: float = 10.0,
-        breaker_cap_s: float = 300.0,
+        breaker_base_s: float = BREAKER_BASE_S,
+        breaker_cap_s: float = BREAKER_CAP_S,
         keep_idle_s: float = 5.0,
     ) -> None:
         self.per_host = per_host
@@ -298,10 +302,14 @@ class Runner:
         max_concurrent: int,
         max_concurrent_per_host: int,
         db_timeout_s: float = 15.0,
+        breaker_base_s: float = BREAKER_BASE_S,
+        breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
         self.store = store
         self.engines = engines
-        self.hosts = HostLimits(max_concurrent_per_host)
+        self.hosts = HostLimits(
+            max_concurrent_per_host, breaker_base_s=breaker_base_s, breaker_cap_s=breaker_cap_s
+        )
         self.masters = MasterCache(store)
         self.hooks = HookRunner(store)
         self._global = asyncio.Semaphore(max_concurrent)

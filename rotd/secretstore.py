@@ -132,24 +132,20 @@ def connection_for(inventory: Inventory) -> AwsConnection:
 
 
 class _RateLimit:
-    """A token bucket that spaces calls to at most ``rate`` per second, bursting to ``rate``."""
+    """Spaces calls at least ``1 / rate`` seconds apart: never more than ``rate`` in any
+    one-second window, so there is no burst above the rate either."""
 
     def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._tokens = rate
-        self._stamp = time.monotonic()
+        self._interval_s = 1 / rate
+        self._next = time.monotonic()
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self._rate, self._tokens + (now - self._stamp) * self._rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = max(self._next, time.monotonic()) + self._interval_s
 
 
 @asynccontextmanager
@@ -221,7 +217,14 @@ class AwsSecretStore(AwsClients):
             await self._stack.aclose()
             raise translate(exc, "-", "connect") from None
         self._client.meta.events.register("before-call.secrets-manager.*", self._count)
+        # Writes are paced as each request goes out, retries included and after the adaptive
+        # retry mode's own wait, so that what reaches Secrets Manager stays under the limit.
+        self._client.meta.events.register_last("before-send", self._pace)
         return self
+
+    async def _pace(self, event_name: str, **_: Any) -> None:
+        if event_name.rpartition(".")[2] in _WRITES:
+            await self._writes.acquire()
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] = self.calls.get(model.name, 0) + 1
@@ -317,7 +320,6 @@ class AwsSecretStore(AwsClients):
         return value
 
     async def put_pending(self, secret_id: str, token: str, string: str) -> bool:
-        await self._writes.acquire()
         try:
             await self._client.put_secret_value(
                 SecretId=secret_id,
@@ -334,7 +336,6 @@ class AwsSecretStore(AwsClients):
         return True
 
     async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
-        await self._writes.acquire()
         await self._call(
             "update_secret_version_stage",
             secret_id,
@@ -350,7 +351,6 @@ class AwsSecretStore(AwsClients):
         return [str(v["VersionId"]) for v in versions]
 
     async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
-        await self._writes.acquire()
         await self._call(
             "update_secret_version_stage",
             secret_id,
@@ -358,6 +358,9 @@ class AwsSecretStore(AwsClients):
             RemoveFromVersionId=version_id,
         )
 
+
+# The calls aws.max_write_tps limits (the rotation protocol's only writes).
+_WRITES = frozenset({"PutSecretValue", "UpdateSecretVersionStage"})
 
 _ACCESS_CODES = frozenset(
     {

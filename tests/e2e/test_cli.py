@@ -8,20 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_daemon import HOOK_FAULT, write_inventory
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import RotdProcess, injected_env
+from tests.fixtures.inventory import write_inventory
+from tests.fixtures.process import HOOK_FAULT, RotdProcess, injected_env, run
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
 EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
-
-
-def run(start: Start, *args: str) -> tuple[int, str, str]:
-    process = start(*args)
-    code = process.wait(120)
-    return code, "".join(process.stdout), "".join(process.lines)
 
 
 async def test_validate_prints_a_summary_or_every_error(

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_daemon import caught_signals, pending_secret, write_inventory
+from tests.e2e.test_daemon import caught_signals, pending_secret
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.inventory import write_inventory
 from tests.fixtures.process import RotdProcess
 from tests.unit.test_packaging import final_stage, only
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 import urllib.error
@@ -17,39 +16,17 @@ import pytest
 
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import NotifySocket, RotdProcess, free_tcp_port, injected_env
+from tests.fixtures.inventory import write_inventory
+from tests.fixtures.process import (
+    HOOK_FAULT,
+    NotifySocket,
+    RotdProcess,
+    free_tcp_port,
+    injected_env,
+)
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
-
-# The crash of the review's reproduction: naming the webhook raised ValueError after the
-# rotation (a port out of range), here for every hook whatever its target.
-HOOK_FAULT = """
-import rotd.hooks
-
-def _target(hook):
-    raise ValueError("Port out of range 0-65535")
-
-rotd.hooks._target = _target
-"""
-
-
-def write_inventory(
-    path: Path,
-    moto: MotoServer,
-    secrets: list[dict[str, Any]],
-    *,
-    limits: dict[str, int] | None = None,
-    daemon: dict[str, Any] | None = None,
-) -> Path:
-    document: dict[str, Any] = {
-        "aws": {"endpoint_url": moto.endpoint_url, "region": moto.region},
-        "limits": limits or {},
-        "daemon": daemon or {},
-        "databases": [{"name": "testdb", "secrets": secrets}],
-    }
-    path.write_text(json.dumps(document))  # JSON is YAML
-    return path
 
 
 def flight_peak(events: list[dict[str, Any]]) -> int:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_daemon import write_inventory
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import RotdProcess
+from tests.fixtures.inventory import write_inventory
+from tests.fixtures.process import RotdProcess, run
 from tests.fixtures.rotation import make_master
 
 Start = Callable[..., RotdProcess]
@@ -80,12 +80,6 @@ def plugins(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": path}
 
 
-def run(start: Start, env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    process = start(*args, env=env)
-    code = process.wait(120)
-    return code, "".join(process.stdout), "".join(process.lines)
-
-
 def inventory(path: Path, databases: list[dict[str, object]]) -> Path:
     path.write_text(json.dumps({"databases": databases}))  # JSON is YAML
     return path
@@ -103,7 +97,7 @@ async def test_validate_refuses_what_an_installed_engine_cannot_do(
             {"name": "c", "engine": "fake-postgres", "secrets": [{"id": "app/single"}]},
         ],
     )
-    code, _, err = run(rotd_process, plugins, "validate", "-c", str(path))
+    code, _, err = run(rotd_process, "validate", "-c", str(path), env=plugins)
     assert code == 78, err
     assert (
         "secret 'app/alt': engine 'fake-postgres' lacks the capability mirror_user, which "
@@ -122,14 +116,14 @@ async def test_validate_refuses_what_an_installed_engine_cannot_do(
         tmp_path / "fine.yaml",
         [{"name": "c", "engine": "fake-postgres", "secrets": [{"id": "app/single"}]}],
     )
-    code, out, err = run(rotd_process, plugins, "validate", "-c", str(path))
+    code, out, err = run(rotd_process, "validate", "-c", str(path), env=plugins)
     assert code == 0, err
     assert "valid: 1 database(s), 1 secret(s)" in out
 
     path = inventory(
         tmp_path / "unknown.yaml", [{"name": "d", "engine": "oracle", "secrets": [{"id": "x"}]}]
     )
-    code, _, err = run(rotd_process, plugins, "validate", "-c", str(path))
+    code, _, err = run(rotd_process, "validate", "-c", str(path), env=plugins)
     assert code == 78, err
     assert (
         "unknown engine 'oracle'; installed: aurora-mysql, aurora-postgresql, broken, "
@@ -165,10 +159,10 @@ async def test_a_third_party_engine_rotates_and_refuses_what_it_cannot_do(
             {"id": alternating, "strategy": "alternating_users", "master_secret": master},
         ],
     )
-    code, _, err = run(rotd_process, plugins, "validate", "-c", str(path))
+    code, _, err = run(rotd_process, "validate", "-c", str(path), env=plugins)
     assert code == 0, err
 
-    code, out, err = run(rotd_process, plugins, "rotate", "-c", str(path), "--all", "--json")
+    code, out, err = run(rotd_process, "rotate", "-c", str(path), "--all", "--json", env=plugins)
     assert code == 1, err
     results = {r["secret_id"]: r for r in map(json.loads, out.splitlines())}
     assert results[single]["outcome"] == "succeeded"
@@ -186,7 +180,7 @@ async def test_a_third_party_engine_rotates_and_refuses_what_it_cannot_do(
     assert not await db.user_exists(alt_user + "_clone")
     assert await db.logs_in(alt_user, "Alt-pass-1")
 
-    code, out, err = run(rotd_process, plugins, "doctor", "-c", str(path), "--json")
+    code, out, err = run(rotd_process, "doctor", "-c", str(path), "--json", env=plugins)
     assert code == 1, err
     assert "Traceback" not in err
     checks = [json.loads(line) for line in out.splitlines()]

@@ -15,9 +15,9 @@ import aioboto3
 import pytest
 import yaml
 
-from tests.e2e.test_daemon import write_inventory
 from tests.fixtures.aws import MotoServer, Secrets, free_port
 from tests.fixtures.databases import Database
+from tests.fixtures.inventory import write_inventory
 
 DOCUMENTED_ORDER = ["engine", "host", "port", "username", "password", "dbname", "masterarn", "ssl"]
 MASTER_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/orders/master-AbC123"

@@ -9,19 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_daemon import _get, write_inventory
+from tests.e2e.test_daemon import _get
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
-from tests.fixtures.process import RotdProcess, free_tcp_port
+from tests.fixtures.inventory import write_inventory
+from tests.fixtures.process import RotdProcess, free_tcp_port, run
 from tests.fixtures.rotation import make_login, make_master
 
 Start = Callable[..., RotdProcess]
-
-
-def run(start: Start, *args: str) -> tuple[int, str, str]:
-    process = start(*args)
-    code = process.wait(120)
-    return code, "".join(process.stdout), "".join(process.lines)
 
 
 async def snapshot(secrets: Secrets, *names: str) -> dict[str, Any]:

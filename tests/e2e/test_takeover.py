@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_daemon import assert_current_logs_in, write_inventory
+from tests.e2e.test_daemon import assert_current_logs_in
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.inventory import write_inventory
 from tests.fixtures.process import RotdProcess
 from tests.fixtures.rotation import make_login, make_master
 

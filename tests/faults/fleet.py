@@ -10,9 +10,7 @@ witnesses use; the inventories route rotd through the test's TCP proxies instead
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tests.faults.witness import Target
@@ -20,7 +18,7 @@ from tests.fixtures.aws import Secrets
 from tests.fixtures.databases import Database
 from tests.fixtures.rotation import make_login, make_master
 
-__all__ = ["Fleet", "Member", "write_inventory"]
+__all__ = ["Fleet", "Member"]
 
 SINGLE = "single_user"
 ALTERNATING = "alternating_users"
@@ -76,38 +74,20 @@ class Fleet:
     def by_id(self) -> dict[str, Member]:
         return {m.secret_id: m for m in self.members}
 
-
-def write_inventory(
-    path: Path,
-    *,
-    aws_endpoint: str,
-    region: str,
-    routes: dict[str, tuple[str, int]],
-    members: list[Member],
-    masters: dict[str, str],
-    defaults: dict[str, Any] | None = None,
-    limits: dict[str, int] | None = None,
-    daemon: dict[str, Any] | None = None,
-) -> Path:
-    """An inventory with one database per engine, reached at ``routes[name]`` (the proxy)."""
-    databases = []
-    for name, (host, port) in routes.items():
-        entries = [
-            {"id": m.secret_id, "strategy": m.strategy}
-            | ({"master_secret": masters[name]} if m.alternating else {})
-            for m in members
-            if m.database == name
-        ]
-        if entries:
-            databases.append(
-                {"name": name, "host": host, "port": port, "tls": "disable", "secrets": entries}
-            )
-    document = {
-        "aws": {"endpoint_url": aws_endpoint, "region": region},
-        "defaults": defaults or {},
-        "limits": limits or {},
-        "daemon": daemon or {},
-        "databases": databases,
-    }
-    path.write_text(json.dumps(document, indent=1))  # JSON is YAML
-    return path
+    def routed(
+        self, routes: dict[str, tuple[str, int]], members: list[Member]
+    ) -> list[dict[str, Any]]:
+        """An inventory's databases, one per engine, reached at ``routes[name]`` (the proxy)."""
+        databases = []
+        for name, (host, port) in routes.items():
+            entries = [
+                {"id": m.secret_id, "strategy": m.strategy}
+                | ({"master_secret": self.masters[name]} if m.alternating else {})
+                for m in members
+                if m.database == name
+            ]
+            if entries:
+                databases.append(
+                    {"name": name, "host": host, "port": port, "tls": "disable", "secrets": entries}
+                )
+        return databases

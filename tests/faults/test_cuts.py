@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 
-from tests.faults.fleet import ALTERNATING, SINGLE, Fleet, Member, write_inventory
+from tests.faults.fleet import ALTERNATING, SINGLE, Fleet, Member
 from tests.faults.known import CLONE_BUG, FENCE_BUG, FINISH_BUG, RACE_BUG
 from tests.faults.proxy import HttpFaultProxy, TcpProxy
 from tests.faults.witness import SecretsReader, Version, logs_in
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.deadlines import until
+from tests.fixtures.inventory import write_inventory
 from tests.fixtures.process import RotdProcess
 
 
@@ -47,13 +49,10 @@ class Scene:
         return await self.fleet.add(self.db.engine, strategy, "cut")
 
     def inventory(self, member: Member, *, via_http: bool = False, name: str = "inv") -> str:
+        aws = MotoServer(self.http.url, self.moto.region) if via_http else self.moto
+        routes = {self.db.engine: ("127.0.0.1", self.tcp.port)}
         path = write_inventory(
-            self.tmp_path / f"{name}.yaml",
-            aws_endpoint=self.http.url if via_http else self.moto.endpoint_url,
-            region=self.moto.region,
-            routes={self.db.engine: ("127.0.0.1", self.tcp.port)},
-            members=[member],
-            masters=self.fleet.masters,
+            self.tmp_path / f"{name}.yaml", aws, databases=self.fleet.routed(routes, [member])
         )
         return str(path)
 
@@ -127,13 +126,6 @@ def outcome(process: RotdProcess) -> dict[str, Any]:
         in ("rotation.succeeded", "rotation.resumed", "rotation.skipped", "rotation.failed")
     ]
     return event
-
-
-async def until(event: asyncio.Event, what: str, timeout_s: float = 60) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout_s)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(120)

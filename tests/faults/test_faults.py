@@ -59,12 +59,13 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from tests.faults import evidence, report
 from tests.faults.chaos import DatabaseFaults, Lanes, Run
-from tests.faults.fleet import ALTERNATING, SINGLE, Fleet, Member, write_inventory
+from tests.faults.fleet import ALTERNATING, SINGLE, Fleet, Member
 from tests.faults.known import CLONE_BUG, FENCE_BUG
 from tests.faults.proxy import FaultRates, HttpFaultProxy, TcpProxy
 from tests.faults.witness import SecretsReader, Version, Witness, logs_in
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Mariadb, Postgres
+from tests.fixtures.inventory import write_inventory
 from tests.fixtures.mariadb import MysqlServer
 from tests.fixtures.postgres import PgServer
 from tests.fixtures.process import RotdProcess, free_tcp_port
@@ -411,27 +412,27 @@ def _inventories(
     moto: MotoServer,
 ) -> dict[str, Path]:
     routes = {name: ("127.0.0.1", proxy.port) for name, proxy in proxies.items()}
-    common: dict[str, Any] = {"region": moto.region, "routes": routes, "masters": fleet.masters}
+    through_proxy = MotoServer(http.url, moto.region)
     paths = {
         "phase1": write_inventory(
-            tmp_path / "phase1.yaml", aws_endpoint=http.url, members=fleet.in_groups("A"), **common
+            tmp_path / "phase1.yaml",
+            through_proxy,
+            databases=fleet.routed(routes, fleet.in_groups("A")),
         ),
         "final": write_inventory(
             tmp_path / "final.yaml",
-            aws_endpoint=moto.endpoint_url,
-            members=fleet.members,
+            moto,
+            databases=fleet.routed(routes, fleet.members),
             daemon={"shutdown_grace": "10s"},
-            **common,
         ),
     }
     for lane in (1, 2, 3):
         paths[f"daemon{lane}"] = write_inventory(
             tmp_path / f"daemon{lane}.yaml",
-            aws_endpoint=http.url,
-            members=fleet.members,
+            through_proxy,
+            databases=fleet.routed(routes, fleet.members),
             defaults={"schedule": "rate(1 minute)", "window": "0"},
             daemon={"shutdown_grace": "5s", "listen": f"127.0.0.1:{free_tcp_port()}"},
-            **common,
         )
     return paths
 

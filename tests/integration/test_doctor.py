@@ -10,8 +10,6 @@ server that enforces IAM policies, which the shared one does not: this module st
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,12 +28,12 @@ from rotd.errors import DatabaseError
 from rotd.inventory import Inventory
 from rotd.passwords import mysql_native_hash
 from rotd.secretstore import connection_for
-from tests.e2e.test_daemon import write_inventory
-from tests.fixtures.aws import REGION, MotoServer, Secrets, free_port, wait_for_port
+from tests.fixtures.aws import REGION, MotoServer, Secrets, free_port, moto_server
 from tests.fixtures.databases import Database
+from tests.fixtures.inventory import write_inventory
 from tests.fixtures.mariadb import MysqlNames, MysqlServer, MysqlTlsServer
 from tests.fixtures.postgres import PgNames, PgServer, quote_ident
-from tests.fixtures.process import RotdProcess
+from tests.fixtures.process import RotdProcess, run
 from tests.fixtures.rotation import (
     Rotd,
     assert_ok,
@@ -65,12 +63,6 @@ def check(checks: list[Check], secret_id: str, name: str) -> Check:
 
 def names(checks: list[Check], secret_id: str) -> dict[str, Level]:
     return {c.name: c.level for c in checks if c.secret_id == secret_id}
-
-
-def run(start: Start, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = start(*args, env=env)
-    code = process.wait(100)
-    return code, "".join(process.stdout), "".join(process.lines)
 
 
 def assert_no_secret(text: str, *secrets: str) -> None:
@@ -663,25 +655,9 @@ class IamMoto:
 
 @pytest.fixture(scope="module")
 def iam_moto(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamMoto]:
-    port = free_port()
-    # Its request log goes to a file: a pipe nobody reads fills up and blocks the server.
-    log = (tmp_path_factory.mktemp("iam-moto") / "moto.log").open("w+b")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 30, proc, log)
-        yield IamMoto(MotoServer(endpoint_url=f"http://127.0.0.1:{port}"))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    log_path = tmp_path_factory.mktemp("iam-moto") / "moto.log"
+    with log_path.open("w+b") as log, moto_server(log, module="moto.server") as server:
+        yield IamMoto(server)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from rotd.protocol import Outcome
 from rotd.runner import Runner
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.deadlines import until
 from tests.fixtures.rotation import Rotd, assert_ok, inventory, make_login
 
 PY = sys.executable
@@ -322,8 +323,9 @@ async def test_a_hook_past_its_timeout_is_killed_with_its_process_group(
     assert result.attempts == 1
     assert elapsed < 5, f"the hook was not killed at its timeout ({elapsed:.1f}s)"
     child, hook = (int(p) for p in pids.read_text().split())
-    assert gone(hook)
-    assert gone(child), "a process the hook started outlived it"
+    # SIGKILL is sent; the processes end (and are reaped) a moment later.
+    await until(lambda: gone(hook), "the hook to end", 5)
+    await until(lambda: gone(child), "the hook's child to end (a process it started)", 5)
     (failed,) = named(events, "hook.failed")
     assert failed["error"] == "timed out after 1s; killed"
     assert failed["exit_code"] == -9

@@ -4,7 +4,7 @@ only while it answers, closed when it is not taken in time."""
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 from rotd.engines import Endpoint, Login, Session, Tls, TlsMode, all_engines
@@ -12,6 +12,7 @@ from rotd.errors import DatabaseError
 from rotd.runner import HostSlot, Runner
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database, pg_quote_literal
+from tests.fixtures.deadlines import until
 from tests.fixtures.rotation import Rotd, assert_ok, make_login, make_master, one_secret
 
 
@@ -56,6 +57,13 @@ async def sessions_of(db: Database, login: Login) -> int:
     return int(count)
 
 
+def no_sessions(db: Database, login: Login) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await sessions_of(db, login) == 0
+
+    return check
+
+
 async def kill_sessions(db: Database, login: Login) -> None:
     if db.family == "postgres":
         await db.execute(
@@ -90,7 +98,7 @@ async def test_another_login_closes_the_kept_session(db: Database) -> None:
 
     assert await slot.take(other) is None
     assert not await works(session)
-    assert await sessions_of(db, login) == 0
+    await until(no_sessions(db, login), "the server to end the closed session", 10)
 
 
 async def test_a_kept_session_the_server_ended_is_not_handed_out(db: Database) -> None:
@@ -99,6 +107,7 @@ async def test_a_kept_session_the_server_ended_is_not_handed_out(db: Database) -
     session, owner = await open_session(login)
     slot.keep(login, session, owner)
     await kill_sessions(db, login)
+    await until(no_sessions(db, login), "the server to end the killed session", 10)
 
     assert await slot.take(login) is None
 
@@ -110,9 +119,7 @@ async def test_a_kept_session_not_taken_in_time_is_closed(db: Database) -> None:
     session, owner = await open_session(login)
     slot.keep(login, session, owner)
 
-    deadline = time.monotonic() + 10
-    while await sessions_of(db, login):
-        assert time.monotonic() < deadline, "the idle session was never closed"
+    await until(no_sessions(db, login), "the idle session to be closed", 10)
     assert not await works(session)
     assert await slot.take(login) is None
 
@@ -136,4 +143,4 @@ async def test_the_session_kept_after_a_rotation_holds_no_rotation_lock(
             assert await session.try_lock(arn), "the kept session still holds the lock"
     finally:
         await runner.hosts.close_idle()
-    assert await sessions_of(db, login) == 0
+    await until(no_sessions(db, login), "the server to end the closed session", 10)

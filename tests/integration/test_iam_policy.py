@@ -13,9 +13,9 @@ import aioboto3
 import pytest
 
 from rotd.iampolicy import Grant, build_policy, policy_document
-from tests.e2e.test_daemon import write_inventory
 from tests.fixtures.aws import MotoServer, Secrets, free_port
-from tests.fixtures.process import RotdProcess
+from tests.fixtures.inventory import write_inventory
+from tests.fixtures.process import RotdProcess, run
 from tests.fixtures.rotation import inventory
 
 Start = Callable[..., RotdProcess]
@@ -293,12 +293,6 @@ def test_masters_that_are_rotated_and_shared_keys_are_not_repeated() -> None:
     assert document["Statement"][1]["Resource"] == [arn + "m-333333", arn + "n-4"]
     assert document["Statement"][2]["Resource"] == [key]
     assert document["Statement"][3]["Resource"] == [other]
-
-
-def run(start: Start, *args: str) -> tuple[int, str, str]:
-    process = start(*args)
-    code = process.wait(60)
-    return code, "".join(process.stdout), "".join(process.lines)
 
 
 async def test_the_command_prints_the_policy_and_falls_back_to_patterns(

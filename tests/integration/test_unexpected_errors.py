@@ -28,6 +28,7 @@ from rotd.inventory import Inventory, load
 from rotd.notify import Notifier
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
+from tests.fixtures.deadlines import until
 from tests.fixtures.process import free_tcp_port
 from tests.fixtures.rotation import make_login
 from tests.integration.test_hooks import Event, events, named  # noqa: F401
@@ -35,13 +36,6 @@ from tests.integration.test_hooks import Event, events, named  # noqa: F401
 pytestmark = pytest.mark.parametrize("db", ["postgres"], indirect=True)
 
 DAYS_29 = timedelta(days=29).total_seconds()
-
-
-async def until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def daemon_inventory(

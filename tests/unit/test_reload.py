@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from rotd.daemon import Daemon
 from rotd.inventory import load
 from rotd.notify import Notifier
 from rotd.secretstore import SecretDescription, SecretValue
+from tests.fixtures.deadlines import until
 
 SECRETS = 1000
 CREATED = datetime.now(UTC) - timedelta(days=3)
@@ -58,13 +58,6 @@ def write(path: Path, changed: dict[str, Any] | None = None) -> None:
     path.write_text(yaml.safe_dump({"databases": databases}))
 
 
-async def until(condition: Any, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_one_secret_change_plans_that_secret_alone(tmp_path: Path) -> None:
     path = tmp_path / "inv.yaml"
     write(path)
@@ -74,7 +67,7 @@ async def test_a_one_secret_change_plans_that_secret_alone(tmp_path: Path) -> No
     )
     running = asyncio.create_task(daemon.run())
     try:
-        await until(lambda: daemon.started)
+        await until(lambda: daemon.started, "the daemon to start")
         assert len(store.described) == SECRETS
         before = {secret_id: s.spec for secret_id, s in daemon.secrets.items()}
         store.described.clear()
@@ -82,7 +75,7 @@ async def test_a_one_secret_change_plans_that_secret_alone(tmp_path: Path) -> No
         write(path, {"window": "2h"})
         with capture_logs() as logs:
             daemon.request_reload()
-            await until(lambda: any(e["event"] == "reload.applied" for e in logs))
+            await until(lambda: any(e["event"] == "reload.applied" for e in logs), "reload.applied")
         (applied,) = [e for e in logs if e["event"] == "reload.applied"]
         assert (applied["added"], applied["removed"], applied["changed"]) == (0, 0, 1)
         assert applied["unchanged"] == SECRETS - 1
