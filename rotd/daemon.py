@@ -219,7 +219,7 @@ class Daemon:
                 await self._wait_for_signal()
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
-                    await self.reload()
+                    await self._guarded_reload()
             return await self._shutdown()
         return EXIT_OK  # pragma: no cover - the stack never swallows
 
@@ -300,6 +300,16 @@ class Daemon:
         )
 
     # --- reload ---------------------------------------------------------------------------------
+
+    async def _guarded_reload(self) -> None:
+        """A reload that raises what no code path expected never ends the daemon: the secrets
+        keep their schedules, the fault is logged and counted, and the next SIGHUP tries again."""
+        try:
+            await self.reload()
+        except Exception as exc:
+            self.metrics.reloads.labels("failed").inc()
+            log_unexpected(log, "reload", exc, path=str(self.inventory.path))
+            self.notifier.ready(self.status_line())
 
     async def reload(self) -> None:
         """Re-read the inventory; keep the old one untouched if the new one is invalid."""

@@ -368,3 +368,43 @@ async def test_a_transient_planning_failure_plans_again_and_rotates_nothing_earl
     assert retry["category"] == "throttled"
     assert of(events, "rotation.succeeded", name) == []
     assert of(events, "rotation.failed", name) == []
+
+
+async def test_a_reload_that_raises_leaves_the_daemon_running_and_the_next_one_applies(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    events: list[Event],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An exception no code path expected while reloading (not a bad file: that is
+    ``reload.rejected``) is logged and counted; the daemon keeps every schedule and answers
+    /healthz, and the next SIGHUP reloads."""
+    _, name = await make_login(db, secrets)
+    load_inventory = rotd.daemon.inventory_module.load
+    broken = [True]
+
+    def faulty(path: Path) -> Inventory:
+        if broken[0]:
+            raise RuntimeError("injected fault in the reload")
+        return load_inventory(path)
+
+    monkeypatch.setattr(rotd.daemon.inventory_module, "load", faulty)
+    port = free_tcp_port()
+    inv = daemon_inventory(tmp_path / "inv.yaml", moto, [{"id": name}], port)
+    async with running(inv) as daemon:
+        daemon.request_reload()
+        await until(lambda: bool(named(events, "unexpected_error.caught")), "the fault caught")
+        (caught,) = named(events, "unexpected_error.caught")
+        assert caught["stage"] == "reload"
+        assert "RuntimeError: injected fault in the reload" in caught["exception"]
+        assert await get(port, "/healthz") == (200, "ok\n")
+        assert (daemon.secrets[name].status.next_due or 0) > time.time() + DAYS_29
+
+        broken[0] = False
+        daemon.request_reload()
+        await until(lambda: bool(named(events, "reload.applied")), "the next reload")
+        _, metrics = await get(port, "/metrics")
+    assert 'rotd_reloads_total{result="failed"} 1.0' in metrics
+    assert 'rotd_reloads_total{result="applied"} 1.0' in metrics
