@@ -374,13 +374,17 @@ class Daemon:
     async def _track(self, specs: Iterable[SecretSpec]) -> None:
         """Plan each secret (concurrently, bounded) and wait until all have a schedule."""
         tasks = []
+        databases = set()
         for spec in specs:
             secret = self.secrets.get(spec.id)
             if secret is None:
                 secret = self.secrets[spec.id] = _Secret(spec, SecretStatus(spec.id, spec.database))
                 self.metrics.secrets[spec.id] = secret.status
+            databases.add(spec.database)
             secret.parked = False
             tasks.append(self._spawn_planning(secret))
+        for database in databases:
+            self.metrics.watch_database(database)
         self._tracking += 1
         self._settled.clear()
         try:

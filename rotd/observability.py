@@ -286,6 +286,8 @@ def get_logger(name: str) -> Any:
 
 
 UNEXPECTED_ERROR = "unexpected_error.caught"
+# Where in one secret's life a fault can be caught: the stages of ``rotd_unexpected_errors``.
+FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics")
 
 
 def log_unexpected(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
@@ -377,6 +379,12 @@ class Metrics:
 
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()
+
+    def watch_database(self, database: str) -> None:
+        """Serve ``database``'s fault counters at 0 before any fault, so that an alert on their
+        increase fires on the first one rather than on the series appearing."""
+        for stage in FAULT_STAGES:
+            self.unexpected_errors.labels(database, stage)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
