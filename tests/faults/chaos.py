@@ -241,11 +241,7 @@ class DatabaseFaults:
                 elif kind == "mysql_kill":
                     await self._mysql_kill(mysql)
                 elif kind == "proxy_cut":
-                    proxy = self.proxies[self.rng.choice(sorted(self.proxies))]
-                    cut = proxy.cut_all()
-                    self.counts["proxy_cut"] += 1
-                    self.counts["proxy_cut_connections"] += cut
-                    self.timeline.append((time.time(), f"reset {cut} connections to {proxy.name}"))
+                    await self._proxy_cut(stop)
                 else:
                     self._outage()
         finally:
@@ -255,6 +251,20 @@ class DatabaseFaults:
             for proxy in self.proxies.values():
                 if not proxy.running:
                     await proxy.start()
+
+    async def _proxy_cut(self, stop: asyncio.Event, within_s: float = 3.0) -> None:
+        """Reset every connection through the busiest proxy. rotd's connections come and go
+        (a rotation opens its own), so the cut waits a moment for some to be open: a reset
+        of nothing tests nothing."""
+        deadline = time.monotonic() + within_s
+        proxy = max(self.proxies.values(), key=lambda p: p.open_connections)
+        while not proxy.open_connections and time.monotonic() < deadline and not stop.is_set():
+            await asyncio.sleep(0.05)  # polling the proxies for traffic
+            proxy = max(self.proxies.values(), key=lambda p: p.open_connections)
+        cut = proxy.cut_all()
+        self.counts["proxy_cut"] += 1
+        self.counts["proxy_cut_connections"] += cut
+        self.timeline.append((time.time(), f"reset {cut} connections to {proxy.name}"))
 
     async def _pg_terminate(self, pg: asyncpg.Connection) -> None:
         """End every backend rotd opened (``application_name`` rotd): mid-statement or idle."""

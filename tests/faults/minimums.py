@@ -9,9 +9,16 @@ that no fault of the test explains, and errors of the fault injection itself. Ea
 a plain number named after what it counts; :func:`shortfalls` compares a run's measures with
 both and says what fell short, so ``test_minimums`` can check it on made-up totals.
 
-The floors are set well below what runs measured (see the README, "How it is tested"): the
-test keeps injecting faults past its planned end, within a limit, until they are all met, so
-that a slow machine makes a longer run rather than a failed one.
+The floors sit below the least that five runs (random seeds, two cores shared with other
+work) measured: SIGKILLs 3-11 in phase 1 and 2-5 in phase 2, 3-11 of them in the middle of a
+rotation; samples with two processes alive 247-304, with three 196-234 (five a second);
+PostgreSQL backends terminated 5-23, MariaDB threads killed 8-18, live connections reset 1-13
+(the 1 before a cut waited for traffic), outages 1-4 of each database; 9-32 of each Secrets
+Manager fault kind; 106-189 logins accepted by the least busy witness; 14-24 rotations
+finished, 6-19 resumed, 9-17 versions made by daemons in phase 2; 6-12 ``/metrics`` scrapes;
+no witness error at all; 0-4 injection errors. The least were often reached only because
+the test keeps injecting past its planned end, within a limit, while a floor is short: a slow
+machine makes a longer run rather than a failed one.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ __all__ = ["CEILINGS", "FLOORS", "REACHED_BY_INJECTING", "shortfalls"]
 FLOORS: dict[str, int] = {
     # The process kinds and their kills.
     "SIGKILLs in phase 1 (rotd rotate)": 2,
-    "SIGKILLs in phase 2 (rotd run)": 2,
+    "SIGKILLs in phase 2 (rotd run)": 1,
     "SIGKILLs of a process that had begun a rotation": 2,
     "samples with two processes alive at once": 50,
     "samples with three processes alive at once": 25,

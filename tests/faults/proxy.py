@@ -89,6 +89,10 @@ class TcpProxy:
             await server.wait_closed()
         self.cut_all()
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._links)
+
     def cut_all(self) -> int:
         """Reset every connection through the proxy; return how many there were."""
         links = list(self._links)
