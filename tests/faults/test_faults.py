@@ -40,7 +40,8 @@ is a failure like any other.
 Invariants that held over a run that broke nothing would prove nothing, so the test also
 fails unless the run did what ``tests.faults.minimums`` requires: SIGKILLs in both phases and
 in the middle of rotations, each kind of database and Secrets Manager fault, two and three
-processes at once, logins accepted by every witness, successful and resumed rotations; and
+processes at once and rotations that met a rival's lock or work, logins accepted by every
+witness, successful and resumed rotations; and
 unless the witnesses met no error but refused logins (they go around every proxy, so no fault
 explains one) and the injection's own errors stayed few. Phase 2 goes on past its planned end,
 up to ``PHASE_2_LIMIT_S``, while a floor that more faults can reach is still short.
@@ -385,10 +386,13 @@ def measure(c: Campaign) -> dict[str, float]:
     runs = c.lanes.runs
     events: Counter[str] = Counter()
     daemons: set[tuple[str, str]] = set()
+    rivals = 0  # rotations that found another process's lock, or its work done
     for run in runs:
         for event in list(run.process.events):
             name = str(event.get("event"))
             events[name] += 1
+            locked = name == "rotation.failed" and event.get("category") == "locked"
+            rivals += locked or name == "rotation.skipped"
             if run.phase == "2" and name == "rotation.step" and event["step"] == "createSecret":
                 daemons.add((event["secret_id"], event["version_id"]))
     samples = c.lanes.concurrency
@@ -421,6 +425,7 @@ def measure(c: Campaign) -> dict[str, float]:
         ),
         "successful rotations": events["rotation.succeeded"] + events["rotation.resumed"],
         "resumed rotations": events["rotation.resumed"],
+        "rotations that met a rival (failed locked, or skipped)": rivals,
         "versions created by daemons in phase 2": len(daemons),
         "/metrics scrapes": c.scrapes,
         "witness errors, unexplained": sum(witness_errors.values()) - timed_out,
