@@ -7,11 +7,12 @@ first rotation event, which is when the protocol's state is most interesting), o
 process finishes, or a daemon runs until its phase ends). :class:`DatabaseFaults` meanwhile
 cuts rotd's database connections, from the server side (``pg_terminate_backend`` on rotd's
 backends, ``KILL`` on its MariaDB threads) and from the network (a reset of every connection
-through a proxy), and makes a database unreachable for a few seconds by stopping its proxy.
-A phase ends at a :class:`Deadline`, which the test may push back while its run still lacks
-some fault (see ``tests.faults.minimums``). What goes wrong in the injection itself (a thread
-that ended before its ``KILL``, a SIGTERM that needed a SIGKILL) is counted in ``errors``,
-never ignored; anything else it meets ends the test.
+through a proxy), each aimed at a moment when rotd has connections open (waiting a moment for
+one), and makes a database unreachable for a few seconds by stopping its proxy. A phase ends at
+a :class:`Deadline`, which the test may push back while its run still lacks some fault (see
+``tests.faults.minimums``). What goes wrong in the injection itself (a thread that ended before
+its ``KILL``, a SIGTERM that needed a SIGKILL) is counted in ``errors``, never ignored;
+anything else it meets ends the test.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _ENDED = frozenset(
     {"rotation.succeeded", "rotation.resumed", "rotation.failed", "rotation.skipped"}
 )
 _MYSQL_NO_SUCH_THREAD = 1094
+_AIM_S = 3.0  # how long a fault waits for rotd's traffic to aim at
 
 
 @dataclass
@@ -237,8 +239,10 @@ class DatabaseFaults:
                 kinds = list(self.weights)
                 kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
                 if kind == "pg_terminate":
+                    await self._traffic(stop, self.proxies["postgres"])
                     await self._pg_terminate(pg)
                 elif kind == "mysql_kill":
+                    await self._traffic(stop, self.proxies["mariadb"])
                     await self._mysql_kill(mysql)
                 elif kind == "proxy_cut":
                     await self._proxy_cut(stop)
@@ -252,15 +256,23 @@ class DatabaseFaults:
                 if not proxy.running:
                     await proxy.start()
 
-    async def _proxy_cut(self, stop: asyncio.Event, within_s: float = 3.0) -> None:
-        """Reset every connection through the busiest proxy. rotd's connections come and go
-        (a rotation opens its own), so the cut waits a moment for some to be open: a reset
-        of nothing tests nothing."""
-        deadline = time.monotonic() + within_s
-        proxy = max(self.proxies.values(), key=lambda p: p.open_connections)
-        while not proxy.open_connections and time.monotonic() < deadline and not stop.is_set():
+    async def _traffic(self, stop: asyncio.Event, *proxies: TcpProxy) -> TcpProxy:
+        """The busiest of ``proxies`` (all of them by default), once one has a connection
+        open or ``_AIM_S`` passed. rotd's connections come and go (a rotation opens its own):
+        a fault aimed at none of them would test nothing."""
+        candidates = list(proxies or self.proxies.values())
+        deadline = time.monotonic() + _AIM_S
+        busiest = max(candidates, key=lambda p: p.open_connections)
+        while not busiest.open_connections and time.monotonic() < deadline:
+            if stop.is_set():
+                break
             await asyncio.sleep(0.05)  # polling the proxies for traffic
-            proxy = max(self.proxies.values(), key=lambda p: p.open_connections)
+            busiest = max(candidates, key=lambda p: p.open_connections)
+        return busiest
+
+    async def _proxy_cut(self, stop: asyncio.Event) -> None:
+        """Reset every connection through the busiest proxy."""
+        proxy = await self._traffic(stop)
         cut = proxy.cut_all()
         self.counts["proxy_cut"] += 1
         self.counts["proxy_cut_connections"] += cut
