@@ -162,7 +162,7 @@ async def logs_in(target: Target, username: str, password: str) -> bool:
         return False
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else None
-        if code == _MYSQL_ACCESS_DENIED:
+        if code in _MYSQL_ACCESS_DENIED:
             return False
         if isinstance(exc.__cause__, TimeoutError):
             raise LoginError("timeout", f"MySQL error {code}") from None
@@ -178,7 +178,8 @@ async def logs_in(target: Target, username: str, password: str) -> bool:
     return True
 
 
-_MYSQL_ACCESS_DENIED = 1045
+# Access denied: with a password (1045), or as a user the server lets in without one (1698).
+_MYSQL_ACCESS_DENIED = frozenset({1045, 1698})
 # The client's own codes: could not connect, server gone, connection lost.
 _MYSQL_NO_SERVER = frozenset({2003, 2006, 2013})
 
