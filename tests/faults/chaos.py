@@ -7,7 +7,12 @@ first rotation event, which is when the protocol's state is most interesting), o
 process finishes, or a daemon runs until its phase ends). :class:`DatabaseFaults` meanwhile
 cuts rotd's database connections, from the server side (``pg_terminate_backend`` on rotd's
 backends, ``KILL`` on its MariaDB threads) and from the network (a reset of every connection
-through a proxy), and makes a database unreachable for a few seconds by stopping its proxy.
+through a proxy), each aimed at a moment when rotd has connections open (waiting a moment for
+one), and makes a database unreachable for a few seconds by stopping its proxy. A phase ends at
+a :class:`Deadline`, which the test may push back while its run still lacks some fault (see
+``tests.faults.minimums``). What goes wrong in the injection itself (a thread that ended before
+its ``KILL``, a SIGTERM that needed a SIGKILL) is counted in ``errors``, never ignored;
+anything else it meets ends the test.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,16 +29,36 @@ from dataclasses import dataclass, field
 
 import aiomysql
 import asyncpg
+import pymysql
 
 from tests.faults.proxy import TcpProxy
 from tests.fixtures.postgres import PgServer
 from tests.fixtures.process import RotdProcess
 
-__all__ = ["DatabaseFaults", "Lanes", "Run"]
+__all__ = ["DatabaseFaults", "Deadline", "Lanes", "Run"]
 
 # Events that say a rotation is under way in a process.
 _ROTATING = frozenset({"rotation.step", "rotation.resuming"})
 _READY = frozenset({"daemon.ready"})
+# Events that say a rotation ended, one way or another.
+_ENDED = frozenset(
+    {"rotation.succeeded", "rotation.resumed", "rotation.failed", "rotation.skipped"}
+)
+_MYSQL_NO_SUCH_THREAD = 1094
+_AIM_S = 3.0  # how long a fault waits for rotd's traffic to aim at
+
+
+@dataclass
+class Deadline:
+    """When a phase ends (monotonic seconds); the test may move it while the phase runs."""
+
+    at: float
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def left_s(self) -> float:
+        return self.at - time.monotonic()
 
 
 @dataclass
@@ -53,13 +79,29 @@ class Run:
     def alive(self) -> bool:
         return self.process.proc.poll() is None
 
+    @property
+    def killed_mid_rotation(self) -> bool:
+        """Killed with SIGKILL while a rotation it had begun had not ended."""
+        if not self.killed:
+            return False
+        open_: set[object] = set()
+        for event in list(self.process.events):
+            name = event.get("event")
+            if name in _ROTATING:
+                open_.add(event.get("secret_id"))
+            elif name in _ENDED:
+                open_.discard(event.get("secret_id"))
+        return bool(open_)
+
 
 @dataclass
 class Lanes:
     start: Callable[..., RotdProcess]
     rng: random.Random
+    kills: bool = True  # False: no SIGKILL, every process ends on its own or with SIGTERM
     runs: list[Run] = field(default_factory=list)
     concurrency: Counter[int] = field(default_factory=Counter)  # samples of processes alive
+    errors: Counter[str] = field(default_factory=Counter)
 
     def alive(self) -> list[Run]:
         return [r for r in self.runs if r.exit_code is None and r.alive]
@@ -77,16 +119,16 @@ class Lanes:
         kind: str,
         phase: str,
         args: list[str],
-        deadline: float,
+        deadline: Deadline,
         *,
         first_delay_s: float = 0.0,
         pause_s: tuple[float, float] = (0.0, 0.4),
         at_deadline: str = "kill",
     ) -> None:
-        """Start processes one after the other until ``deadline`` (monotonic); then SIGKILL
-        the last one (``at_deadline="kill"``) or stop it with SIGTERM (``"terminate"``)."""
+        """Start processes one after the other until ``deadline``; then SIGKILL the last one
+        (``at_deadline="kill"``) or stop it with SIGTERM (``"terminate"``)."""
         await self._until(deadline, first_delay_s)
-        while time.monotonic() < deadline:
+        while not deadline.passed():
             plan, delay_s = self._plan(kind)
             run = Run(kind, phase, number, self.start(*args), time.monotonic(), plan)
             self.runs.append(run)
@@ -107,22 +149,23 @@ class Lanes:
             return "mid", self.rng.uniform(0.0, 5.0)
         return "long", self.rng.uniform(5.0, 15.0)
 
-    async def _watch(self, run: Run, delay_s: float, deadline: float, at_deadline: str) -> None:
+    async def _watch(self, run: Run, delay_s: float, deadline: Deadline, at_deadline: str) -> None:
         """Let ``run`` go until its planned kill, its exit or the deadline."""
         kill_at: float | None = None
-        if run.plan == "early":
+        if run.plan == "early" and self.kills:
             kill_at = run.started + delay_s
-        while run.alive and time.monotonic() < deadline:
+        while run.alive and not deadline.passed():
             now = time.monotonic()
             waits_for = _ROTATING if run.kind == "rotate" else _READY
-            if kill_at is None and run.plan != "finish" and _has_event(run.process, waits_for):
+            planned = self.kills and run.plan != "finish"
+            if kill_at is None and planned and _has_event(run.process, waits_for):
                 kill_at = now + delay_s
             if kill_at is not None and now >= kill_at:
                 break
             await asyncio.sleep(0.02)
         if not run.alive:
             self._ended(run)
-        elif time.monotonic() >= deadline and at_deadline == "terminate":
+        elif deadline.passed() and (at_deadline == "terminate" or not self.kills):
             run.plan = "terminated"
             await self.terminate(run, timeout_s=30)
         else:
@@ -138,8 +181,10 @@ class Lanes:
         """SIGTERM and wait for the drain; SIGKILL if it overstays."""
         if run.alive:
             run.process.send(signal.SIGTERM)
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.to_thread(run.process.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                self.errors["a SIGTERM that needed a SIGKILL"] += 1
         if run.alive:
             run.killed = True
         await asyncio.to_thread(run.process.kill)
@@ -149,9 +194,9 @@ class Lanes:
         run.exit_code = run.process.proc.poll()
         run.ended = time.monotonic()
 
-    async def _until(self, deadline: float, delay_s: float) -> None:
+    async def _until(self, deadline: Deadline, delay_s: float) -> None:
         # The random pause is part of the fault schedule, not a wait for some state.
-        await asyncio.sleep(max(0.0, min(delay_s, deadline - time.monotonic())))
+        await asyncio.sleep(max(0.0, min(delay_s, deadline.left_s())))
 
 
 def _has_event(process: RotdProcess, names: set[str] | frozenset[str]) -> bool:
@@ -167,7 +212,9 @@ class DatabaseFaults:
     mysql_host: str
     mysql_port: int
     proxies: dict[str, TcpProxy]  # by inventory database name
+    enabled: bool = True  # False: no fault at all
     counts: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), what)
     outage_s: float = 0.0
     weights: dict[str, float] = field(
@@ -176,6 +223,9 @@ class DatabaseFaults:
     _outages: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self, stop: asyncio.Event, interval_s: tuple[float, float] = (0.8, 2.4)) -> None:
+        if not self.enabled:
+            await stop.wait()
+            return
         pg = await self.pg_server.connect()
         mysql = await aiomysql.connect(
             host=self.mysql_host, port=self.mysql_port, user="root", password="", autocommit=True
@@ -189,15 +239,13 @@ class DatabaseFaults:
                 kinds = list(self.weights)
                 kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
                 if kind == "pg_terminate":
+                    await self._traffic(stop, self.proxies["postgres"])
                     await self._pg_terminate(pg)
                 elif kind == "mysql_kill":
+                    await self._traffic(stop, self.proxies["mariadb"])
                     await self._mysql_kill(mysql)
                 elif kind == "proxy_cut":
-                    proxy = self.proxies[self.rng.choice(sorted(self.proxies))]
-                    cut = proxy.cut_all()
-                    self.counts["proxy_cut"] += 1
-                    self.counts["proxy_cut_connections"] += cut
-                    self.timeline.append((time.time(), f"reset {cut} connections to {proxy.name}"))
+                    await self._proxy_cut(stop)
                 else:
                     self._outage()
         finally:
@@ -207,6 +255,28 @@ class DatabaseFaults:
             for proxy in self.proxies.values():
                 if not proxy.running:
                     await proxy.start()
+
+    async def _traffic(self, stop: asyncio.Event, *proxies: TcpProxy) -> TcpProxy:
+        """The busiest of ``proxies`` (all of them by default), once one has a connection
+        open or ``_AIM_S`` passed. rotd's connections come and go (a rotation opens its own):
+        a fault aimed at none of them would test nothing."""
+        candidates = list(proxies or self.proxies.values())
+        deadline = time.monotonic() + _AIM_S
+        busiest = max(candidates, key=lambda p: p.open_connections)
+        while not busiest.open_connections and time.monotonic() < deadline:
+            if stop.is_set():
+                break
+            await asyncio.sleep(0.05)  # polling the proxies for traffic
+            busiest = max(candidates, key=lambda p: p.open_connections)
+        return busiest
+
+    async def _proxy_cut(self, stop: asyncio.Event) -> None:
+        """Reset every connection through the busiest proxy."""
+        proxy = await self._traffic(stop)
+        cut = proxy.cut_all()
+        self.counts["proxy_cut"] += 1
+        self.counts["proxy_cut_connections"] += cut
+        self.timeline.append((time.time(), f"reset {cut} connections to {proxy.name}"))
 
     async def _pg_terminate(self, pg: asyncpg.Connection) -> None:
         """End every backend rotd opened (``application_name`` rotd): mid-statement or idle."""
@@ -228,7 +298,10 @@ class DatabaseFaults:
             for thread in victims:
                 try:
                     await cursor.execute(f"KILL {int(thread)}")
-                except Exception:  # the thread ended on its own meanwhile
+                except pymysql.err.MySQLError as exc:
+                    if exc.args[:1] != (_MYSQL_NO_SUCH_THREAD,):
+                        raise
+                    self.errors["a MariaDB thread that ended before its KILL"] += 1
                     continue
                 self.counts["mysql_kill_threads"] += 1
         self.counts["mysql_kill"] += 1
@@ -238,7 +311,8 @@ class DatabaseFaults:
         running = [p for p in self.proxies.values() if p.running]
         if len(running) < len(self.proxies):
             return  # one database away at a time
-        proxy = self.rng.choice(running)
+        # Each database in turn: every run takes both away, however the dice fall.
+        proxy = min(running, key=lambda p: (self.counts[f"outage_{p.name}"], self.rng.random()))
         seconds = self.rng.uniform(1.0, 3.0)
         task = asyncio.create_task(self._take_away(proxy, seconds))
         self._outages.add(task)

@@ -1,8 +1,10 @@
 """Failures this suite has found in rotd, described for the messages of the tests.
 
-``test_cuts`` reproduces each on purpose, and fails if one comes back. ``test_faults``
-names FENCE in its report when no label logs in, and recognises CLONE by its exact signature
-(reported as an expected failure); any other broken invariant fails the test.
+All of them are fixed. ``test_cuts`` reproduces each on purpose, and fails if one comes back;
+``test_faults`` names FENCE in its report when no label logs in, and CLONE when a clone's
+AWSCURRENT cannot read its table, and fails either way: no test here expects a failure. A
+defect found and not yet fixed gets a test that fails and a note in the README's reliability
+section, never an ``xfail``.
 """
 
 from __future__ import annotations

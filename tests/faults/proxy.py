@@ -11,6 +11,9 @@ PostgreSQL, the ``Host`` column of MariaDB's process list) is matched to rotd's 
 is given, answers instead with throttling or 500 errors, stalls, or cuts the connection before
 or after moto has acted on the call. Rules aimed at one operation make a fault happen exactly
 where a test needs it. Every decision comes from the seeded ``random.Random`` it is handed.
+
+Both count what they did in ``counts`` and what failed on their own side (the real server
+did not answer the proxy) in ``errors``, so that a test can tell its faults from its own.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rules: list[_CutRule] = []
         self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
 
     @property
     def running(self) -> bool:
@@ -84,6 +88,10 @@ class TcpProxy:
             server.close()
             await server.wait_closed()
         self.cut_all()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._links)
 
     def cut_all(self) -> int:
         """Reset every connection through the proxy; return how many there were."""
@@ -116,7 +124,8 @@ class TcpProxy:
         try:
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-            except OSError:
+            except OSError as exc:
+                self.errors[f"{self.name} did not answer the proxy: {type(exc).__name__}"] += 1
                 writer.transport.abort()
                 return
             link = _Link(writer, up_writer)
@@ -202,6 +211,7 @@ class HttpFaultProxy:
     rates: FaultRates = field(default_factory=FaultRates)
     enabled: bool = True
     counts: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), what)
     _rules: list[OpRule] = field(default_factory=list)
@@ -277,8 +287,8 @@ class HttpFaultProxy:
                 answer_headers = {
                     k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS
                 }
-        except (ClientError, TimeoutError):
-            self.counts["upstream_error"] += 1
+        except (ClientError, TimeoutError) as exc:
+            self.errors[f"moto did not answer the proxy: {type(exc).__name__}"] += 1
             return _cut(request)
         if fault == "cut_after":
             return _cut(request)

@@ -14,8 +14,12 @@ was that version throughout, and the refusal is a real one:
   witness then tries the newest versions that hold neither label, to record which password
   the database holds (``holder``), which tells the known ways this can happen apart.
 
-Errors other than a refused login (a busy server, a timeout) are counted apart as ``errors``:
-they say nothing about passwords.
+Errors other than a refused login say nothing about passwords and are counted apart in
+``errors``, by kind (:class:`LoginError`): ``timeout`` (the machine was too busy to answer in
+time), ``unreachable`` (no server at the address), ``server`` (the server answered with
+another error) and ``secrets manager`` (moto could not be read). The witness goes around every
+proxy of the test, straight to the database and to moto, so no fault the test injects explains
+any of them: an outage or a cut stops rotd, never a witness.
 """
 
 from __future__ import annotations
@@ -108,7 +112,13 @@ class SecretsReader:
 
 
 class LoginError(Exception):
-    """The server could not be asked (busy, timeout): nothing learnt about the password."""
+    """The server could not be asked: nothing learnt about the password. ``kind`` is
+    ``timeout``, ``unreachable`` or ``server``; ``detail`` names the error."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -151,12 +161,27 @@ async def logs_in(target: Target, username: str, password: str) -> bool:
     except asyncpg.InvalidAuthorizationSpecificationError:
         return False
     except pymysql.err.OperationalError as exc:
-        if exc.args and exc.args[0] == 1045:
+        code = exc.args[0] if exc.args else None
+        if code in _MYSQL_ACCESS_DENIED:
             return False
-        raise LoginError(f"{type(exc).__name__}: {exc.args[0] if exc.args else ''}") from None
-    except (OSError, TimeoutError, asyncpg.PostgresError, pymysql.err.Error) as exc:
-        raise LoginError(type(exc).__name__) from None
+        if isinstance(exc.__cause__, TimeoutError):
+            raise LoginError("timeout", f"MySQL error {code}") from None
+        if code in _MYSQL_NO_SERVER:
+            raise LoginError("unreachable", f"MySQL error {code}") from None
+        raise LoginError("server", f"MySQL error {code}") from None
+    except TimeoutError as exc:
+        raise LoginError("timeout", type(exc).__name__) from None
+    except OSError as exc:
+        raise LoginError("unreachable", type(exc).__name__) from None
+    except (asyncpg.PostgresError, pymysql.err.Error) as exc:
+        raise LoginError("server", type(exc).__name__) from None
     return True
+
+
+# Access denied: with a password (1045), or as a user the server lets in without one (1698).
+_MYSQL_ACCESS_DENIED = frozenset({1045, 1698})
+# The client's own codes: could not connect, server gone, connection lost.
+_MYSQL_NO_SERVER = frozenset({2003, 2006, 2013})
 
 
 @dataclass(frozen=True)
@@ -177,6 +202,7 @@ class Witness:
     reader: SecretsReader
     interval_s: float = 0.15
     logins: int = 0
+    accepted: int = 0  # logins the database accepted, with whatever label
     stale: int = 0
     current_only: list[Attempt] = field(default_factory=list)
     neither: list[Attempt] = field(default_factory=list)
@@ -188,8 +214,14 @@ class Witness:
         while not stop.is_set():
             try:
                 again = await self._once()
-            except (LoginError, RuntimeError, OSError, TimeoutError, ClientError) as exc:
-                self.errors[str(exc) or type(exc).__name__] += 1
+            except LoginError as exc:
+                self.errors[str(exc)] += 1
+                again = False
+            except TimeoutError:
+                self.errors["timeout: reading Secrets Manager"] += 1
+                again = False
+            except (RuntimeError, OSError, ClientError) as exc:
+                self.errors[f"secrets manager: {type(exc).__name__}"] += 1
                 again = False
             if not again:
                 # A polling cadence, not a wait for some state.
@@ -207,6 +239,7 @@ class Witness:
         ended = time.time()
         self.logins += 1
         if ok:
+            self.accepted += 1
             return False
         pending = await self.reader.get(name, stage="AWSPENDING")
         pending_ok = False
@@ -215,6 +248,7 @@ class Witness:
                 self.target, pending.value["username"], pending.value["password"]
             )
             self.logins += 1
+            self.accepted += int(pending_ok)
         again = await self.reader.get(name, stage="AWSCURRENT")
         assert again is not None
         if again.version_id != current.version_id:
