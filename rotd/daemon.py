@@ -90,8 +90,9 @@ class Daemon:
         breaker_base_s: float = BREAKER_BASE_S,
         breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
-        """``retry_*`` and ``breaker_*`` set the waits after transient failures (README's
-        15 s to 15 min, 10 s to 5 min); only tests change them."""
+        """``retry_*`` and ``breaker_*`` set the waits after transient failures
+        (docs/operations.md's 15 s to 15 min, docs/reliability.md's 10 s to 5 min); only tests
+        change them."""
         self.inventory = inventory
         self.install_signal_handlers = install_signal_handlers
         self.notifier = notifier or Notifier.from_environ()

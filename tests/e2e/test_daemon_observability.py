@@ -1,5 +1,5 @@
-"""What an operator sees of a running ``rotd run``: every metric of the README's table, the
-sd_notify watchdog and status, and readable log lines on a terminal."""
+"""What an operator sees of a running ``rotd run``: every metric of docs/operations.md's table,
+the sd_notify watchdog and status, and readable log lines on a terminal."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ from tests.fixtures.process import NotifySocket, RotdProcess, free_tcp_port
 from tests.fixtures.rotation import make_login
 
 Start = Callable[..., RotdProcess]
-README = Path(__file__).parents[2] / "README.md"
+OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
 PENDING_PASSWORD = "Pending-pass-5"
 
 
 def documented_metrics() -> dict[str, set[str]]:
-    """The README's metrics table: metric name -> its labels."""
-    text = README.read_text()
+    """The metrics table of docs/operations.md: metric name -> its labels."""
+    text = OPERATIONS.read_text()
     table = text[text.index("| metric | labels | meaning |") :].split("\n\n")[0]
     metrics = {}
     for row in table.splitlines()[2:]:

@@ -1,8 +1,9 @@
 """The daemon's waits after transient failures, on a running daemon with shortened intervals.
 
-README: a retryable error is retried "with capped exponential backoff and jitter (15 s, 30 s,
-… up to 15 min)", logged as ``rotation.retry_scheduled``; a dead host costs "one probe per
-interval (10 s, doubling to 5 min)", logged as ``host.unreachable`` and ``host.reachable``.
+docs/operations.md: a retryable error is retried "with capped exponential backoff and jitter
+(15 s, 30 s, … up to 15 min)", logged as ``rotation.retry_scheduled``; docs/reliability.md: a
+dead host costs "one probe per interval (10 s, doubling to 5 min)", logged as
+``host.unreachable`` and ``host.reachable``.
 The daemon runs in this process against moto's server and PostgreSQL, with the same waits
 made short through its constructor; every event is stamped as it is seen.
 """
