@@ -3,8 +3,8 @@
 All of them are fixed. ``test_cuts`` reproduces each on purpose, and fails if one comes back;
 ``test_faults`` names FENCE in its report when no label logs in, and CLONE when a clone's
 AWSCURRENT cannot read its table, and fails either way: no test here expects a failure. A
-defect found and not yet fixed gets a test that fails and a note in the README's reliability
-section, never an ``xfail``.
+defect found and not yet fixed gets a test that fails and a note in docs/reliability.md,
+never a marker that expects the failure.
 """
 
 from __future__ import annotations
