@@ -16,7 +16,7 @@ See README.md, "Writing an engine".
 """
 
 from rotd.testing.conformance import Conformance
-from rotd.testing.faults import Cut, CuttingEngine, CuttingStore, Pause
+from rotd.testing.faults import Cut, CuttingEngine, CuttingSession, CuttingStore, Pause
 from rotd.testing.kit import Kit
 from rotd.testing.target import Target, engine_logs_in
 
@@ -24,6 +24,7 @@ __all__ = [
     "Conformance",
     "Cut",
     "CuttingEngine",
+    "CuttingSession",
     "CuttingStore",
     "Kit",
     "Pause",

@@ -29,6 +29,7 @@ import pytest
 import pytest_asyncio
 
 from rotd.errors import Category
+from rotd.inventory import Inventory
 from rotd.protocol import Outcome
 from rotd.testing.aws import AwsEndpoint
 from rotd.testing.faults import Cut, CuttingEngine, CuttingStore, Pause
@@ -90,8 +91,10 @@ class Conformance:
         outcome = await kit.rotate(kit.inventory(secret, strategy, master))
         assert outcome.error is not None, f"{strategy} rotated without the capability"
         assert outcome.error.category is Category.UNSUPPORTED, outcome.error
-        assert await kit.stages(secret) == before
-        assert await kit.current_logs_in(secret)
+        assert await kit.stages(secret) == before, (
+            "the refused rotation changed the secret's labels"
+        )
+        assert await kit.current_logs_in(secret), "AWSCURRENT stopped logging in"
 
     async def test_single_user_rotation(self, kit: Kit) -> None:
         if not kit.declares(SINGLE):
@@ -105,13 +108,15 @@ class Conformance:
         first = await kit.rotate(inventory)
         _ok(first)
         version, current = await kit.value(secret, stage="AWSCURRENT")
-        assert version == first.version_id != old_version
-        assert current["username"] == username
-        assert current["password"] != password
+        assert version == first.version_id != old_version, (
+            "AWSCURRENT is not on the rotation's new version"
+        )
+        assert current["username"] == username, "single_user changed the username"
+        assert current["password"] != password, "the password did not change"
         assert current[KEPT_KEY] == "kept", "a key rotd does not know was lost"
         assert await kit.logs_in(current), "the new AWSCURRENT does not log in"
         stages = await kit.stages(secret)
-        assert stages[old_version] == ["AWSPREVIOUS"]
+        assert stages[old_version] == ["AWSPREVIOUS"], "the old version is not AWSPREVIOUS"
         old_accepted = await kit.target.logs_in(username, password)
         if kit.capabilities.several_passwords:
             assert old_accepted, "several_passwords declared, yet AWSPREVIOUS is refused"
@@ -120,8 +125,10 @@ class Conformance:
 
         second = await kit.rotate(inventory)
         _ok(second)
-        assert await kit.current_logs_in(secret)
-        assert await kit.unfinished(secret) == []
+        assert await kit.current_logs_in(secret), (
+            "AWSCURRENT does not log in after a second rotation"
+        )
+        assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"
 
     async def test_alternating_users_rotation(self, kit: Kit) -> None:
         if not kit.declares(ALTERNATING):
@@ -135,7 +142,7 @@ class Conformance:
         _ok(first)
         assert (first.old_username, first.new_username) == (username, username + "_clone")
         _, clone = await kit.value(secret, stage="AWSCURRENT")
-        assert clone["username"] == username + "_clone"
+        assert clone["username"] == username + "_clone", "AWSCURRENT is not the clone"
         assert clone[KEPT_KEY] == "kept", "a key rotd does not know was lost"
         assert await kit.logs_in(clone), "the clone does not log in"
         assert await kit.target.logs_in(username, password), "the previous login stopped working"
@@ -144,17 +151,20 @@ class Conformance:
         _ok(second)
         assert (second.old_username, second.new_username) == (username + "_clone", username)
         _, back = await kit.value(secret, stage="AWSCURRENT")
-        assert back["username"] == username
+        assert back["username"] == username, "the second rotation did not come back to the original"
         assert await kit.logs_in(back), "the original does not log in with its new password"
         assert await kit.logs_in(clone), "the clone (now AWSPREVIOUS) stopped working"
         old_accepted = await kit.target.logs_in(username, password)
         assert old_accepted == kit.capabilities.several_passwords, (
             "the original's first password: accepted" if old_accepted else "refused"
         )
-        assert await kit.unfinished(secret) == []
+        assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"
 
     @pytest.mark.parametrize("strategy", [SINGLE, ALTERNATING])
     async def test_a_witness_logs_in_throughout(self, kit: Kit, strategy: str) -> None:
+        """Three rotations, each held right after setSecret's statement (the instant the
+        database holds the new password and AWSCURRENT still the old one) while the witness
+        logs in a few times."""
         if not kit.declares(strategy):
             await self._refused_undeclared(kit, strategy)
             return
@@ -164,11 +174,11 @@ class Conformance:
         stop = asyncio.Event()
         watching = asyncio.create_task(witness.run(stop))
         try:
-            await asyncio.wait_for(witness.first_accepted.wait(), DEADLINE_S)
+            await until(witness.first_accepted.is_set, "login of the witness")
             for _ in range(3):
-                _ok(await kit.rotate(inventory))
+                await self._rotate_watched(kit, inventory, strategy, witness)
             seen = witness.accepted
-            await until(lambda: witness.accepted > seen, "a login after the last rotation")
+            await until(lambda: witness.accepted > seen, "login after the last rotation")
         finally:
             stop.set()
             await watching
@@ -180,6 +190,27 @@ class Conformance:
         assert witness.refused == 0, f"AWSCURRENT and AWSPENDING both refused: {counts}"
         if strategy == ALTERNATING or kit.capabilities.several_passwords:
             assert witness.window == 0, f"AWSCURRENT refused mid-rotation: {counts}"
+        else:
+            # The database holds only the pending password until finishSecret: the witness
+            # must have seen that, or it was not watching.
+            assert witness.window > 0, f"the witness never saw the single-user window: {counts}"
+
+    async def _rotate_watched(
+        self, kit: Kit, inventory: Inventory, strategy: str, witness: Witness
+    ) -> None:
+        """One rotation, held after setSecret until the witness logged in a few times."""
+        pause = Pause(CUTS["setSecret"][1][strategy])
+        engine = CuttingEngine(kit.engine, pause=pause)
+        rotation = asyncio.create_task(kit.rotate(inventory, engine=engine))
+        try:
+            await until(lambda: pause.reached.is_set() or rotation.done(), "setSecret")
+            if not rotation.done():
+                seen = witness.logins
+                await until(lambda: witness.logins >= seen + 3, "witness logins")
+        finally:
+            pause.release.set()
+            outcome = await rotation
+        _ok(outcome)
 
     @pytest.mark.parametrize("step", list(CUTS))
     @pytest.mark.parametrize("strategy", [SINGLE, ALTERNATING])
@@ -211,7 +242,7 @@ class Conformance:
         if step != "finishSecret":
             assert second.resumed, "the next attempt did not resume the cut rotation"
             assert version == token, "the cut rotation was restarted under a new version"
-        assert old_version != version
+        assert old_version != version, "AWSCURRENT never moved"
         if strategy == ALTERNATING:
             # The login applications held before the last rotation keeps working.
             _, previous = await kit.value(secret, stage="AWSPREVIOUS")
@@ -237,8 +268,8 @@ class Conformance:
             assert other.error.category is Category.LOCKED, other.error
             _ok(held)
         assert len(await kit.history(secret)) == len(before) + 1, "not exactly one new version"
-        assert await kit.current_logs_in(secret)
-        assert await kit.unfinished(secret) == []
+        assert await kit.current_logs_in(secret), "AWSCURRENT does not log in"
+        assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"
 
     async def test_no_secret_in_logs_or_errors(self, kit: Kit) -> None:
         """Rotations that succeed, fail on a refused login and are cut midway: the kit's
@@ -249,14 +280,17 @@ class Conformance:
         _ok(await kit.rotate(inventory))
         cut = Cut("run_test")
         cut_short = await kit.rotate(inventory, engine=CuttingEngine(kit.engine, cut=cut))
-        assert cut_short.error is not None
+        assert cut_short.error is not None, "a rotation cut after testSecret reported success"
         _ok(await kit.rotate(inventory))
         # A secret whose password the server does not hold: the rotation fails as refused.
         username = kit.username()
         await kit.target.create_login(username, kit.password())
         wrong = await kit.create_secret(username, kit.password())
         refused = await kit.rotate(kit.inventory(wrong, strategy, master))
-        assert refused.error is not None
+        assert refused.error is not None, (
+            "a rotation with a password the server does not hold succeeded"
+        )
         assert refused.error.category is Category.AUTH, refused.error
         assert kit.lines, "no log line was captured"
-        assert await kit.leaks() == []
+        leaks = await kit.leaks()
+        assert not leaks, leaks

@@ -13,42 +13,8 @@ from typing import Any
 import pytest
 
 from rotd.testing import Conformance
-from tests.fixtures.databases import Database, Mariadb, Postgres, pg_quote_ident
-
-
-class DatabaseTarget:
-    """A :class:`rotd.testing.Target` over the suite's :class:`Database` helpers."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.engine = db.engine
-
-    async def create_login(self, username: str, password: str) -> None:
-        await self.db.create_login(username, password)
-
-    async def create_master(self, username: str, password: str) -> None:
-        await self.db.create_master(username, password)
-
-    async def drop_login(self, username: str) -> None:
-        if not await self.db.user_exists(username):
-            return
-        if isinstance(self.db, Postgres):
-            await self.db.execute(
-                f"DROP OWNED BY {pg_quote_ident(username)} CASCADE; "
-                f"DROP ROLE {pg_quote_ident(username)}"
-            )
-        else:
-            assert isinstance(self.db, Mariadb)
-            for (host,) in await self.db.server.execute(
-                "SELECT Host FROM mysql.user WHERE User = %s", (username,)
-            ):
-                await self.db.execute("DROP USER %s@%s", (username, host))
-
-    async def logs_in(self, username: str, password: str) -> bool:
-        return await self.db.logs_in(username, password)
-
-    def secret(self, username: str, password: str) -> dict[str, Any]:
-        return self.db.secret(username, password)
+from tests.conformance.targets import DatabaseTarget
+from tests.fixtures.databases import Mariadb, Postgres
 
 
 class TestPostgres(Conformance):
