@@ -87,8 +87,7 @@ class Conformance:
         """A strategy the engine does not declare is refused, and nothing changes."""
         secret, _ = await self._pair(kit, SINGLE)
         before = await kit.stages(secret)
-        master = await kit.master() if kit.capabilities.mirror_user else None
-        outcome = await kit.rotate(kit.inventory(secret, strategy, master))
+        outcome = await kit.rotate(kit.inventory(secret, strategy))
         assert outcome.error is not None, f"{strategy} rotated without the capability"
         assert outcome.error.category is Category.UNSUPPORTED, outcome.error
         assert await kit.stages(secret) == before, (
@@ -154,10 +153,9 @@ class Conformance:
         assert back["username"] == username, "the second rotation did not come back to the original"
         assert await kit.logs_in(back), "the original does not log in with its new password"
         assert await kit.logs_in(clone), "the clone (now AWSPREVIOUS) stopped working"
-        old_accepted = await kit.target.logs_in(username, password)
-        assert old_accepted == kit.capabilities.several_passwords, (
-            "the original's first password: accepted" if old_accepted else "refused"
-        )
+        if not kit.capabilities.several_passwords:
+            refused = not await kit.target.logs_in(username, password)
+            assert refused, "the original's first password still logs in"
         assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"
 
     @pytest.mark.parametrize("strategy", [SINGLE, ALTERNATING])

@@ -121,3 +121,17 @@ async def test_several_passwords_claimed_without_them_fails_the_witness(
     kit.engine = Defective(kit.engine, several_passwords=True)
     with pytest.raises(AssertionError, match="AWSCURRENT refused mid-rotation"):
         await Conformance().test_a_witness_logs_in_throughout(kit, strategy)
+
+
+async def test_an_engine_without_mirror_user_passes_by_refusing_alternating_users(
+    kit: Kit,
+) -> None:
+    """The other side: what an engine does not declare is checked as refused, not failed."""
+    kit.engine = Defective(kit.engine, mirror_user=False)
+    await Conformance().test_alternating_users_rotation(kit)
+
+
+async def test_an_engine_without_a_lock_passes_when_the_version_id_fences(kit: Kit) -> None:
+    """Without ``rotation_lock`` two rotations at once still make one version."""
+    kit.engine = Defective(kit.engine, LockAlwaysFree, rotation_lock=False)
+    await Conformance().test_two_rotations_at_once_make_one_version(kit)
