@@ -136,6 +136,7 @@ class Conformance:
         username, password, secret = await kit.login()
         master = await kit.master()
         inventory = kit.inventory(secret, ALTERNATING, master)
+        early = await kit.target.grant_access(username)
 
         first = await kit.rotate(inventory)
         _ok(first)
@@ -144,6 +145,7 @@ class Conformance:
         assert clone["username"] == username + "_clone", "AWSCURRENT is not the clone"
         assert clone[KEPT_KEY] == "kept", "a key rotd does not know was lost"
         assert await kit.logs_in(clone), "the clone does not log in"
+        assert await kit.has_access(clone, early), "the clone lacks what the original has"
         assert await kit.target.logs_in(username, password), "the previous login stopped working"
 
         second = await kit.rotate(inventory)
@@ -156,6 +158,14 @@ class Conformance:
         if not kit.capabilities.several_passwords:
             refused = not await kit.target.logs_in(username, password)
             assert refused, "the original's first password still logs in"
+
+        # Granted to the original after the clone exists: mirrored at the next rotation to it.
+        late = await kit.target.grant_access(username)
+        _ok(await kit.rotate(inventory))
+        _, clone = await kit.value(secret, stage="AWSCURRENT")
+        assert clone["username"] == username + "_clone", "the third rotation is not to the clone"
+        assert await kit.has_access(clone, early), "the clone lost what the original has"
+        assert await kit.has_access(clone, late), "the clone lacks a grant made since it exists"
         assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"
 
     @pytest.mark.parametrize("strategy", [SINGLE, ALTERNATING])

@@ -148,6 +148,9 @@ class Kit:
     async def logs_in(self, value: Mapping[str, Any]) -> bool:
         return await self.target.logs_in(value["username"], value["password"])
 
+    async def has_access(self, value: Mapping[str, Any], thing: str) -> bool:
+        return await self.target.has_access(value["username"], value["password"], thing)
+
     async def current_logs_in(self, secret: str) -> bool:
         return await self.logs_in((await self.value(secret, stage="AWSCURRENT"))[1])
 

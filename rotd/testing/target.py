@@ -35,6 +35,14 @@ class Target(Protocol):
         """Create an administrator that may create logins and mirror them (alternating_users);
         only asked for when the engine declares ``mirror_user``."""
 
+    async def grant_access(self, username: str) -> str:
+        """Give ``username`` access to something a new login lacks (a table, a key pattern, a
+        queue) and return its name; only asked for when the engine declares ``mirror_user``,
+        whose clone must have all the original has."""
+
+    async def has_access(self, username: str, password: str, thing: str) -> bool:
+        """Whether this login can use ``thing`` (a name ``grant_access`` returned)."""
+
     async def drop_login(self, username: str) -> None:
         """Remove ``username`` and what it owns; nothing when it does not exist."""
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+import pymysql
+
 from tests.fixtures.databases import Database, Mariadb, Postgres, pg_quote_ident
 
 
@@ -20,6 +23,19 @@ class DatabaseTarget:
 
     async def create_master(self, username: str, password: str) -> None:
         await self.db.create_master(username, password)
+
+    async def grant_access(self, username: str) -> str:
+        return await self.db.create_table(username)
+
+    async def has_access(self, username: str, password: str, thing: str) -> bool:
+        schema = "public" if isinstance(self.db, Postgres) else "test"
+        try:
+            await self.db.execute_as(username, password, f"SELECT id FROM {schema}.{thing}")
+        except (asyncpg.InsufficientPrivilegeError, pymysql.err.OperationalError) as exc:
+            if isinstance(exc, pymysql.err.OperationalError) and exc.args[0] != 1142:
+                raise  # anything but "SELECT command denied"
+            return False
+        return True
 
     async def drop_login(self, username: str) -> None:
         if not await self.db.user_exists(username):

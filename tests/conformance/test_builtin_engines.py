@@ -8,6 +8,7 @@ driver (never through the engine under test). The kit's Secrets Manager is its p
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,11 +20,15 @@ from tests.fixtures.databases import Mariadb, Postgres
 
 class TestPostgres(Conformance):
     @pytest.fixture
-    def target(self, pg_server: Any) -> DatabaseTarget:
-        return DatabaseTarget(Postgres(pg_server))
+    async def target(self, pg_server: Any) -> AsyncIterator[DatabaseTarget]:
+        db = Postgres(pg_server)
+        yield DatabaseTarget(db)
+        await db.cleanup()  # the tables grant_access made
 
 
 class TestMariadb(Conformance):
     @pytest.fixture
-    def target(self, mysql_server: Any) -> DatabaseTarget:
-        return DatabaseTarget(Mariadb(mysql_server))
+    async def target(self, mysql_server: Any) -> AsyncIterator[DatabaseTarget]:
+        db = Mariadb(mysql_server)
+        yield DatabaseTarget(db)
+        await db.cleanup()

@@ -1,14 +1,15 @@
 """The kit fails an engine that breaks the contract: each test gives it PostgreSQL's engine
 with one defect (a wrapper around the real engine, on the real server) and expects the kit's
 test for that part of the contract to fail. A kit that passed these engines would prove
-nothing about the ones it passes."""
+nothing about the ones it passes. PostgreSQL serves unless the defect shows only on MariaDB.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +19,7 @@ from rotd.testing import Conformance, CuttingEngine, CuttingSession, Kit
 from rotd.testing.aws import AwsEndpoint
 from rotd.testing.kit import SINGLE, open_kit
 from tests.conformance.targets import DatabaseTarget
-from tests.fixtures.databases import Postgres
+from tests.fixtures.databases import Database, Mariadb, Postgres
 
 
 class ForgetsPassword(CuttingSession):
@@ -29,6 +30,19 @@ class ForgetsPassword(CuttingSession):
 class LockAlwaysFree(CuttingSession):
     async def try_lock(self, key: str) -> bool:
         return True
+
+
+class MirrorsOnce(CuttingSession):
+    """Mirrors the original when it creates the clone, and only sets its password after."""
+
+    created: ClassVar[set[str]] = set()
+
+    async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
+        if clone in self.created:
+            await self.set_password(clone, new_password)
+            return
+        await super().mirror_user(original, clone, new_password)
+        self.created.add(clone)
 
 
 class Defective(CuttingEngine):
@@ -80,16 +94,31 @@ class PasswordInErrors(Defective):
             raise DatabaseError(exc.host, exc.port, exc.category, reason) from None
 
 
-@pytest.fixture
-async def kit(pg_server: Any, kit_aws: AwsEndpoint) -> AsyncIterator[Kit]:
-    async with open_kit(DatabaseTarget(Postgres(pg_server)), kit_aws) as kit:
+@pytest.fixture(params=["postgres"])
+async def kit(request: pytest.FixtureRequest, kit_aws: AwsEndpoint) -> AsyncIterator[Kit]:
+    db: Database
+    if request.param == "postgres":
+        db = Postgres(request.getfixturevalue("pg_server"))
+    else:
+        db = Mariadb(request.getfixturevalue("mysql_server"))
+    async with open_kit(DatabaseTarget(db), kit_aws) as kit:
         yield kit
+    await db.cleanup()
 
 
 async def test_a_password_that_never_changes_fails_the_single_user_test(kit: Kit) -> None:
     kit.engine = Defective(kit.engine, ForgetsPassword)
     with pytest.raises(AssertionError):
         await Conformance().test_single_user_rotation(kit)
+
+
+# A PostgreSQL clone is a member of the original and so inherits later grants by itself;
+# MariaDB copies privileges, so there the clone must be mirrored again at every rotation.
+@pytest.mark.parametrize("kit", ["mariadb"], indirect=True)
+async def test_a_clone_not_mirrored_again_fails_the_alternating_test(kit: Kit) -> None:
+    kit.engine = Defective(kit.engine, MirrorsOnce)
+    with pytest.raises(AssertionError, match="the clone lacks a grant made since it exists"):
+        await Conformance().test_alternating_users_rotation(kit)
 
 
 async def test_a_lock_that_excludes_nothing_fails_the_lock_test(kit: Kit) -> None:
