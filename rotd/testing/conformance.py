@@ -5,10 +5,12 @@ Every test runs rotd's real runner against the author's live server and a Secret
 
 - single user: the new AWSCURRENT logs in, the old password is refused (still accepted as
   AWSPREVIOUS where the engine declares ``several_passwords``), other keys are kept;
-- alternating users (``mirror_user``): the clone is created and logs in, the previous login
-  keeps working, the next rotation comes back to the original;
-- a witness logging in with AWSCURRENT throughout rotations is never refused (single user
-  without ``several_passwords``: only while the database already holds AWSPENDING's password);
+- alternating users (``mirror_user``): the clone is created, logs in and has what the
+  original was granted (grants made after it exists too), the previous login keeps working,
+  the next rotation comes back to the original;
+- a witness logging in with AWSCURRENT throughout rotations, each held right after setSecret,
+  is never refused (single user without ``several_passwords``: only while the database
+  already holds AWSPENDING's password, which it must see);
 - a rotation whose connection is lost right after a step did its work (createSecret's write,
   setSecret's statement, testSecret's login, finishSecret's move) is resumed and converges on
   a working AWSCURRENT and no unfinished AWSPENDING;

@@ -19,7 +19,7 @@ import aioboto3
 import structlog
 
 from rotd import passwords
-from rotd.engines import Engine, all_engines
+from rotd.engines import Capabilities, Engine, all_engines
 from rotd.inventory import Inventory, loads
 from rotd.observability import processors
 from rotd.protocol import Outcome
@@ -49,12 +49,12 @@ class Kit:
         self.errors: list[str] = []
 
     @property
-    def capabilities(self) -> Any:
+    def capabilities(self) -> Capabilities:
         return self.engine.info.capabilities
 
     def declares(self, strategy: str) -> bool:
         caps = self.capabilities
-        return bool(caps.mirror_user if strategy == ALTERNATING else caps.single_user)
+        return caps.mirror_user if strategy == ALTERNATING else caps.single_user
 
     def password(self) -> str:
         made = passwords.generate(passwords.PasswordPolicy())
