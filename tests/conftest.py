@@ -6,3 +6,6 @@ from tests.fixtures.mariadb import *  # noqa: F403
 from tests.fixtures.postgres import *  # noqa: F403
 from tests.fixtures.process import *  # noqa: F403
 from tests.fixtures.rotation import *  # noqa: F403
+
+# The conformance kit's fixtures (kit_aws), as an engine author loads them.
+pytest_plugins = ["rotd.testing.plugin"]
