@@ -151,6 +151,20 @@ class SecretError(RotdError):
         super().__init__(f"secret {secret!r}, {step}: {reason}")
 
 
+class UnexpectedError(RotdError):
+    """An exception no code path expected, raised during one step of one secret's rotation.
+
+    The protocol raises it so that the runner's boundary can name the step; the exception
+    itself, with its traceback, is ``__cause__``.
+    """
+
+    def __init__(self, secret: str, step: str, cause: Exception) -> None:
+        self.secret = secret
+        self.step = step
+        self.cause = cause
+        super().__init__(f"secret {secret!r}, {step}: unexpected {type(cause).__name__}: {cause}")
+
+
 class EngineError(RotdError):
     """An engine is not installed, cannot be loaded, or cannot do what a secret asks of it.
 

@@ -34,7 +34,15 @@ from typing import Any, NoReturn, Protocol
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import Endpoint, Engine, Login, Session, check_fit
-from rotd.errors import Category, DatabaseError, EngineError, Missing, SecretError, StoreError
+from rotd.errors import (
+    Category,
+    DatabaseError,
+    EngineError,
+    Missing,
+    SecretError,
+    StoreError,
+    UnexpectedError,
+)
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
 from rotd.secretstore import CURRENT, PENDING, PREVIOUS, SecretDescription, SecretStore
@@ -253,6 +261,8 @@ class _Rotation:
             await self._run()
         except SecretError as exc:
             return self._outcome(exc)
+        except Exception as exc:
+            raise UnexpectedError(self.spec.id, self.step, exc) from exc
         return self._outcome(None)
 
     def _outcome(self, error: SecretError | None) -> Outcome:

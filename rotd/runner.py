@@ -27,7 +27,7 @@ from typing import Any
 
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import Endpoint, Engine, Login, Session
-from rotd.errors import Category, DatabaseError, SecretError
+from rotd.errors import Category, DatabaseError, SecretError, UnexpectedError
 from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
 from rotd.logins import SharedLogin
@@ -377,9 +377,12 @@ class Runner:
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
                 outcome = await rotate(spec, self.deps(lease), attempt=attempt)
+            except UnexpectedError as exc:
+                self.caught(spec, "rotation", exc.cause)
+                outcome = _unexpected_outcome(spec, exc.cause, exc.step, time.monotonic() - started)
             except Exception as exc:
                 self.caught(spec, "rotation", exc)
-                outcome = _unexpected_outcome(spec, exc, time.monotonic() - started)
+                outcome = _unexpected_outcome(spec, exc, "unknown step", time.monotonic() - started)
             finally:
                 self.in_flight -= 1
         finally:
@@ -420,14 +423,14 @@ class Runner:
             await self.hosts.close_idle()
 
 
-def _unexpected_outcome(spec: SecretSpec, exc: Exception, duration_s: float) -> Outcome:
+def _unexpected_outcome(spec: SecretSpec, exc: Exception, step: str, duration_s: float) -> Outcome:
     """A rotation that raised what nobody expected: failed, category ``internal``. Its state is
     in Secrets Manager, so the next attempt resumes it like any interrupted rotation."""
     reason = redactor.scrub(
         f"unexpected {type(exc).__name__}: {exc} (a fault in rotd; the "
         "unexpected_error.caught event has the traceback)"
     )
-    error = SecretError(spec.id, "unknown step", Category.INTERNAL, reason)
+    error = SecretError(spec.id, step, Category.INTERNAL, reason)
     return Outcome(spec.id, spec.database, spec.strategy, round(duration_s, 4), error=error)
 
 

@@ -413,3 +413,36 @@ async def test_a_reload_that_raises_leaves_the_daemon_running_and_the_next_one_a
         _, metrics = await get(port, "/metrics")
     assert 'rotd_reloads_total{result="failed"} 1.0' in metrics
     assert 'rotd_reloads_total{result="applied"} 1.0' in metrics
+
+
+async def test_a_fault_inside_a_step_is_reported_at_that_step(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    events: list[Event],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The failed rotation names the step the unexpected exception came from, so the operator
+    knows how far it got; the retry then finishes it."""
+    user, name = await pending(db, secrets, "step")
+    step_of = rotd.protocol._Rotation._step
+    hit = once(lambda secret_id: secret_id == name)
+
+    @asynccontextmanager
+    async def faulty(self: Any, step: rotd.protocol.Step) -> AsyncIterator[None]:
+        async with step_of(self, step):
+            if step is rotd.protocol.Step.TEST and hit(self.spec.id):
+                raise RuntimeError("injected fault in testSecret")
+            yield
+
+    monkeypatch.setattr(rotd.protocol._Rotation, "_step", faulty)
+    port = free_tcp_port()
+    inv = daemon_inventory(tmp_path / "inv.yaml", moto, [{"id": name}], port)
+    async with running(inv):
+        await until(lambda: bool(of(events, "rotation.resumed", name)), "the retry's success")
+    (failed,) = of(events, "rotation.failed", name)
+    assert (failed["step"], failed["category"]) == ("testSecret", "internal")
+    assert "injected fault in testSecret" in failed["error"]
+    current = await secrets.value(name)
+    assert await db.logs_in(user, current["password"])
