@@ -4,6 +4,7 @@ authenticate_user, the password on its standard input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import uuid
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from rotd.doctor import Level, diagnose
 from rotd.inventory import Inventory
+from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.rotation import Rotd, assert_ok, inventory
 
@@ -178,3 +181,36 @@ async def test_alternating_users_mirror_the_user_and_switch_between_the_pair(
     assert broker.logs_in(user, second["password"])
     assert not broker.logs_in(user, old)
     assert broker.logs_in(clone, first["password"])
+
+
+async def test_doctor_logs_in_through_test_login_and_warns_what_it_cannot_check(
+    broker: Broker, secrets: Secrets, moto: MotoServer
+) -> None:
+    admin_password = "Admin-" + uuid.uuid4().hex
+    admin = broker.create("docadmin", admin_password, "administrator")
+    master = await secrets.create(admin, secret(admin, admin_password))
+    good = "Good-" + uuid.uuid4().hex
+    user = broker.create("doctor", good)
+    name = await secrets.create(user, secret(user, good))
+    refused = broker.create("refused", "Other-" + uuid.uuid4().hex)
+    wrong = "Wrong-" + uuid.uuid4().hex
+    bad = await secrets.create(refused, secret(refused, wrong))
+    inv = exec_inventory(moto, name, "alternating_users", master)
+    inv = dataclasses.replace(
+        inv, secrets=(*inv.secrets, dataclasses.replace(inv.secrets[0], id=bad))
+    )
+
+    checks = await diagnose(inv, inv.secrets, connection_for(inv))
+
+    found = {c.name: c for c in checks if c.secret_id == name}
+    assert found["secret.format"].level is Level.OK
+    assert "engine exec" in found["secret.format"].detail
+    assert found["secret.engine"].level is Level.WARN
+    assert "no rotation lock" in found["secret.engine"].detail
+    assert found["db.login"].level is Level.OK
+    assert found["master.login"].level is Level.OK
+    assert found["db.permissions"].level is Level.WARN
+    refusal = next(c for c in checks if c.secret_id == bad and c.name == "db.login")
+    assert refusal.level is Level.FAIL
+    assert "exited with status 77" in refusal.detail
+    assert wrong not in "\n".join(c.line() for c in checks)
