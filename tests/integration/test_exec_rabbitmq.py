@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotd.doctor import Level, diagnose
+from rotd.engines import Settings
 from rotd.inventory import Inventory
 from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets
@@ -214,3 +216,53 @@ async def test_doctor_logs_in_through_test_login_and_warns_what_it_cannot_check(
     assert refusal.level is Level.FAIL
     assert "exited with status 77" in refusal.detail
     assert wrong not in "\n".join(c.line() for c in checks)
+
+
+RECORDER = """
+import json, subprocess, sys
+data = sys.stdin.read()
+with open(sys.argv[1], "a") as log:
+    log.write(json.dumps({"command": sys.argv[3], "payload": json.loads(data)}) + "\\n")
+sys.exit(subprocess.run([sys.argv[2], sys.argv[3]], input=data, text=True).returncode)
+"""
+
+
+async def test_the_protocol_hands_each_command_the_rotations_payload(
+    broker: Broker, secrets: Secrets, rotd: Rotd, moto: MotoServer, tmp_path: Path
+) -> None:
+    recorder = tmp_path / "record.py"
+    recorder.write_text(RECORDER)
+    log = tmp_path / "runs.jsonl"
+    old = "Initial-" + uuid.uuid4().hex
+    user = broker.create("payload", old)
+    name = await secrets.create(user, secret(user, old))
+    text = exec_inventory(moto, name, "single_user")
+    wrapped = dataclasses.replace(
+        text.secrets[0],
+        engine_settings=Settings(
+            {
+                **text.secrets[0].engine_settings,
+                "set_password": [sys.executable, str(recorder), str(log), str(SCRIPT), "set"],
+                "test_login": [sys.executable, str(recorder), str(log), str(SCRIPT), "test"],
+            }
+        ),
+    )
+
+    assert_ok(await rotd.rotate_one(dataclasses.replace(text, secrets=(wrapped,))))
+
+    new = await secrets.value(name)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    sets = [r["payload"] for r in runs if r["command"] == "set"]
+    assert sets == [
+        {
+            "secret_id": name,
+            "strategy": "single_user",
+            "acting": secret(user, old),
+            "username": user,
+            "password": new["password"],
+            "pending": new,
+        }
+    ]
+    tests = [r["payload"] for r in runs if r["command"] == "test"]
+    assert tests[0] == {"secret_id": name, "login": secret(user, old)}
+    assert tests[-1] == {"secret_id": name, "login": new}
