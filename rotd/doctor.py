@@ -839,8 +839,9 @@ class _Doctor:
         if not capabilities.tls:
             found.warn(
                 "db.tls",
-                f"engine {endpoint.engine!r} cannot encrypt its connections: logins and "
-                "passwords cross the network in clear",
+                f"engine {endpoint.engine!r} lacks the tls capability, so rotd cannot tell "
+                "whether logins and passwords cross the network encrypted",
+                "make sure the engine (for exec, each command) uses TLS to reach the system",
             )
             return
         try:

@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -209,10 +210,15 @@ class DatabaseModel(SettingsModel):
     exec: ExecModel | None = None
     secrets: list[SecretModel] = Field(min_length=1)
 
+    @field_validator("exec")
+    @classmethod
+    def _exec_only(cls, value: ExecModel | None, info: ValidationInfo) -> ExecModel | None:
+        if value is not None and info.data.get("engine") != EXEC_ENGINE:
+            raise ValueError("exec: applies only to a database with engine: exec")
+        return value
+
     @model_validator(mode="after")
     def _exec_block(self) -> DatabaseModel:
-        if self.exec is not None and self.engine != EXEC_ENGINE:
-            raise ValueError("exec: applies only to a database with engine: exec")
         if self.engine == EXEC_ENGINE and self.exec is None:
             raise ValueError(
                 "engine: exec needs an exec: block with set_password: [argv...] and "

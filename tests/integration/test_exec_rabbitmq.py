@@ -212,6 +212,8 @@ async def test_doctor_logs_in_through_test_login_and_warns_what_it_cannot_check(
     assert found["db.login"].level is Level.OK
     assert found["master.login"].level is Level.OK
     assert found["db.permissions"].level is Level.WARN
+    assert found["db.tls"].level is Level.WARN
+    assert "lacks the tls capability" in found["db.tls"].detail
     refusal = next(c for c in checks if c.secret_id == bad and c.name == "db.login")
     assert refusal.level is Level.FAIL
     assert "exited with status 77" in refusal.detail

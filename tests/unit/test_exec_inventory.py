@@ -108,7 +108,7 @@ def test_exec_goes_with_engine_exec_only_and_the_other_way_round() -> None:
     )
     other = BROKER.replace("engine: exec", "engine: postgres")
     assert errors(text=other) == [
-        "inv.yaml:2:5: databases.0: exec: applies only to a database with engine: exec"
+        "inv.yaml:5:7: databases.0.exec: exec: applies only to a database with engine: exec"
     ]
 
 
