@@ -219,6 +219,11 @@ class DatabaseModel(SettingsModel):
 
     @model_validator(mode="after")
     def _exec_block(self) -> DatabaseModel:
+        if self.engine == EXEC_ENGINE and self.verify_endpoints:
+            raise ValueError(
+                "verify_endpoints does not apply to engine exec: its test_login command "
+                "receives the secret's JSON, not an address to log in through"
+            )
         if self.engine == EXEC_ENGINE and self.exec is None:
             raise ValueError(
                 "engine: exec needs an exec: block with set_password: [argv...] and "

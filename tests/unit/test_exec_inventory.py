@@ -121,3 +121,11 @@ def test_tls_and_test_query_that_exec_cannot_honour_are_errors() -> None:
         "test_query does not apply to engine exec"
         in errors(secret_extra="        test_query: SELECT 1")[0]
     )
+
+
+def test_verify_endpoints_are_refused_since_test_login_reads_the_secret() -> None:
+    text = BROKER.replace("    secrets:", "    verify_endpoints: [10.0.0.2:5672]\n    secrets:")
+    assert errors(text=text) == [
+        "inv.yaml:2:5: databases.0: verify_endpoints does not apply to engine exec: its "
+        "test_login command receives the secret's JSON, not an address to log in through"
+    ]
