@@ -71,6 +71,8 @@ class ExecEngine:
         return Capabilities(single_user=True, mirror_user=bool(settings.get("mirror_user")))
 
     def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
+        # Each command runs under the database's exec timeout, not the connection deadline:
+        # a command may need longer than a login does (an appliance's slow API).
         return self._connect(login)
 
     @asynccontextmanager
