@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rotd.engines import Tls, TlsMode
+from rotd.engines import EngineInfo, Tls, TlsMode
 from rotd.engines.registry import installed
 from rotd.errors import EngineError
 from rotd.observability import redactor
@@ -100,8 +100,17 @@ class Credentials:
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> Credentials:
-        """Parse a secret string; raise :class:`BadSecret` naming what is wrong, never a value."""
+    def parse(
+        cls, text: str, *, engine: str | None = None, login_only: bool = False
+    ) -> Credentials:
+        """Parse a secret string; raise :class:`BadSecret` naming what is wrong, never a value.
+
+        ``engine``: the engine the inventory's database names, which wins over the secret's
+        own ``engine`` key; that key may then hold any name (a secret of a system only the
+        exec engine reaches says ``rabbitmq``), and the named engine's defaults fill ``port``
+        and ``dbname``. ``login_only``: only the login is used (a master's, at the rotated
+        secret's endpoint), so the secret's ``engine`` key is not checked either.
+        """
         try:
             document = json.loads(text)
         except (ValueError, TypeError):
@@ -118,25 +127,26 @@ class Credentials:
         for key in ("engine", "host", "username", "password"):
             if not isinstance(document[key], str):
                 raise BadSecret(f"the secret JSON key `{key}` must be a string")
-        engine = document["engine"]
         try:
-            info = installed()[engine].info
+            info: EngineInfo | None = installed()[engine or document["engine"]].info
         except EngineError as exc:
-            raise BadSecret(f"the secret JSON key `engine`: {exc}") from None
-        port = document.get("port", info.default_port)
+            if not login_only:
+                raise BadSecret(f"the secret JSON key `engine`: {exc}") from None
+            info = None
+        port = document.get("port", info.default_port if info else 0)
         try:
             port = int(port)
         except (ValueError, TypeError):
             raise BadSecret("the secret JSON key `port` must be a number") from None
-        if not 0 < port < 65536:
+        if "port" in document and not 0 < port < 65536:
             raise BadSecret(f"the secret JSON key `port` is out of range: {port}")
         dbname = document.get("dbname")
-        if dbname is None:
+        if dbname is None and info is not None:
             dbname = info.default_dbname
         ssl = document.get("ssl")
         masterarn = document.get("masterarn")
         return cls(
-            engine=engine,
+            engine=document["engine"],
             host=document["host"],
             port=port,
             username=document["username"],

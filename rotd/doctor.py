@@ -39,9 +39,11 @@ from rotd.engines import (
     Engine,
     Login,
     Permission,
+    Rotation,
     Session,
     TlsMode,
     all_engines,
+    rotation,
 )
 from rotd.engines.registry import EngineRegistry
 from rotd.errors import AwsError, Category, DatabaseError, EngineError, Missing, StoreError
@@ -60,7 +62,7 @@ from rotd.secretstore import (
     SecretDescription,
     open_client,
 )
-from rotd.strategies import CLONE_SUFFIX
+from rotd.strategies import CLONE_SUFFIX, login
 
 log = get_logger("rotd.doctor")
 
@@ -360,7 +362,7 @@ class _Masters:
 
     async def _read(self, master_id: str) -> _Master:
         value = await self._store.get_value(master_id, stage=CURRENT)
-        return _Master(master_id, value.arn, Credentials.parse(value.string))
+        return _Master(master_id, value.arn, Credentials.parse(value.string, login_only=True))
 
 
 async def diagnose(
@@ -535,7 +537,7 @@ class _Doctor:
             return None, None
         found.ok("secret.read", f"AWSCURRENT ({version}) read, so its KMS key is usable")
         try:
-            current = Credentials.parse(value.string)
+            current = Credentials.parse(value.string, engine=spec.engine)
         except BadSecret as exc:
             found.fail(
                 "secret.format",
@@ -597,7 +599,7 @@ class _Doctor:
             return
         try:
             pending = Credentials.parse(
-                (await self.store.get_value(spec.id, version_id=token)).string
+                (await self.store.get_value(spec.id, version_id=token)).string, engine=spec.engine
             )
         except (StoreError, BadSecret) as exc:
             if isinstance(exc, StoreError) and exc.missing is Missing.VALUE:
@@ -689,13 +691,25 @@ class _Doctor:
         master: _Master | None,
         found: _Findings,
     ) -> None:
+        # What an engine that hands logins on (exec) may know of the secret they are for.
+        context = rotation.set(Rotation(spec.id, str(spec.strategy)))
+        try:
+            await self._database_as(spec, current, master, found)
+        finally:
+            rotation.reset(context)
+
+    async def _database_as(
+        self,
+        spec: SecretSpec,
+        current: Credentials,
+        master: _Master | None,
+        found: _Findings,
+    ) -> None:
         endpoint = endpoint_for(spec, current)
         alternating = spec.strategy is Strategy.ALTERNATING_USERS
         async with self.hosts.slot(endpoint), AsyncExitStack() as stack:
             try:
-                session = await self._open(
-                    stack, Login(endpoint, current.username, current.password), found, "db.login"
-                )
+                session = await self._open(stack, login(endpoint, current), found, "db.login")
                 if session is not None:
                     found.ok(
                         "db.login",
@@ -706,7 +720,7 @@ class _Doctor:
                     credentials = master.credentials
                     master_session = await self._open(
                         stack,
-                        Login(endpoint, credentials.username, credentials.password),
+                        login(endpoint, credentials),
                         found,
                         "master.login",
                         refused=Level.FAIL if alternating else Level.WARN,
@@ -825,8 +839,9 @@ class _Doctor:
         if not capabilities.tls:
             found.warn(
                 "db.tls",
-                f"engine {endpoint.engine!r} cannot encrypt its connections: logins and "
-                "passwords cross the network in clear",
+                f"engine {endpoint.engine!r} lacks the tls capability, so rotd cannot tell "
+                "whether logins and passwords cross the network encrypted",
+                "make sure the engine (for exec, each command) uses TLS to reach the system",
             )
             return
         try:

@@ -29,6 +29,7 @@ class Category(StrEnum):
     LOCKED = "locked"  # another rotd process is rotating it right now
     UNSUPPORTED = "unsupported"  # an engine or feature rotd does not handle
     TEST_FAILED = "test_failed"  # the new login works but the test query failed
+    COMMAND_FAILED = "command_failed"  # an engine's command (exec) said it failed for good
     INTERNAL = "internal"  # an exception rotd did not expect: a fault in rotd itself
 
     @property

@@ -336,7 +336,7 @@ async def _find(store: AwsSecretStore, spec: SecretSpec, *, probe: bool) -> _Fou
     # Without master_secret, rotd uses the masterarn inside the secret: read it from AWSCURRENT.
     try:
         value = await store.get_value(description.arn)
-        masterarn = Credentials.parse(value.string).masterarn
+        masterarn = Credentials.parse(value.string, engine=spec.engine).masterarn
     except (StoreError, BadSecret) as exc:
         reason = exc.reason if isinstance(exc, StoreError) else str(exc)
         warning = f"secret {spec.id!r}: cannot read a masterarn from its AWSCURRENT value: {reason}"

@@ -30,11 +30,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from rotd.engines import Tls, TlsMode
+from rotd.engines import Settings, Tls, TlsMode
+from rotd.engines import capabilities as engine_capabilities
 from rotd.engines.registry import installed
 from rotd.errors import ConfigError, ConfigErrors, EngineError
 from rotd.passwords import PasswordPolicy
@@ -121,13 +123,7 @@ class HookModel(_Model):
     @field_validator("exec")
     @classmethod
     def _argv(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        if not value[0].strip():
-            raise ValueError("the program, the first item, is empty")
-        if any("\0" in arg for arg in value):
-            raise ValueError("an argument holds a NUL character, which no command can receive")
-        return value
+        return _check_argv(value)
 
     @field_validator("webhook")
     @classmethod
@@ -147,6 +143,42 @@ class HookModel(_Model):
                 "include_secret applies to exec hooks only (the secret goes to standard input)"
             )
         return self
+
+
+def _check_argv(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return value
+    if not value[0].strip():
+        raise ValueError("the program, the first item, is empty")
+    if any("\0" in arg for arg in value):
+        raise ValueError("an argument holds a NUL character, which no command can receive")
+    return value
+
+
+Argv = Annotated[list[str], Field(min_length=1)]
+
+EXEC_ENGINE = "exec"
+
+
+class ExecModel(_Model):
+    """The commands of an ``engine: exec`` database (README: The exec engine)."""
+
+    set_password: Argv
+    test_login: Argv
+    mirror_user: Argv | None = None
+    timeout: DurationText = "30s"
+
+    @field_validator("set_password", "test_login", "mirror_user")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        return _check_argv(value)
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: str | int) -> str | int:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError("the commands' timeout must be at least 1s")
+        return value
 
 
 class SettingsModel(_Model):
@@ -175,7 +207,29 @@ class DatabaseModel(SettingsModel):
     dbname: str | None = None
     engine: str | None = None
     verify_endpoints: list[str] = Field(default_factory=list)
+    exec: ExecModel | None = None
     secrets: list[SecretModel] = Field(min_length=1)
+
+    @field_validator("exec")
+    @classmethod
+    def _exec_only(cls, value: ExecModel | None, info: ValidationInfo) -> ExecModel | None:
+        if value is not None and info.data.get("engine") != EXEC_ENGINE:
+            raise ValueError("exec: applies only to a database with engine: exec")
+        return value
+
+    @model_validator(mode="after")
+    def _exec_block(self) -> DatabaseModel:
+        if self.engine == EXEC_ENGINE and self.verify_endpoints:
+            raise ValueError(
+                "verify_endpoints does not apply to engine exec: its test_login command "
+                "receives the secret's JSON, not an address to log in through"
+            )
+        if self.engine == EXEC_ENGINE and self.exec is None:
+            raise ValueError(
+                "engine: exec needs an exec: block with set_password: [argv...] and "
+                "test_login: [argv...]"
+            )
+        return self
 
     @field_validator("verify_endpoints")
     @classmethod
@@ -271,6 +325,9 @@ class SecretSpec:
     dbname: str | None
     engine: str | None
     hooks: tuple[Hook, ...] = ()
+    engine_settings: Settings = field(
+        default_factory=Settings
+    )  # the database's block for its engine (exec:)
     verify_endpoints: tuple[tuple[str, int], ...] = ()
     line: int = field(default=0, compare=False)
 
@@ -947,10 +1004,19 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
     problems = _problems(settings)
     tls_mode = settings.get("tls")
     ca_file = settings.get("ca_file")
+    engine_settings = _engine_settings(database)
     if database.engine is not None:
-        problem = _engine_problem(database.engine, Strategy(strategy), tls_mode or TlsMode.PREFER)
+        problem = _engine_problem(
+            database.engine, Strategy(strategy), tls_mode or TlsMode.PREFER, engine_settings
+        )
         if problem:
             problems = (*problems, problem)
+    if database.engine == EXEC_ENGINE and settings.get("test_query") is not None:
+        problems = (
+            *problems,
+            "test_query does not apply to engine exec, whose test_login command is the test; "
+            "set test_query: null on the database",
+        )
     fields = dict(
         database=database.name,
         strategy=Strategy(strategy),
@@ -966,6 +1032,7 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         port=database.port,
         dbname=database.dbname,
         engine=database.engine,
+        engine_settings=engine_settings,
         hooks=tuple(_hook(h) for h in settings.get("on_rotated") or ()),
         verify_endpoints=tuple(
             _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
@@ -998,10 +1065,26 @@ def _problems(settings: dict[str, Any], unknown: Set[str] = frozenset()) -> tupl
     return tuple(problems)
 
 
-def _engine_problem(name: str, strategy: Strategy, tls: TlsMode) -> str | None:
+def _engine_settings(database: DatabaseModel) -> Settings:
+    """The database's block for its engine, as the engine receives it."""
+    if database.exec is None:
+        return Settings()
+    return Settings(
+        {
+            "set_password": database.exec.set_password,
+            "test_login": database.exec.test_login,
+            "mirror_user": database.exec.mirror_user,
+            "timeout_s": parse_duration(database.exec.timeout).total_seconds(),
+        }
+    )
+
+
+def _engine_problem(
+    name: str, strategy: Strategy, tls: TlsMode, engine_settings: Settings
+) -> str | None:
     """Why the database's ``engine`` cannot rotate with these settings, or None."""
     try:
-        capabilities = installed()[name].info.capabilities
+        capabilities = engine_capabilities(installed()[name], engine_settings)
     except EngineError as exc:
         return str(exc)
     lacking = capabilities.lacking(alternating=strategy is Strategy.ALTERNATING_USERS, tls=tls)

@@ -115,7 +115,9 @@ async def read_claims(specs: Iterable[SecretSpec], store: SecretStore) -> dict[s
         async with slots:
             try:
                 value = await store.get_value(spec.id, stage=CURRENT)
-                return claim_from(spec, value.arn, Credentials.parse(value.string))
+                return claim_from(
+                    spec, value.arn, Credentials.parse(value.string, engine=spec.engine)
+                )
             except (StoreError, BadSecret):
                 return None
 

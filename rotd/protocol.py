@@ -33,7 +33,7 @@ from typing import Any, NoReturn, Protocol
 
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
-from rotd.engines import Endpoint, Engine, Login, Session, check_fit
+from rotd.engines import Endpoint, Engine, Login, Rotation, Session, check_fit, rotation
 from rotd.errors import (
     Category,
     DatabaseError,
@@ -157,6 +157,7 @@ def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
         port=spec.port or credentials.port,
         dbname=dbname,
         tls=tls,
+        settings=spec.engine_settings,
     )
 
 
@@ -165,7 +166,13 @@ def engine_fits(spec: SecretSpec, endpoint: Endpoint, engines: Mapping[str, Engi
     ``spec``; else raise :class:`EngineError` (permanent), before anything changes."""
     engine = engines[endpoint.engine]
     alternating = spec.strategy is Strategy.ALTERNATING_USERS
-    check_fit(endpoint.engine, engine, alternating=alternating, tls=endpoint.tls.mode)
+    check_fit(
+        endpoint.engine,
+        engine,
+        alternating=alternating,
+        tls=endpoint.tls.mode,
+        settings=endpoint.settings,
+    )
     return engine
 
 
@@ -192,7 +199,7 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         raise StoreError(spec.id, "describe_secret", Category.BAD_SECRET, "no AWSCURRENT version")
     value = await store.get_value(spec.id, version_id=current_version)
     try:
-        credentials: Credentials | None = Credentials.parse(value.string)
+        credentials: Credentials | None = Credentials.parse(value.string, engine=spec.engine)
     except BadSecret:
         credentials = None
     unfinished = description.unfinished_pending()
@@ -205,7 +212,7 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         version_id=current_version,
         created=value.created,
         username=credentials.username if credentials else None,
-        engine=credentials.engine if credentials else None,
+        engine=(spec.engine or credentials.engine) if credentials else None,
         endpoint=endpoint_for(spec, credentials) if credentials else None,
         unfinished=unfinished,
         unwritten=unwritten,
@@ -257,12 +264,17 @@ class _Rotation:
         self.skip_reason: str | None = None
 
     async def run(self) -> Outcome:
+        # What an engine that hands the rotation on (exec) may know of it; reset on leaving,
+        # so that nothing of it outlives the rotation in a caller's context.
+        context = rotation.set(Rotation(self.spec.id, str(self.spec.strategy)))
         try:
             await self._run()
         except SecretError as exc:
             return self._outcome(exc)
         except Exception as exc:
             raise UnexpectedError(self.spec.id, self.step, exc) from exc
+        finally:
+            rotation.reset(context)
         return self._outcome(None)
 
     def _outcome(self, error: SecretError | None) -> Outcome:
@@ -330,7 +342,7 @@ class _Rotation:
             async with self._step(Step.CREATE):
                 self.current_version = current_version
                 current_value = await self.store.get_value(spec.id, version_id=current_version)
-                current = self.current = Credentials.parse(current_value.string)
+                current = self.current = Credentials.parse(current_value.string, engine=spec.engine)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
                 engine_fits(spec, endpoint, self.deps.engines)
@@ -353,6 +365,7 @@ class _Rotation:
                     self.pending = await self._create(session, current, how)
             pending = self.pending
             assert pending is not None
+            rotation.set(Rotation(spec.id, str(spec.strategy), pending.document))
 
             async with self._step(Step.SET), self._refused_pending_dropped(session):
                 if spec.strategy is Strategy.SINGLE_USER:
@@ -597,7 +610,7 @@ class _Rotation:
             assert self.token is not None
             try:
                 value = await self.store.get_value(self.spec.id, version_id=self.token)
-                return Credentials.parse(value.string)
+                return Credentials.parse(value.string, engine=self.spec.engine)
             except BadSecret:
                 return None  # unusable: _recover decides what to do with it
             except StoreError as exc:
@@ -658,7 +671,7 @@ class _Rotation:
             async def read(version_id: str = version_id) -> Credentials | None:
                 try:
                     value = await self.store.get_value(self.spec.id, version_id=version_id)
-                    found = Credentials.parse(value.string)
+                    found = Credentials.parse(value.string, engine=self.spec.engine)
                 except BadSecret:
                     return None
                 except StoreError as exc:
@@ -690,7 +703,7 @@ class _Rotation:
             return None
         problem = None
         try:
-            pending: Credentials | None = Credentials.parse(value.string)
+            pending: Credentials | None = Credentials.parse(value.string, engine=self.spec.engine)
         except BadSecret as exc:
             pending, problem = None, f"its value is unusable: {exc}"
         alternating = self.spec.strategy is Strategy.ALTERNATING_USERS
@@ -782,15 +795,13 @@ class _Rotation:
             )
         master = await self.deps.masters.get(master_id)
         try:
-            return await self._master_session(
-                stack, Login(endpoint, master.username, master.password)
-            )
+            return await self._master_session(stack, strategies.login(endpoint, master))
         except DatabaseError as exc:
             if exc.category is not Category.AUTH:
                 raise
         # The master may have been rotated since it was read: read it again, once.
         master = await self.deps.masters.get(master_id, refresh=True)
-        return await self._master_session(stack, Login(endpoint, master.username, master.password))
+        return await self._master_session(stack, strategies.login(endpoint, master))
 
     async def _master_session(self, stack: AsyncExitStack, login: Login) -> Session:
         """A session as the master: the one the host slot kept from an earlier rotation, or a
@@ -827,7 +838,7 @@ class _Rotation:
                 return None
             raise
         try:
-            previous = Credentials.parse(value.string)
+            previous = Credentials.parse(value.string, engine=self.spec.engine)
         except BadSecret:
             return None
         return previous if previous.username == current.username else None

@@ -283,7 +283,7 @@ class MasterCache:
     async def _read(self, secret_id: str) -> Credentials:
         value = await self._store.get_value(secret_id, stage=CURRENT)
         try:
-            return Credentials.parse(value.string)
+            return Credentials.parse(value.string, login_only=True)
         except BadSecret as exc:
             raise BadSecret(f"master secret {secret_id!r}: {exc}") from None
 

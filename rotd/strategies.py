@@ -40,7 +40,8 @@ def pending_username(strategy: Strategy, current: str) -> str:
 
 
 def login(endpoint: Endpoint, credentials: Credentials) -> Login:
-    return Login(endpoint, credentials.username, credentials.password)
+    """The login ``credentials`` hold at ``endpoint``, with the whole secret JSON."""
+    return Login(endpoint, credentials.username, credentials.password, credentials.document)
 
 
 async def first_login(

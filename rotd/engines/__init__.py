@@ -14,10 +14,12 @@ capability, never for its name. :data:`API_VERSION` changes when this contract d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rotd.errors import EngineError
 from rotd.passwords import PasswordPolicy
@@ -107,15 +109,50 @@ class Tls:
     ca_file: str | None = None
 
 
+class Settings(Mapping[str, Any]):
+    """An engine's own settings from the inventory's database (the ``exec:`` block for the
+    exec engine), frozen and hashable: lists become tuples, mappings become Settings."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._items = {str(k): _frozen(v) for k, v in (values or {}).items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return f"Settings({self._items!r})"
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return Settings(value)
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a database answers, as reached from this host."""
+    """Where a database answers, as reached from this host, and the engine's own settings
+    from the inventory's database (empty when it has none)."""
 
     engine: str  # the name the engine is registered under
     host: str
     port: int
     dbname: str | None
     tls: Tls = Tls()
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def address(self) -> str:
@@ -124,11 +161,31 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Login:
-    """A username and password at an endpoint. The password never appears in a repr."""
+    """A username and password at an endpoint. The password never appears in a repr.
+
+    ``document`` is the whole secret JSON the login was read from (empty when it was not read
+    from a secret), for engines that hand it on (exec); it takes no part in comparisons.
+    """
 
     endpoint: Endpoint
     username: str
     password: str = field(repr=False)
+    document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The rotation a session works for, as :data:`rotation` holds it while the protocol runs:
+    the secret's id, its strategy, and from setSecret on its whole pending secret JSON. For
+    engines that hand the rotation to code outside rotd (exec); others need not look."""
+
+    secret_id: str
+    strategy: str
+    pending: Mapping[str, Any] | None = field(default=None, repr=False)
+
+
+# Set by the protocol (and ``doctor``) in the task that runs one secret's rotation.
+rotation: ContextVar[Rotation | None] = ContextVar("rotd_rotation", default=None)
 
 
 @dataclass(frozen=True)
@@ -225,6 +282,16 @@ class Engine(Protocol):
         """Open a session as ``login``; raise DatabaseError (AUTH when the login is refused)."""
 
 
+def capabilities(engine: Engine, settings: Mapping[str, Any]) -> Capabilities:
+    """What ``engine`` can do with its database's ``settings``. An engine whose abilities
+    depend on them (exec: mirror_user only when its command is configured) defines
+    ``capabilities_for(settings) -> Capabilities``; for the others it is ``info.capabilities``.
+    """
+    ask = getattr(engine, "capabilities_for", None)
+    found = ask(settings) if callable(ask) else None
+    return found if isinstance(found, Capabilities) else engine.info.capabilities
+
+
 def lock_key(secret_arn: str) -> tuple[int, str]:
     """The rotation lock of a secret: a signed 64-bit id (PostgreSQL advisory locks) and a
     name under 64 characters (MySQL ``GET_LOCK``), the same in every rotd process."""
@@ -232,9 +299,16 @@ def lock_key(secret_arn: str) -> tuple[int, str]:
     return int.from_bytes(digest[:8], "big", signed=True), "rotd:" + digest.hex()
 
 
-def check_fit(name: str, engine: Engine, *, alternating: bool, tls: TlsMode) -> None:
+def check_fit(
+    name: str,
+    engine: Engine,
+    *,
+    alternating: bool,
+    tls: TlsMode,
+    settings: Mapping[str, Any] | None = None,
+) -> None:
     """Raise :class:`EngineError` (UNSUPPORTED) when engine ``name`` cannot do this rotation."""
-    lacking = engine.info.capabilities.lacking(alternating=alternating, tls=tls)
+    lacking = capabilities(engine, settings or {}).lacking(alternating=alternating, tls=tls)
     if lacking is not None:
         raise EngineError(name, f"the engine lacks the capability {lacking}")
 

@@ -127,7 +127,7 @@ async def test_validate_refuses_what_an_installed_engine_cannot_do(
     assert code == 78, err
     assert (
         "unknown engine 'oracle'; installed: aurora-mysql, aurora-postgresql, broken, "
-        "fake-mariadb, fake-postgres, mariadb, mysql, postgres" in err
+        "exec, fake-mariadb, fake-postgres, mariadb, mysql, postgres" in err
     )
 
 

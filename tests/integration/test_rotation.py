@@ -170,7 +170,8 @@ async def test_a_clone_name_too_long_is_refused_before_anything_changes(
         ({"engine": "postgres", "host": "h", "username": "u"}, "missing key `password`"),
         (
             {"engine": "oracle", "host": "h", "username": "u", "password": "p"},
-            "no such engine is installed; installed: aurora-mysql, aurora-postgresql, mariadb",
+            "no such engine is installed; installed: aurora-mysql, aurora-postgresql, exec, "
+            "mariadb",
         ),
     ],
 )

@@ -164,3 +164,15 @@ databases:
     assert (specs["plain"].tls.mode, specs["plain"].tls_set) == (P, True)
     specs = {s.id: s for s in loads(text % ("", "tls: verify-ca"), "t.yaml").secrets}
     assert (specs["plain"].tls.mode, specs["plain"].tls_set) == (CA, True)
+
+
+def test_the_inventorys_engine_lets_the_secrets_engine_key_name_anything() -> None:
+    text = json.dumps(
+        {"engine": "rabbitmq", "host": "mq", "username": "app", "password": "S3cret-pw"}
+    )
+    with pytest.raises(BadSecret, match="'rabbitmq': no such engine is installed"):
+        Credentials.parse(text)
+    found = Credentials.parse(text, engine="exec")
+    assert (found.engine, found.host, found.port) == ("rabbitmq", "mq", 0)
+    assert Credentials.parse(text, login_only=True).username == "app"
+    assert Credentials.parse(text, engine="postgres").port == 5432
