@@ -175,6 +175,8 @@ class DatabaseModel(SettingsModel):
     dbname: str | None = None
     engine: str | None = None
     verify_endpoints: list[str] = Field(default_factory=list)
+    # Every node told each ACL change, for engines that do not replicate users (Redis).
+    nodes: list[str] = Field(default_factory=list)
     secrets: list[SecretModel] = Field(min_length=1)
 
     @field_validator("verify_endpoints")
@@ -182,6 +184,13 @@ class DatabaseModel(SettingsModel):
     def _endpoints(cls, value: list[str]) -> list[str]:
         for item in value:
             _split_host_port(item, "a verify endpoint", "10.1.2.4:5432")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _split_host_port(item, "a node", "10.1.2.4:6379")
         return value
 
     @field_validator("engine")
@@ -272,6 +281,7 @@ class SecretSpec:
     engine: str | None
     hooks: tuple[Hook, ...] = ()
     verify_endpoints: tuple[tuple[str, int], ...] = ()
+    nodes: tuple[tuple[str, int], ...] = ()
     line: int = field(default=0, compare=False)
 
     @property
@@ -970,6 +980,7 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         verify_endpoints=tuple(
             _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
         ),
+        nodes=tuple(_split_host_port(n, "a node", "") for n in database.nodes),
     )
     return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
 

@@ -149,6 +149,7 @@ def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
         port=spec.port or credentials.port,
         dbname=dbname,
         tls=tls,
+        nodes=spec.nodes,
     )
 
 
@@ -247,6 +248,8 @@ class _Rotation:
         self.current_version: str | None = None
         self.slot: HostSlot | None = None
         self.skip_reason: str | None = None
+        # single_user on an engine whose users hold several passwords: no window (below).
+        self.several = False
 
     async def run(self) -> Outcome:
         try:
@@ -323,7 +326,11 @@ class _Rotation:
                 current = self.current = Credentials.parse(current_value.string)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
-                engine_fits(spec, endpoint, self.deps.engines)
+                engine = engine_fits(spec, endpoint, self.deps.engines)
+                self.several = (
+                    spec.strategy is Strategy.SINGLE_USER
+                    and engine.info.capabilities.several_passwords
+                )
                 self.slot = await stack.enter_async_context(self.deps.gate.slot(endpoint))
                 session, how = await self._lock_session(stack, endpoint, current)
                 if not await session.try_lock(self.arn):
@@ -345,7 +352,10 @@ class _Rotation:
             assert pending is not None
 
             async with self._step(Step.SET), self._refused_pending_dropped(session):
-                if spec.strategy is Strategy.SINGLE_USER:
+                if self.several:
+                    previous = await self._read_previous(current)
+                    await strategies.add_pending(session, current, pending, previous)
+                elif spec.strategy is Strategy.SINGLE_USER:
                     await strategies.set_single_user(
                         session, how, current.username, pending.password
                     )
@@ -370,6 +380,25 @@ class _Rotation:
                 if current_version != self.token:
                     await self._hold_lock(session)
                     await self._move_current(current_version, session)
+                    if self.several and not self.skipped:
+                        await self._drop_older_passwords(session, current, pending)
+
+    async def _drop_older_passwords(
+        self, session: Session, current: Credentials, pending: Credentials
+    ) -> None:
+        """After finishSecret, on an engine whose users hold several passwords: keep the new
+        AWSCURRENT's and AWSPREVIOUS's passwords only. The rotation is done whatever happens
+        here: a failure leaves one older password that the next rotation's setSecret removes,
+        so it is a warning, never a failed (and retried) rotation."""
+        try:
+            await strategies.keep_passwords(session, current.username, [pending, current])
+        except DatabaseError as exc:
+            self.log.warning(
+                "rotation.passwords_kept",
+                reason=str(exc),
+                category=str(exc.category),
+                plan="the next rotation's setSecret removes the password older than AWSPREVIOUS",
+            )
 
     async def _create(self, session: Session, current: Credentials, how: str) -> Credentials:
         """createSecret: store a new password as AWSPENDING under this rotation's version id.
@@ -604,6 +633,10 @@ class _Rotation:
             (strategies.PENDING, as_pending),
             (strategies.MASTER, as_master),
         ]
+        if self.several and self._master_id(current) is not None:
+            # The user keeps its passwords while the master adds and removes them: an
+            # application login is rarely allowed to manage users (Redis's ACL SETUSER).
+            candidates.insert(0, candidates.pop())
         try:
             how, session = await strategies.first_login(
                 opened, endpoint, current.username, candidates

@@ -5,4 +5,5 @@ from tests.fixtures.databases import *  # noqa: F403
 from tests.fixtures.mariadb import *  # noqa: F403
 from tests.fixtures.postgres import *  # noqa: F403
 from tests.fixtures.process import *  # noqa: F403
+from tests.fixtures.redis import *  # noqa: F403
 from tests.fixtures.rotation import *  # noqa: F403
