@@ -60,6 +60,12 @@ _RENEW = (
 # payload flag does not have, and no rule takes it away again.
 _CLEARED = ("resetpass", "resetkeys", "resetchannels", "clearselectors", "-@all", "off")
 
+# What a login needs to rotate: read and change users, save them, take the lock key.
+_NEEDED = (
+    "+acl|getuser +acl|setuser +acl|list +acl|save +acl|dryrun +config|get +config|rewrite "
+    "+info +get +set +eval ~rotd:*"
+)
+
 # Rules of ``ACL LIST`` that are a user's passwords, not its rights.
 _PASSWORD_RULE_PREFIXES = ("#", ">", "<", "!")
 
@@ -389,8 +395,22 @@ class RedisSession:
 
     async def _may_change(self, username: str, doing: str) -> Permission:
         me = self._login_user
+        fix = (
+            f"ACL SETUSER {me} {_NEEDED} on every node (then persist it), or set master_secret "
+            "to a login that may"
+        )
         for node in self._nodes:
-            mode = await self._persistence_of(node)
+            try:
+                mode = await self._persistence_of(node)
+            except DatabaseError as exc:
+                if exc.category is not Category.PERMISSION:
+                    raise
+                return Permission(
+                    False,
+                    f"{me!r} may not read how {node.address} keeps its users "
+                    "(CONFIG GET aclfile, INFO server)",
+                    fix,
+                )
             if mode is Persistence.NONE:
                 return _unpersisted(node)
             save = ("ACL", "SAVE") if mode is Persistence.ACL_FILE else ("CONFIG", "REWRITE")
@@ -410,9 +430,7 @@ class RedisSession:
                         False,
                         f"{me!r} may not run {' '.join(command[:2])} on {node.address} to "
                         f"{doing}: {answer}",
-                        f"ACL SETUSER {me} +{command[0].lower()}|{command[1].lower()}"
-                        " +acl|getuser +acl|dryrun +config|get +info (on every node), or use "
-                        "a master login that may",
+                        fix,
                     )
         return Permission(True, f"{me!r} may {doing} and save it on every node")
 

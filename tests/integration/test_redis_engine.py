@@ -18,9 +18,11 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from rotd import strategies
+from rotd.doctor import Level, diagnose
 from rotd.engines import Endpoint, Login, all_engines, lock_key
 from rotd.engines import redis as redis_engine
 from rotd.errors import Category, DatabaseError
+from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.redis import ADMIN_PASSWORD, RedisServer
 from tests.fixtures.rotation import Rotd, assert_ok, inventory
@@ -450,3 +452,48 @@ async def test_login_errors_are_categorised(
         async with engine.connect(Login(endpoint, "bad name", "x"), timeout_s=5):
             pass
     assert bad_name.value.category is Category.BAD_SECRET
+
+
+async def doctor_checks(inv: Any, secret_id: str) -> dict[str, Any]:
+    checks = await diagnose(inv, inv.secrets, connection_for(inv))
+    return {c.name: c for c in checks if c.secret_id == secret_id}
+
+
+async def test_doctor_checks_login_permissions_persistence_and_every_node(
+    redis_servers: Callable[..., RedisServer], secrets: Secrets, moto: MotoServer
+) -> None:
+    a, b = redis_servers("aclfile"), redis_servers("config")
+    user, name = await make_app(a, secrets)
+    b.create_user(user, INITIAL, *APP_RULES)
+    master = await make_master(a, secrets, b)
+    inv = one_secret(moto, name, master=master, nodes=[a, b])
+    stages = await secrets.stages(name)
+
+    found = await doctor_checks(inv, name)
+    assert found["db.login"].level is Level.OK
+    assert found["master.reset_password"].level is Level.OK, found["master.reset_password"].line()
+    assert "db.own_password" not in found  # the master changes the passwords
+    assert await secrets.stages(name) == stages
+    assert hashes(a, user) == hashes(b, user) == {sha(INITIAL)}
+
+    # Without a master, the application user may not run ACL SETUSER: doctor says how to fix.
+    own = await doctor_checks(one_secret(moto, name, nodes=[a, b]), name)
+    assert own["db.own_password"].level is Level.FAIL
+    assert "+acl|setuser" in (own["db.own_password"].fix or "")
+
+    b.stop()
+    down = await doctor_checks(inv, name)
+    assert down["db.reachable"].level is Level.FAIL
+    assert b.address in down["db.reachable"].detail
+
+
+async def test_doctor_fails_a_server_that_cannot_persist_users(
+    redis_servers: Callable[..., RedisServer], secrets: Secrets, moto: MotoServer
+) -> None:
+    server = redis_servers("none")
+    _, name = await make_app(server, secrets)
+    master = await make_master(server, secrets)
+    found = await doctor_checks(one_secret(moto, name, master=master), name)
+    verdict = found["master.reset_password"]
+    assert verdict.level is Level.FAIL
+    assert "aclfile" in (verdict.fix or "")
