@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from rotd import strategies
 from rotd.doctor import Level, diagnose
-from rotd.engines import Endpoint, Login, all_engines, lock_key
+from rotd.engines import Endpoint, Login, Tls, TlsMode, all_engines, lock_key
 from rotd.engines import redis as redis_engine
 from rotd.errors import Category, DatabaseError
 from rotd.secretstore import connection_for
@@ -497,3 +497,42 @@ async def test_doctor_fails_a_server_that_cannot_persist_users(
     verdict = found["master.reset_password"]
     assert verdict.level is Level.FAIL
     assert "aclfile" in (verdict.fix or "")
+
+
+async def test_tls_verifies_the_server_and_the_rotation_goes_through_it(
+    redis_servers: Callable[..., RedisServer], secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    server = redis_servers("aclfile", tls=True)
+    assert server.ca_file is not None
+    engine = all_engines()["redis"]
+    verified = Endpoint(
+        "redis", "localhost", server.port, None, Tls(TlsMode.VERIFY_FULL, str(server.ca_file))
+    )
+    async with engine.connect(Login(verified, "admin", ADMIN_PASSWORD), timeout_s=5) as session:
+        assert await session.tls_in_use()
+    # Another CA did not sign the server's certificate: refused as a TLS failure.
+    other = redis_servers("aclfile", tls=True)
+    assert other.ca_file is not None
+    wrong = Endpoint(
+        "redis", "localhost", server.port, None, Tls(TlsMode.VERIFY_CA, str(other.ca_file))
+    )
+    with pytest.raises(DatabaseError) as refused:
+        async with engine.connect(Login(wrong, "admin", ADMIN_PASSWORD), timeout_s=5):
+            pass
+    assert refused.value.category is Category.TLS
+
+    user = unique()
+    server.create_user(user, INITIAL, *APP_RULES)
+    value = secret_value(server, user, INITIAL) | {"host": "localhost", "ssl": "verify-full"}
+    name = await secrets.create(user, value)
+    master = unique("m")
+    server.create_user(master, "Master-pass-1", "~*", "&*", "+@all")
+    master_value = secret_value(server, master, "Master-pass-1") | {"host": "localhost"}
+    master_name = await secrets.create(master, master_value)
+    body = (
+        "databases:\n  - name: cache\n    tls: verify-full\n"
+        f"    ca_file: {server.ca_file}\n    secrets:\n      - id: {name}\n"
+        f"        master_secret: {master_name}\n"
+    )
+    assert_ok(await rotd.rotate_one(inventory(moto, body)))
+    assert server.logs_in(user, (await secrets.value(name))["password"])
