@@ -536,3 +536,41 @@ async def test_tls_verifies_the_server_and_the_rotation_goes_through_it(
     )
     assert_ok(await rotd.rotate_one(inventory(moto, body)))
     assert server.logs_in(user, (await secrets.value(name))["password"])
+
+
+async def test_a_node_lost_midway_is_resumed_until_every_node_agrees(
+    redis_servers: Callable[..., RedisServer],
+    secrets: Secrets,
+    rotd: Rotd,
+    moto: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = redis_servers("aclfile"), redis_servers("config")
+    user, name = await make_app(a, secrets)
+    b.create_user(user, INITIAL, *APP_RULES)
+    master = await make_master(a, secrets, b)
+    inv = one_secret(moto, name, master=master, nodes=[a, b])
+    read_hashes = redis_engine.RedisSession._hashes
+    reads: list[str] = []
+
+    async def b_dies_after_a_changed(self: Any, node: Any, username: str) -> list[str]:
+        reads.append(node.address)
+        if node.address == b.address and reads.count(b.address) == 2:
+            b.stop()  # the first read was the check before any change; now a has been told
+        return await read_hashes(self, node, username)
+
+    monkeypatch.setattr(redis_engine.RedisSession, "_hashes", b_dies_after_a_changed)
+    cut = await rotd.rotate_one(inv)
+    assert cut.error is not None
+    assert cut.error.transient
+    assert len(hashes(a, user)) == 2, "a holds the pending password besides the current one"
+    assert (await secrets.value(name))["password"] == INITIAL, "AWSCURRENT has not moved"
+
+    monkeypatch.setattr(redis_engine.RedisSession, "_hashes", read_hashes)
+    b.start()
+    resumed = await rotd.rotate_one(inv)
+    assert_ok(resumed)
+    assert resumed.resumed
+    newest = await secrets.value(name)
+    for node in (a, b):
+        assert hashes(node, user) == {sha(newest["password"]), sha(INITIAL)}, node.address
