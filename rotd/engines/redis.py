@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import secrets
 import shlex
 import ssl
@@ -65,6 +66,9 @@ _NEEDED = (
     "+acl|getuser +acl|setuser +acl|list +acl|save +acl|dryrun +config|get +config|rewrite "
     "+info +get +set +eval ~rotd:*"
 )
+
+# A password hash as the server may quote it back in an error ("... modifier '!<hex>' ...").
+_HASH = re.compile(r"[0-9a-fA-F]{64}")
 
 # Rules of ``ACL LIST`` that are a user's passwords, not its rights.
 _PASSWORD_RULE_PREFIXES = ("#", ">", "<", "!")
@@ -214,6 +218,7 @@ class RedisSession:
     async def set_password(self, username: str, new_password: str) -> None:
         """Make ``new_password`` the user's only password, on every node."""
         _check_name(self._endpoint, username)
+        redactor.add(new_password)
         await self._prepare(username)
         for node in self._nodes:
             await self._run(
@@ -230,6 +235,7 @@ class RedisSession:
         one ``ACL SETUSER`` per node adds the missing hashes and removes the others at once,
         so no password of ``passwords`` is refused at any instant."""
         _check_name(self._endpoint, username)
+        redactor.add(*passwords)
         wanted = list(dict.fromkeys(password_hash(p) for p in passwords))
         await self._prepare(username)
         for node in self._nodes:
@@ -244,10 +250,6 @@ class RedisSession:
                 )
         await self._persist()
 
-    async def password_hashes(self, username: str) -> list[list[str]]:
-        """The SHA-256 hashes ``username`` logs in with, per node (for tests and doctor)."""
-        return [await self._hashes(node, username) for node in self._nodes]
-
     async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
         """Give ``clone`` exactly ``original``'s rules (flags, commands, keys, channels,
         selectors) and ``new_password`` only, on every node. One ``ACL SETUSER clone`` per
@@ -257,6 +259,7 @@ class RedisSession:
         and the original lacks cannot be taken away by any rule; it only restricts.)"""
         _check_name(self._endpoint, original)
         _check_name(self._endpoint, clone)
+        redactor.add(new_password)
         await self._prepare(original)
         for node in self._nodes:
             rules = await self._rules(node, original)
@@ -608,7 +611,7 @@ def _translate(
 def _classify(
     exc: Exception, endpoint: Endpoint, *, doing: str, user: str, timeout_s: float
 ) -> tuple[Category, str]:
-    text = redactor.scrub(" ".join(str(exc).split()) or type(exc).__name__)
+    text = _HASH.sub("<hash>", redactor.scrub(" ".join(str(exc).split()) or type(exc).__name__))
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, TimeoutError | rexc.TimeoutError):
         return Category.TIMEOUT, f"timed out after {timeout_s:g}s trying to {doing}"

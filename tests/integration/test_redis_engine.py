@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions as rexc
 from structlog.testing import capture_logs
 
 from rotd import strategies
@@ -574,3 +575,19 @@ async def test_a_node_lost_midway_is_resumed_until_every_node_agrees(
     newest = await secrets.value(name)
     for node in (a, b):
         assert hashes(node, user) == {sha(newest["password"]), sha(INITIAL)}, node.address
+
+
+def test_a_hash_the_server_quotes_back_never_reaches_an_error() -> None:
+    digest = sha("Some-password-1")
+    said = rexc.ResponseError(
+        f"Error in ACL SETUSER modifier '!{digest}': The password you are trying to remove "
+        "from the user does not exist"
+    )
+    endpoint = Endpoint("redis", "127.0.0.1", 6379, None)
+    node = redis_engine._Node("127.0.0.1", 6379, None)
+    error = redis_engine._translate(
+        said, node, endpoint, doing="set the passwords", user="app", timeout_s=5
+    )
+    assert error.category is Category.SERVER
+    assert digest not in str(error)
+    assert "<hash>" in str(error)
