@@ -22,6 +22,8 @@ from rotd import strategies
 from rotd.doctor import Level, diagnose
 from rotd.engines import Endpoint, Login, Tls, TlsMode, all_engines, lock_key
 from rotd.engines import redis as redis_engine
+from rotd.engines.redis import lock as redis_lock
+from rotd.engines.redis import nodes as redis_nodes
 from rotd.errors import Category, DatabaseError
 from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets
@@ -414,7 +416,7 @@ async def test_the_lock_is_renewed_while_held(
     two_sessions: tuple[RedisServer, Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, one, _ = two_sessions
-    monkeypatch.setattr(redis_engine, "LOCK_TTL_S", 0.6)
+    monkeypatch.setattr(redis_lock, "LOCK_TTL_S", 0.6)
     arn = "arn:aws:secretsmanager:us-east-1:1:secret:" + unique()
     assert await one.try_lock(arn)
     key = lock_key(arn)[1]
@@ -584,8 +586,8 @@ def test_a_hash_the_server_quotes_back_never_reaches_an_error() -> None:
         "from the user does not exist"
     )
     endpoint = Endpoint("redis", "127.0.0.1", 6379, None)
-    node = redis_engine._Node("127.0.0.1", 6379, None)
-    error = redis_engine._translate(
+    node = redis_nodes.Node("127.0.0.1", 6379, None)
+    error = redis_nodes.translate(
         said, node, endpoint, doing="set the passwords", user="app", timeout_s=5
     )
     assert error.category is Category.SERVER
