@@ -2,10 +2,14 @@
 
 Single user: the login changes its own password, logging in with its current password, then
 its previous one; when the database already holds the pending password, there is nothing left
-to set; the master login is the last resort. Alternating users: the master keeps ``<user>`` and
-``<user>_clone`` in turn; the login applications hold now is never touched, so it keeps working
-through the whole rotation. The clone mirrors the original at every rotation. Clone naming
-follows AWS's rotation functions, so a secret can move between them and rotd.
+to set; the master login is the last resort. On an engine whose users hold several passwords
+(capability ``several_passwords``) single user has no window: the pending password is added
+beside AWSCURRENT's and AWSPREVIOUS's, and the oldest removed once the labels have moved; the
+master, when there is one, does it first, since an application login rarely may.
+Alternating users: the master keeps ``<user>`` and ``<user>_clone`` in turn; the login
+applications hold now is never touched, so it keeps working through the whole rotation. The
+clone mirrors the original at every rotation. Clone naming follows AWS's rotation functions,
+so a secret can move between them and rotd.
 """
 
 from __future__ import annotations

@@ -593,3 +593,17 @@ def test_a_hash_the_server_quotes_back_never_reaches_an_error() -> None:
     assert error.category is Category.SERVER
     assert digest not in str(error)
     assert "<hash>" in str(error)
+
+
+async def test_the_test_query_is_a_command_and_its_refusal_fails_the_test(
+    redis_servers: Callable[..., RedisServer],
+) -> None:
+    server = redis_servers("aclfile")
+    user = unique()
+    server.create_user(user, INITIAL, *APP_RULES)
+    endpoint = Endpoint("redis", "127.0.0.1", server.port, None)
+    async with all_engines()["redis"].connect(Login(endpoint, user, INITIAL), timeout_s=5) as s:
+        await s.run_test("GET app:health")
+        with pytest.raises(DatabaseError) as refused:
+            await s.run_test("GET other:key")  # outside the user's key patterns
+    assert refused.value.category is Category.TEST_FAILED
