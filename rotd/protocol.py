@@ -731,12 +731,15 @@ class _Rotation:
                 "previous": "only AWSPREVIOUS logs in: setting the pending password with it",
                 strategies.PENDING: "the database already holds the pending password: finishing",
             }.get(how, "the user's own logins are refused: the master sets it")
+            if self.several and how == strategies.MASTER:
+                case = "the master adds the pending password beside the user's current ones"
             self.log.info("rotation.recovering", case=case, login=how)
             return pending
         # Dropping the label is safe only while the database provably still holds a password
         # rotd knows: the current (or previous) login worked, or the pending user is not the
         # one applications use (alternating users).
-        if alternating or how in strategies.OWN:
+        # With several passwords, setSecret never removes AWSCURRENT's: it still logs in.
+        if alternating or how in strategies.OWN or self.several:
             await self.store.remove_stage(self.spec.id, PENDING, self.token)
             self.log.warning(
                 "rotation.recovering",

@@ -607,3 +607,24 @@ async def test_the_test_query_is_a_command_and_its_refusal_fails_the_test(
         with pytest.raises(DatabaseError) as refused:
             await s.run_test("GET other:key")  # outside the user's key patterns
     assert refused.value.category is Category.TEST_FAILED
+
+
+async def test_an_unusable_pending_version_is_dropped_when_the_master_adds_passwords(
+    redis_servers: Callable[..., RedisServer], secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    server = redis_servers("aclfile")
+    user, name = await make_app(server, secrets)
+    master = await make_master(server, secrets)
+    stale = await secrets.put_pending(name, {"engine": "redis"})  # no username: unusable
+
+    with capture_logs() as events:
+        outcome = await rotd.rotate_one(one_secret(moto, name, master=master))
+
+    assert_ok(outcome)
+    assert outcome.version_id != stale
+    assert "stale AWSPENDING removed; starting a new rotation" in [
+        e.get("case") for e in events if e["event"] == "rotation.recovering"
+    ]
+    assert "AWSPENDING" not in (await secrets.stages(name)).get(stale, [])
+    assert server.logs_in(user, (await secrets.value(name))["password"])
+    assert server.logs_in(user, INITIAL)
