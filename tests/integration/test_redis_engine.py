@@ -628,3 +628,37 @@ async def test_an_unusable_pending_version_is_dropped_when_the_master_adds_passw
     assert "AWSPENDING" not in (await secrets.stages(name)).get(stale, [])
     assert server.logs_in(user, (await secrets.value(name))["password"])
     assert server.logs_in(user, INITIAL)
+
+
+async def test_in_a_cluster_the_lock_goes_to_the_node_serving_its_key(
+    redis_servers: Callable[..., RedisServer], secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    a = redis_servers("aclfile", cluster=True)
+    b = redis_servers("aclfile", cluster=True)
+    user, name = await make_app(a, secrets)
+    b.create_user(user, INITIAL, *APP_RULES)
+    master = await make_master(a, secrets, b)
+    arn = (await secrets.describe(name))["ARN"]
+    with a.admin() as admin_a, b.admin() as admin_b:
+        # The lock key's slot is served by b, the second node: a answers MOVED for it.
+        slot = admin_a.execute_command("CLUSTER", "KEYSLOT", lock_key(arn)[1])
+        for low, high in ((0, slot - 1), (slot + 1, 16383)):
+            if low <= high:
+                admin_a.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+        admin_b.execute_command("CLUSTER", "ADDSLOTS", slot)
+        admin_a.execute_command("CLUSTER", "MEET", "127.0.0.1", b.port, b.cluster_port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [c.execute_command("CLUSTER", "INFO") for c in (admin_a, admin_b)]
+            if all("cluster_state:ok" in str(state) for state in states):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"the cluster did not form: {states}")
+
+    outcome = await rotd.rotate_one(one_secret(moto, name, master=master, nodes=[a, b]))
+
+    assert_ok(outcome)
+    current = await secrets.value(name)
+    for node in (a, b):
+        assert hashes(node, user) == {sha(current["password"]), sha(INITIAL)}, node.address

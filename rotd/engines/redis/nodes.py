@@ -49,6 +49,14 @@ class Node:
             await self.client.aclose()
 
 
+class Moved(DatabaseError):
+    """A cluster node answered ``MOVED``: the key lives on the node at ``to``."""
+
+    def __init__(self, host: str, port: int, reason: str, *, to: tuple[str, int]) -> None:
+        super().__init__(host, port, Category.SERVER, reason)
+        self.to = to
+
+
 def addresses(endpoint: Endpoint) -> list[tuple[str, int]]:
     """The endpoint's own address first (the lock and the test query live there), then its
     other nodes."""
@@ -123,6 +131,9 @@ def translate(
     timeout_s: float,
     rejected: Category | None = None,
 ) -> DatabaseError:
+    if isinstance(exc, rexc.MovedError):
+        reason = f"could not {doing}: the key lives on cluster node {exc.host}:{exc.port}"
+        return Moved(node.host, node.port, reason, to=(str(exc.host), int(exc.port)))
     category, reason = _classify(exc, endpoint, doing=doing, user=user, timeout_s=timeout_s)
     if rejected is not None and isinstance(exc, rexc.ResponseError):
         category = rejected

@@ -26,7 +26,15 @@ from rotd.engines.redis.acl import (
     unpersisted,
 )
 from rotd.engines.redis.lock import KeyLock
-from rotd.engines.redis.nodes import Node, addresses, call, check_name, client, translate
+from rotd.engines.redis.nodes import (
+    Moved,
+    Node,
+    addresses,
+    call,
+    check_name,
+    client,
+    translate,
+)
 from rotd.errors import Category, DatabaseError
 from rotd.observability import redactor
 from rotd.passwords import PasswordPolicy
@@ -60,10 +68,8 @@ class RedisSession:
         self._login_user = login.username
         self._timeout_s = timeout_s
         self._persistence: dict[str, Persistence] = {}
-        primary = nodes[0]
-        self._lock = KeyLock(
-            primary.client, lambda doing, awaitable: self._run(primary, doing, awaitable)
-        )
+        self._key_locks: dict[str, KeyLock] = {}  # by node address
+        self._lock_of: dict[str, KeyLock] = {}  # by lock key, while held
 
     @classmethod
     async def open(cls, login: Login, *, timeout_s: float) -> RedisSession:
@@ -105,7 +111,8 @@ class RedisSession:
 
     async def close(self) -> None:
         """Release any lock this session holds and close every connection; never raises."""
-        await self._lock.release_all()
+        for lock in self._key_locks.values():
+            await lock.release_all()
         for node in self._nodes:
             await node.close()
 
@@ -199,18 +206,54 @@ class RedisSession:
             )
 
     async def try_lock(self, key: str) -> bool:
-        """Take (or, when this session holds it, renew) the lock key ``key`` names on the
-        first node (:mod:`rotd.engines.redis.lock`)."""
+        """Take (or, when this session holds it, renew) the lock key ``key`` names
+        (:mod:`rotd.engines.redis.lock`): on the first node, or in a cluster on the node that
+        serves the key's slot (the one a ``MOVED`` answer names, which must be listed)."""
         name = lock_key(key)[1]
-        if not self._lock.holds(name):
+        lock = self._lock_of.get(name)
+        if lock is None:
             # Taking the lock is the first thing a rotation asks of the session that will
             # change the user: refuse here, before createSecret, when a node cannot persist.
             await self._check_persistence()
-        return await self._lock.take(name)
+            lock = self._key_lock(self._primary)
+        try:
+            taken = await lock.take(name)
+        except Moved as moved:
+            lock = self._key_lock(self._node_at(moved))
+            taken = await lock.take(name)
+        if taken:
+            self._lock_of[name] = lock
+        else:
+            self._lock_of.pop(name, None)
+        return taken
 
     async def unlock(self, key: str) -> None:
         """Release the lock ``key`` names, if this session still owns it."""
-        await self._lock.release(lock_key(key)[1])
+        name = lock_key(key)[1]
+        lock = self._lock_of.pop(name, None)
+        if lock is not None:
+            await lock.release(name)
+
+    def _key_lock(self, node: Node) -> KeyLock:
+        lock = self._key_locks.get(node.address)
+        if lock is None:
+            lock = self._key_locks[node.address] = KeyLock(
+                node.client, lambda doing, awaitable: self._run(node, doing, awaitable)
+            )
+        return lock
+
+    def _node_at(self, moved: Moved) -> Node:
+        for node in self._nodes:
+            if (node.host, node.port) == moved.to:
+                return node
+        host, port = moved.to
+        raise DatabaseError(
+            moved.host,
+            moved.port,
+            Category.UNSUPPORTED,
+            f"the rotation lock's key lives on cluster node {host}:{port}, which is not among "
+            "the database's nodes: list every cluster node under nodes: in the inventory",
+        )
 
     async def ping(self) -> None:
         for node in self._nodes:
