@@ -662,3 +662,30 @@ async def test_in_a_cluster_the_lock_goes_to_the_node_serving_its_key(
     current = await secrets.value(name)
     for node in (a, b):
         assert hashes(node, user) == {sha(current["password"]), sha(INITIAL)}, node.address
+
+
+async def test_a_primary_and_its_replica_both_get_the_password(
+    redis_servers: Callable[..., RedisServer], secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    primary, replica = redis_servers("aclfile"), redis_servers("aclfile")
+    user, name = await make_app(primary, secrets)
+    replica.create_user(user, INITIAL, *APP_RULES)
+    master = await make_master(primary, secrets, replica)
+    with replica.admin() as admin:
+        admin.execute_command("CONFIG", "SET", "masteruser", "admin")
+        admin.execute_command("CONFIG", "SET", "masterauth", ADMIN_PASSWORD)
+        admin.execute_command("REPLICAOF", "127.0.0.1", primary.port)
+        deadline = time.monotonic() + 30
+        while admin.info("replication")["master_link_status"] != "up":
+            assert time.monotonic() < deadline, "the replica did not connect"
+            await asyncio.sleep(0.05)
+
+    assert_ok(
+        await rotd.rotate_one(one_secret(moto, name, master=master, nodes=[primary, replica]))
+    )
+
+    current = await secrets.value(name)
+    for node in (primary, replica):
+        assert hashes(node, user) == {sha(current["password"]), sha(INITIAL)}, node.address
+    replica.restart()
+    assert replica.logs_in(user, current["password"])
