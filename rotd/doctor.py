@@ -734,7 +734,8 @@ class _Doctor:
             except _Unreachable:
                 return
             await self._tls(endpoint, session or master_session, found)
-            if not self.engines[endpoint.engine].info.capabilities.permission_checks:
+            capabilities = self.engines[endpoint.engine].info.capabilities
+            if not capabilities.permission_checks:
                 found.warn(
                     "db.permissions",
                     f"engine {endpoint.engine!r} cannot check permissions without acting: "
@@ -750,14 +751,17 @@ class _Doctor:
                 if master_session is not None:
                     await self._alternating(current, master_session, found)
                 return
-            if session is not None:
+            # With several passwords, a master changes them whenever one is set (the user's
+            # own login rarely may): then only the master's permission matters.
+            by_master = capabilities.several_passwords and master_session is not None
+            if session is not None and not by_master:
                 await self._ask(found, "db.own_password", session.may_set_own_password())
             if master_session is not None:
                 await self._ask(
                     found,
                     "master.reset_password",
                     master_session.may_set_password(current.username),
-                    refused=Level.WARN,
+                    refused=Level.FAIL if by_master else Level.WARN,
                 )
 
     async def _open(

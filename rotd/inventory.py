@@ -208,6 +208,8 @@ class DatabaseModel(SettingsModel):
     engine: str | None = None
     verify_endpoints: list[str] = Field(default_factory=list)
     exec: ExecModel | None = None
+    # Every node told each ACL change, for engines that do not replicate users (Redis).
+    nodes: list[str] = Field(default_factory=list)
     secrets: list[SecretModel] = Field(min_length=1)
 
     @field_validator("exec")
@@ -236,6 +238,13 @@ class DatabaseModel(SettingsModel):
     def _endpoints(cls, value: list[str]) -> list[str]:
         for item in value:
             _split_host_port(item, "a verify endpoint", "10.1.2.4:5432")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _split_host_port(item, "a node", "10.1.2.4:6379")
         return value
 
     @field_validator("engine")
@@ -329,6 +338,7 @@ class SecretSpec:
         default_factory=Settings
     )  # the database's block for its engine (exec:)
     verify_endpoints: tuple[tuple[str, int], ...] = ()
+    nodes: tuple[tuple[str, int], ...] = ()
     line: int = field(default=0, compare=False)
 
     @property
@@ -1037,6 +1047,7 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         verify_endpoints=tuple(
             _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
         ),
+        nodes=tuple(_split_host_port(n, "a node", "") for n in database.nodes),
     )
     return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
 

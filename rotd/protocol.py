@@ -33,7 +33,16 @@ from typing import Any, NoReturn, Protocol
 
 from rotd import passwords, strategies
 from rotd.credentials import BadSecret, Credentials
-from rotd.engines import Endpoint, Engine, Login, Rotation, Session, check_fit, rotation
+from rotd.engines import (
+    Endpoint,
+    Engine,
+    Login,
+    Rotation,
+    Session,
+    capabilities,
+    check_fit,
+    rotation,
+)
 from rotd.errors import (
     Category,
     DatabaseError,
@@ -158,6 +167,7 @@ def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
         dbname=dbname,
         tls=tls,
         settings=spec.engine_settings,
+        nodes=spec.nodes,
     )
 
 
@@ -262,6 +272,8 @@ class _Rotation:
         self.current_version: str | None = None
         self.slot: HostSlot | None = None
         self.skip_reason: str | None = None
+        # single_user on an engine whose users hold several passwords: no window (below).
+        self.several = False
 
     async def run(self) -> Outcome:
         # What an engine that hands the rotation on (exec) may know of it; reset on leaving,
@@ -345,7 +357,11 @@ class _Rotation:
                 current = self.current = Credentials.parse(current_value.string, engine=spec.engine)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
-                engine_fits(spec, endpoint, self.deps.engines)
+                engine = engine_fits(spec, endpoint, self.deps.engines)
+                self.several = (
+                    spec.strategy is Strategy.SINGLE_USER
+                    and capabilities(engine, endpoint.settings).several_passwords
+                )
                 self.slot = await stack.enter_async_context(self.deps.gate.slot(endpoint))
                 session, how = await self._lock_session(stack, endpoint, current)
                 if not await session.try_lock(self.arn):
@@ -368,7 +384,10 @@ class _Rotation:
             rotation.set(Rotation(spec.id, str(spec.strategy), pending.document))
 
             async with self._step(Step.SET), self._refused_pending_dropped(session):
-                if spec.strategy is Strategy.SINGLE_USER:
+                if self.several:
+                    previous = await self._read_previous(current)
+                    await strategies.add_pending(session, current, pending, previous)
+                elif spec.strategy is Strategy.SINGLE_USER:
                     await strategies.set_single_user(
                         session, how, current.username, pending.password
                     )
@@ -393,6 +412,25 @@ class _Rotation:
                 if current_version != self.token:
                     await self._hold_lock(session)
                     await self._move_current(current_version, session)
+                    if self.several and not self.skipped:
+                        await self._drop_older_passwords(session, current, pending)
+
+    async def _drop_older_passwords(
+        self, session: Session, current: Credentials, pending: Credentials
+    ) -> None:
+        """After finishSecret, on an engine whose users hold several passwords: keep the new
+        AWSCURRENT's and AWSPREVIOUS's passwords only. The rotation is done whatever happens
+        here: a failure leaves one older password that the next rotation's setSecret removes,
+        so it is a warning, never a failed (and retried) rotation."""
+        try:
+            await strategies.keep_passwords(session, current.username, [pending, current])
+        except DatabaseError as exc:
+            self.log.warning(
+                "rotation.passwords_kept",
+                reason=str(exc),
+                category=str(exc.category),
+                plan="the next rotation's setSecret removes the password older than AWSPREVIOUS",
+            )
 
     async def _create(self, session: Session, current: Credentials, how: str) -> Credentials:
         """createSecret: store a new password as AWSPENDING under this rotation's version id.
@@ -627,6 +665,10 @@ class _Rotation:
             (strategies.PENDING, as_pending),
             (strategies.MASTER, as_master),
         ]
+        if self.several and self._master_id(current) is not None:
+            # The user keeps its passwords while the master adds and removes them: an
+            # application login is rarely allowed to manage users (Redis's ACL SETUSER).
+            candidates.insert(0, candidates.pop())
         try:
             how, session = await strategies.first_login(
                 opened, endpoint, current.username, candidates
@@ -721,12 +763,15 @@ class _Rotation:
                 "previous": "only AWSPREVIOUS logs in: setting the pending password with it",
                 strategies.PENDING: "the database already holds the pending password: finishing",
             }.get(how, "the user's own logins are refused: the master sets it")
+            if self.several and how == strategies.MASTER:
+                case = "the master adds the pending password beside the user's current ones"
             self.log.info("rotation.recovering", case=case, login=how)
             return pending
         # Dropping the label is safe only while the database provably still holds a password
         # rotd knows: the current (or previous) login worked, or the pending user is not the
         # one applications use (alternating users).
-        if alternating or how in strategies.OWN:
+        # With several passwords, setSecret never removes AWSCURRENT's: it still logs in.
+        if alternating or how in strategies.OWN or self.several:
             await self.store.remove_stage(self.spec.id, PENDING, self.token)
             self.log.warning(
                 "rotation.recovering",

@@ -2,10 +2,14 @@
 
 Single user: the login changes its own password, logging in with its current password, then
 its previous one; when the database already holds the pending password, there is nothing left
-to set; the master login is the last resort. Alternating users: the master keeps ``<user>`` and
-``<user>_clone`` in turn; the login applications hold now is never touched, so it keeps working
-through the whole rotation. The clone mirrors the original at every rotation. Clone naming
-follows AWS's rotation functions, so a secret can move between them and rotd.
+to set; the master login is the last resort. On an engine whose users hold several passwords
+(capability ``several_passwords``) single user has no window: the pending password is added
+beside AWSCURRENT's and AWSPREVIOUS's, and the oldest removed once the labels have moved; the
+master, when there is one, does it first, since an application login rarely may.
+Alternating users: the master keeps ``<user>`` and ``<user>_clone`` in turn; the login
+applications hold now is never touched, so it keeps working through the whole rotation. The
+clone mirrors the original at every rotation. Clone naming follows AWS's rotation functions,
+so a secret can move between them and rotd.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rotd.credentials import Credentials
-from rotd.engines import Endpoint, Login, Session
-from rotd.errors import Category, DatabaseError
+from rotd.engines import Endpoint, Login, Session, SeveralPasswords
+from rotd.errors import Category, DatabaseError, EngineError
 from rotd.inventory import Strategy
 
 CLONE_SUFFIX = "_clone"
@@ -80,6 +84,27 @@ async def set_single_user(session: Session, how: str, username: str, new_passwor
     elif how == MASTER:
         await session.set_password(username, new_password)
     # PENDING: the database already holds the pending password.
+
+
+async def add_pending(
+    session: Session, current: Credentials, pending: Credentials, previous: Credentials | None
+) -> None:
+    """setSecret of single_user on an engine whose users hold several passwords (capability
+    ``several_passwords``): the user keeps AWSCURRENT's and AWSPREVIOUS's passwords and gains
+    the pending one, so no application is refused at any instant. Any other password (one
+    older than AWSPREVIOUS, left by a rotation cut after finishSecret) is removed in the same
+    change: the user never holds more than three, and a resumed rotation converges."""
+    kept = [pending, current] + ([previous] if previous is not None else [])
+    await keep_passwords(session, current.username, kept)
+
+
+async def keep_passwords(session: Session, username: str, kept: Sequence[Credentials]) -> None:
+    """Make the passwords of ``kept`` (newest first) exactly those ``username`` logs in with."""
+    if not isinstance(session, SeveralPasswords):
+        raise EngineError(
+            type(session).__name__, "declares several_passwords but has no set_passwords"
+        )
+    await session.set_passwords(username, [c.password for c in kept if c.username == username])
 
 
 async def set_alternating(

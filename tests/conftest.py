@@ -5,6 +5,7 @@ from tests.fixtures.databases import *  # noqa: F403
 from tests.fixtures.mariadb import *  # noqa: F403
 from tests.fixtures.postgres import *  # noqa: F403
 from tests.fixtures.process import *  # noqa: F403
+from tests.fixtures.redis import *  # noqa: F403
 from tests.fixtures.rotation import *  # noqa: F403
 
 # The conformance kit's fixtures (kit_aws), as an engine author loads them.

@@ -14,12 +14,12 @@ capability, never for its name. :data:`API_VERSION` changes when this contract d
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rotd.errors import EngineError
 from rotd.passwords import PasswordPolicy
@@ -53,7 +53,9 @@ class Capabilities:
     :meth:`Session.tls_in_use` tells; without it ``tls`` require, verify-ca and verify-full
     are refused. ``tls_require_verifies_ca``: under ``tls: require`` with a ``ca_file`` the
     certificate is still verified (libpq's rule). ``several_passwords``: a user can hold the
-    old and the new password at once, so single_user has no window in which one is refused.
+    old and the new password at once (:meth:`Session.set_passwords`), so single_user has no
+    window in which one is refused: setSecret adds the pending password, finishSecret then
+    drops the one older than the new AWSPREVIOUS.
     ``permission_checks``: the ``may_*`` methods answer without changing anything, for
     ``doctor``; without it ``doctor`` says it cannot check.
     """
@@ -153,6 +155,9 @@ class Endpoint:
     dbname: str | None
     tls: Tls = Tls()
     settings: Settings = field(default_factory=Settings)
+    # Every node that must be told a change, as (host, port), for systems that do not
+    # replicate their users (Redis); empty: the one host.
+    nodes: tuple[tuple[str, int], ...] = ()
 
     @property
     def address(self) -> str:
@@ -264,6 +269,22 @@ class Session(Protocol):
 
     async def accepts_passwords(self, policy: PasswordPolicy) -> Permission:
         """Whether the server's own password policy takes the passwords made with ``policy``."""
+
+
+@runtime_checkable
+class SeveralPasswords(Protocol):
+    """What the sessions of an engine with the capability ``several_passwords`` add to
+    :class:`Session`."""
+
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        """Make ``passwords`` (newest first) exactly the passwords ``username`` logs in with
+        (single_user calls it instead of ``set_password``).
+
+        Adds the missing ones and removes the others without refusing any of ``passwords`` at
+        any instant; idempotent, so a resumed rotation can call it again. An engine that holds
+        fewer passwords than given keeps the first ones (at least two). Called on a session as
+        the user itself or as a master, which may change ``username``'s passwords.
+        """
 
 
 class Engine(Protocol):

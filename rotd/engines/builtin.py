@@ -2,7 +2,7 @@
 
 The driver is imported when an engine first connects, not when it is looked up: reading a
 secret's default port, or validating an inventory of thousands of secrets, imports neither
-asyncpg nor aiomysql.
+asyncpg, aiomysql nor redis-py.
 """
 
 from __future__ import annotations
@@ -38,6 +38,18 @@ MYSQL = EngineInfo(
     max_username_length=80,  # MariaDB's; MySQL's is 32, which its sessions check
 )
 
+REDIS = EngineInfo(
+    Capabilities(
+        single_user=True,
+        mirror_user=True,
+        rotation_lock=True,  # a key with an expiry, weaker than a session lock (README)
+        tls=True,
+        several_passwords=True,
+        permission_checks=True,
+    ),
+    default_port=6379,
+)
+
 
 class _Deferred:
     """A built-in engine that imports its module (and driver) on its first connection."""
@@ -63,3 +75,8 @@ def postgres() -> Engine:
 def mysql() -> Engine:
     """MySQL, MariaDB and Aurora MySQL, on aiomysql."""
     return _Deferred(MYSQL, "rotd.engines.mysql", "MysqlEngine")
+
+
+def redis() -> Engine:
+    """Redis and Valkey, on redis-py's asyncio client."""
+    return _Deferred(REDIS, "rotd.engines.redis", "RedisEngine")

@@ -713,3 +713,34 @@ def test_a_valid_webhook_and_empty_arguments_after_the_program_are_accepted() ->
         "http://user@deploy.internal:8080/x",
     ]
     assert spec.hooks[2].argv == ("ssh-keygen", "-N", "")
+
+
+def test_nodes_are_host_port_pairs_carried_to_every_secret_of_the_database() -> None:
+    inv = parse(
+        """
+        databases:
+          - name: cache
+            engine: redis
+            nodes: ["10.0.0.1:6379", "[::1]:6380"]
+            secrets:
+              - id: a
+          - name: other
+            secrets:
+              - id: b
+        """
+    )
+    assert inv.secrets[0].nodes == (("10.0.0.1", 6379), ("::1", 6380))
+    assert inv.secrets[1].nodes == ()
+    found = errors(
+        """
+        databases:
+          - name: cache
+            nodes: ["10.0.0.1:6379", "replica"]
+            secrets:
+              - id: a
+        """
+    )
+    assert len(found) == 1
+    assert found[0].startswith("inv.yaml:3:12: databases.0.nodes: ")
+    assert "a node must be HOST:PORT" in found[0]
+    assert "'replica'" in found[0]
