@@ -13,13 +13,11 @@ scrubbed of secret values before it is logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import random
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from rotd.commands import run_command
 from rotd.errors import RotdError
 from rotd.inventory import Hook, SecretSpec
 from rotd.observability import get_logger, log_unexpected, redactor
@@ -53,11 +52,7 @@ STRIPPED_ENV = (
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 )
 
-OUTPUT_KEEP = 4096  # characters of each output stream put in a log event (its end)
-_OUTPUT_WINDOW = 65536  # bytes of each stream held in memory; the rest is read and dropped
-_SECRET_MARGIN = 8192  # characters dropped at a cut, so that half a secret is never logged
 _RESPONSE_KEEP = 1024  # bytes of a webhook's response body put in a log event
-_KILL_WAIT_S = 2.0  # after a kill, how long to wait for the output pipes to close
 
 
 @dataclass(frozen=True)
@@ -296,119 +291,27 @@ def _register_password(text: str) -> None:
 # --- exec ---------------------------------------------------------------------------------------
 
 
-class _Tail:
-    """The last bytes of an output stream, read to its end; the rest is dropped as it comes."""
-
-    def __init__(self) -> None:
-        self.kept = bytearray()
-        self.total = 0
-
-    async def read(self, stream: asyncio.StreamReader | None) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(65536):
-            self.total += len(chunk)
-            self.kept += chunk
-            if len(self.kept) > _OUTPUT_WINDOW:
-                del self.kept[: len(self.kept) - _OUTPUT_WINDOW]
-
-    def text(self) -> str:
-        """The end of the output, secret values masked, at most :data:`OUTPUT_KEEP` characters."""
-        text = redactor.scrub(self.kept.decode("utf-8", "replace"))
-        cut = self.total > len(self.kept)
-        if cut:
-            # The window may start inside a secret, which the scrubber cannot recognise.
-            text = text[_SECRET_MARGIN:]
-        if cut or len(text) > OUTPUT_KEEP:
-            return "[…] " + text[-OUTPUT_KEEP:]
-        return text
-
-
 async def _run_command(
     argv: tuple[str, ...] | list[str],
     env: Mapping[str, str],
     stdin: bytes | None,
     timeout_s: float,
 ) -> _Attempt:
-    """Run ``argv`` once without a shell, in a new session; kill its process group on timeout
-    or cancellation. Standard input is ``stdin``, or empty when it is None."""
-    started = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return _Attempt(False, False, f"cannot start {argv[0]!r}: {exc.strerror or exc}", {})
-    out, err = _Tail(), _Tail()
-    readers = {
-        asyncio.ensure_future(out.read(proc.stdout)),
-        asyncio.ensure_future(err.read(proc.stderr)),
-    }
-    timed_out = False
-    try:
-        async with asyncio.timeout(timeout_s):
-            if stdin is not None:
-                await _feed(proc.stdin, stdin)
-            # wait() rather than gather(): a timeout must not cancel the readers, whose output
-            # is still wanted for the log.
-            await asyncio.wait(readers)
-            await proc.wait()
-    except TimeoutError:
-        timed_out = True
-        _kill_group(proc)
-        # The pipes close once the group is dead; a process that left the group may hold them.
-        waiter = asyncio.ensure_future(proc.wait())
-        await asyncio.wait({*readers, waiter}, timeout=_KILL_WAIT_S)
-        waiter.cancel()
-    except BaseException:
-        _kill_group(proc)
-        raise
-    finally:
-        for reader in readers:
-            reader.cancel()
+    """Run ``argv`` once (:func:`rotd.commands.run_command`) as one attempt of a hook."""
+    ran = await run_command(argv, env, stdin, timeout_s)
+    if ran.error is not None:
+        return _Attempt(False, False, ran.error, {})
     fields: dict[str, Any] = {
-        "exit_code": proc.returncode,
-        "attempt_s": round(time.monotonic() - started, 4),
-        "stdout": out.text(),
-        "stderr": err.text(),
+        "exit_code": ran.exit_code,
+        "attempt_s": ran.duration_s,
+        "stdout": ran.stdout,
+        "stderr": ran.stderr,
     }
-    if timed_out:
+    if ran.timed_out:
         return _Attempt(False, True, f"timed out after {timeout_s:g}s; killed", fields)
-    if proc.returncode != 0:
-        return _Attempt(False, True, f"exited with {_exit_text(proc.returncode)}", fields)
+    if ran.exit_code != 0:
+        return _Attempt(False, True, f"exited with {ran.exit_text}", fields)
     return _Attempt(True, False, None, fields)
-
-
-async def _feed(pipe: asyncio.StreamWriter | None, data: bytes) -> None:
-    assert pipe is not None
-    try:
-        pipe.write(data)
-        await pipe.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the command did not read its standard input: its choice
-    finally:
-        pipe.close()
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    # The whole group, even when the command itself has exited: what it started in the
-    # background may be what holds the output open. Linux keeps a live group's id from reuse.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _exit_text(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"status {code}"
 
 
 # --- webhook ------------------------------------------------------------------------------------

@@ -17,16 +17,13 @@ version id fences two rotd processes (README: Concurrency), and ``doctor`` warns
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import signal
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from rotd.commands import run_command
 from rotd.engines import (
     Capabilities,
     EngineInfo,
@@ -49,11 +46,7 @@ EX_NOPERM = 77  # sysexits.h: permission denied
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-OUTPUT_KEEP = 4096  # characters of each output stream put in the log event (its end)
 ERROR_LINES = 5  # stderr lines quoted in an error
-_OUTPUT_WINDOW = 65536  # bytes of each stream held in memory; the rest is read and dropped
-_SECRET_MARGIN = 8192  # characters dropped at a cut, so that half a secret is never logged
-_KILL_WAIT_S = 2.0  # after a kill, how long to wait for the output pipes to close
 
 INFO = EngineInfo(
     # mirror_user only where the database configures its command: see capabilities_for.
@@ -200,7 +193,7 @@ class ExecSession:
             secret_id=context.secret_id if context else None,
             username=self.username,
         )
-        ran = await run_command(argv, data, timeout_s)
+        ran = await run_command(argv, command_env(), data, timeout_s)
         fields = {"duration_s": ran.duration_s, "stdout": ran.stdout, "stderr": ran.stderr}
         if ran.error is not None:
             event.error("exec.failed", error=ran.error, **fields)
@@ -215,8 +208,8 @@ class ExecSession:
         event.info("exec.finished", exit_code=ran.exit_code, **fields)
         if ran.exit_code == 0:
             return
-        said = f"exec {command} ({argv[0]}) exited with {_exit_text(ran.exit_code)}"
-        last = ran.last_lines()
+        said = f"exec {command} ({argv[0]}) exited with {ran.exit_text}"
+        last = _last_lines(ran.stderr)
         if last:
             said += f": {last}"
         if ran.exit_code == EX_TEMPFAIL:
@@ -248,126 +241,6 @@ def command_env() -> dict[str, str]:
     return env
 
 
-class _Tail:
-    """The last bytes of an output stream, read to its end; the rest is dropped as it comes."""
-
-    def __init__(self) -> None:
-        self.kept = bytearray()
-        self.total = 0
-
-    async def read(self, stream: asyncio.StreamReader | None) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(65536):
-            self.total += len(chunk)
-            self.kept += chunk
-            if len(self.kept) > _OUTPUT_WINDOW:
-                del self.kept[: len(self.kept) - _OUTPUT_WINDOW]
-
-    def text(self) -> str:
-        """The end of the output, secret values masked, at most :data:`OUTPUT_KEEP` characters."""
-        text = redactor.scrub(self.kept.decode("utf-8", "replace"))
-        cut = self.total > len(self.kept)
-        if cut:
-            # The window may start inside a secret, which the scrubber cannot recognise.
-            text = text[_SECRET_MARGIN:]
-        if cut or len(text) > OUTPUT_KEEP:
-            return "[…] " + text[-OUTPUT_KEEP:]
-        return text
-
-
-class Ran:
-    """How one command run ended, its output scrubbed and bounded."""
-
-    def __init__(
-        self,
-        *,
-        exit_code: int | None = None,
-        timed_out: bool = False,
-        error: str | None = None,
-        stdout: str = "",
-        stderr: str = "",
-        duration_s: float = 0.0,
-    ) -> None:
-        self.exit_code = exit_code
-        self.timed_out = timed_out
-        self.error = error
-        self.stdout = stdout
-        self.stderr = stderr
-        self.duration_s = duration_s
-
-    def last_lines(self) -> str:
-        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
-        return " | ".join(lines[-ERROR_LINES:])[-1000:]
-
-
-async def run_command(argv: Sequence[str], stdin: bytes, timeout_s: float) -> Ran:
-    """Run ``argv`` once without a shell, in a new session, ``stdin`` on its standard input;
-    kill its process group on timeout or cancellation."""
-    started = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=command_env(),
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return Ran(error=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
-    out, err = _Tail(), _Tail()
-    readers = {
-        asyncio.ensure_future(out.read(proc.stdout)),
-        asyncio.ensure_future(err.read(proc.stderr)),
-    }
-    timed_out = False
-    try:
-        async with asyncio.timeout(timeout_s):
-            await _feed(proc.stdin, stdin)
-            await asyncio.wait(readers)
-            await proc.wait()
-    except TimeoutError:
-        timed_out = True
-        _kill_group(proc)
-        waiter = asyncio.ensure_future(proc.wait())
-        await asyncio.wait({*readers, waiter}, timeout=_KILL_WAIT_S)
-        waiter.cancel()
-    except BaseException:
-        _kill_group(proc)
-        raise
-    finally:
-        for reader in readers:
-            reader.cancel()
-    return Ran(
-        exit_code=proc.returncode,
-        timed_out=timed_out,
-        stdout=out.text(),
-        stderr=err.text(),
-        duration_s=round(time.monotonic() - started, 4),
-    )
-
-
-async def _feed(pipe: asyncio.StreamWriter | None, data: bytes) -> None:
-    assert pipe is not None
-    try:
-        pipe.write(data)
-        await pipe.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the command did not read its standard input: its choice
-    finally:
-        pipe.close()
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _exit_text(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"status {code}"
+def _last_lines(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return " | ".join(lines[-ERROR_LINES:])[-1000:]

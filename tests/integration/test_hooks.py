@@ -18,8 +18,9 @@ import pytest
 import structlog
 from aiohttp import web
 
+from rotd.commands import OUTPUT_KEEP
 from rotd.engines import all_engines
-from rotd.hooks import OUTPUT_KEEP, HookRunner
+from rotd.hooks import HookRunner
 from rotd.inventory import Hook, Inventory, SecretSpec, Strategy
 from rotd.observability import Metrics, processors, redactor
 from rotd.protocol import Outcome
