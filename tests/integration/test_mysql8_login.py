@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from rotd.doctor import Level, diagnose
 from rotd.engines import Endpoint, Family, Login, Tls, TlsMode
 from rotd.engines.mysql import MysqlEngine
 from rotd.errors import Category, DatabaseError
+from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.mysql8_auth import mysql8_server
 from tests.fixtures.rotation import Rotd, assert_ok, one_secret
@@ -264,3 +266,29 @@ async def test_a_resumed_mysql_8_rotation_does_not_retain_the_pending_password_o
         assert [q for q in server.queries if q.startswith("ALTER USER")] == []
         assert await logs_in(server.port, initial)
         assert await logs_in(server.port, pending)
+
+
+@pytest.mark.parametrize("retaining", [True, False], ids=["privileged", "unprivileged"])
+async def test_doctor_says_whether_single_user_on_mysql_8_keeps_a_window(
+    retaining: bool, secrets: Secrets, moto: MotoServer
+) -> None:
+    initial = "Zz9#dual-initial"
+    async with mysql8_server("app_user", initial) as server:
+        server.grants = RETAINING if retaining else []
+        server.results = {
+            "SELECT @@global.read_only": (["ro", "sro"], [("0", "0")]),
+            "SHOW CREATE USER": (
+                ["CREATE USER"],
+                [("CREATE USER `app_user`@`%` IDENTIFIED WITH 'caching_sha2_password'",)],
+            ),
+        }
+        name = await mysql8_secret(secrets, server.port, initial)
+        inv = one_secret(moto, name, "single_user", tls="disable")
+
+        checks = await diagnose(inv, inv.secrets, connection_for(inv))
+
+        (found,) = [c for c in checks if c.secret_id == name and c.name == "db.several_passwords"]
+        assert not [q for q in server.queries if q.startswith("ALTER USER")]
+    assert found.level is (Level.OK if retaining else Level.WARN)
+    if not retaining:
+        assert found.fix == "GRANT APPLICATION_PASSWORD_ADMIN ON *.* TO 'app_user'@'%'"
