@@ -423,11 +423,14 @@ class MysqlSession:
 
         A resumed rotation must not set the newest again: that would retain it over itself and
         drop AWSCURRENT's. Only that statement gives the account its newest password, so an
-        account that already takes it has had it done."""
+        account that already takes it has had it done. On one's own account the statement's
+        REPLACE clause tells: the server refuses it (3891) once the primary is no longer the
+        password the session logged in with; only then does rotd try a login with the newest,
+        since a refused login counts towards FAILED_LOGIN_ATTEMPTS."""
         newest = passwords[0]
         redactor.add(newest, mysql_native_hash(newest))
         if username == self.username:
-            if not await self._logs_in_with(newest):
+            if newest != self._login.password:
                 await self._retain_own(newest)
             if len(passwords) == 1:
                 await self._run(
@@ -456,20 +459,25 @@ class MysqlSession:
 
     async def _retain_own(self, new_password: str) -> None:
         lit = self._conn.escape
-        replace = lit(self._login.password) if self.flavour.version >= (8, 0, 13) else None
-        await self._run(
-            _retain_sql(self.flavour, "USER()", lit(new_password), replace),
-            doing=f"adding a password to {self.username!r} (the logged-in user), keeping its own",
-            secret=True,
-            meanings=_SET_PASSWORD_ERRORS,
-        )
+        sql = _retain_sql(self.flavour, "USER()", lit(new_password), lit(self._login.password))
+        try:
+            await self._run(
+                sql,
+                doing=f"adding a password to {self.username!r} (the logged-in user), "
+                "keeping its own",
+                secret=True,
+                meanings=_SET_PASSWORD_ERRORS,
+            )
+        except DatabaseError as exc:
+            # REPLACE refused: the primary changed since this session logged in, to the new
+            # password if a rotation cut after this statement is being resumed.
+            if exc.category is not Category.AUTH or not await self._logs_in_with(new_password):
+                raise
         # A later REPLACE clause must name the account's primary password.
         self._login = dataclasses.replace(self._login, password=new_password)
 
     async def _logs_in_with(self, password: str) -> bool:
         """Whether the logged-in user's account takes ``password`` (one more login)."""
-        if password == self._login.password:
-            return True
         login = dataclasses.replace(self._login, password=password)
         try:
             other = await MysqlSession.open(login, timeout_s=self._timeout_s)
