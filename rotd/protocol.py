@@ -379,7 +379,7 @@ class _Rotation:
                     # Some servers of an engine hold several passwords, for some logins only
                     # (MySQL 8.0.14+): known only now that the session is open.
                     self.several = await strategies.keeps_several_here(session, current.username)
-                    self.log.debug("rotation.window", several_passwords=self.several)
+                    self.log.debug("rotation.several_passwords_asked", granted=self.several)
                 if self.resumed:
                     self.pending = await self._recover(current, how)
                 if self.pending is None:
