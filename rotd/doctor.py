@@ -41,6 +41,7 @@ from rotd.engines import (
     Permission,
     Rotation,
     Session,
+    SeveralPasswordsHere,
     TlsMode,
     all_engines,
     rotation,
@@ -756,6 +757,8 @@ class _Doctor:
             by_master = capabilities.several_passwords and master_session is not None
             if session is not None and not by_master:
                 await self._ask(found, "db.own_password", session.may_set_own_password())
+            if not capabilities.several_passwords and (session or master_session) is not None:
+                await self._several_here(session or master_session, current.username, found)
             if master_session is not None:
                 await self._ask(
                     found,
@@ -763,6 +766,21 @@ class _Doctor:
                     master_session.may_set_password(current.username),
                     refused=Level.FAIL if by_master else Level.WARN,
                 )
+
+    async def _several_here(self, session: Session | None, username: str, found: _Findings) -> None:
+        """Single user on a server that holds several passwords for some logins only (MySQL
+        8.0.14+): whether rotd's login may keep the current password beside the new one, or
+        single user keeps its window. Silent where the server cannot (MariaDB, MySQL 5.7)."""
+        if not isinstance(session, SeveralPasswordsHere):
+            return
+        name = "db.several_passwords"
+        try:
+            verdict = await session.may_keep_several_passwords(username)
+        except DatabaseError as exc:
+            found.warn(name, f"could not find out: {exc.reason}")
+            return
+        if verdict is not None:
+            found.permission(name, verdict, refused=Level.WARN)
 
     async def _open(
         self,

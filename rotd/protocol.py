@@ -375,6 +375,11 @@ class _Rotation:
                 # begun a rotation between our first look and the lock.
                 if await self._changed_under_lock(current_version):
                     return
+                if spec.strategy is Strategy.SINGLE_USER and not self.several:
+                    # Some servers of an engine hold several passwords, for some logins only
+                    # (MySQL 8.0.14+): known only now that the session is open.
+                    self.several = await strategies.keeps_several_here(session, current.username)
+                    self.log.debug("rotation.several_passwords_asked", granted=self.several)
                 if self.resumed:
                     self.pending = await self._recover(current, how)
                 if self.pending is None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rotd.credentials import Credentials
-from rotd.engines import Endpoint, Login, Session, SeveralPasswords
+from rotd.engines import Endpoint, Login, Session, SeveralPasswords, SeveralPasswordsHere
 from rotd.errors import Category, DatabaseError, EngineError
 from rotd.inventory import Strategy
 
@@ -84,6 +84,16 @@ async def set_single_user(session: Session, how: str, username: str, new_passwor
     elif how == MASTER:
         await session.set_password(username, new_password)
     # PENDING: the database already holds the pending password.
+
+
+async def keeps_several_here(session: Session, username: str) -> bool:
+    """Whether ``username`` may hold several passwords through this session, on an engine that
+    knows it only once connected (MySQL 8.0.14+ with the privilege; see
+    :class:`SeveralPasswordsHere`). Otherwise single user replaces the password, as before."""
+    if not (isinstance(session, SeveralPasswordsHere) and isinstance(session, SeveralPasswords)):
+        return False
+    verdict = await session.may_keep_several_passwords(username)
+    return verdict is not None and verdict.granted
 
 
 async def add_pending(

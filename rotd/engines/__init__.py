@@ -287,6 +287,19 @@ class SeveralPasswords(Protocol):
         """
 
 
+@runtime_checkable
+class SeveralPasswordsHere(Protocol):
+    """What the sessions of an engine add whose users hold several passwords on some servers
+    only (MySQL 8.0.14 and later, not MariaDB), or for some logins only: a capability known
+    once connected, which the static ``several_passwords`` cannot declare. Such sessions
+    also have :meth:`SeveralPasswords.set_passwords`."""
+
+    async def may_keep_several_passwords(self, username: str) -> Permission | None:
+        """Whether this login, on this server, may give ``username`` a new password while it
+        keeps its current one (then single_user has no window); None when the server cannot
+        hold several passwords at all. Changes nothing; a refusal names the fix."""
+
+
 class Engine(Protocol):
     """A kind of database rotd can rotate logins on.
 

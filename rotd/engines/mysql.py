@@ -215,6 +215,12 @@ class Flavour:
     def has_roles(self) -> bool:
         return self.version >= ((10, 0, 5) if self.mariadb else (8, 0, 0))
 
+    @property
+    def has_dual_passwords(self) -> bool:
+        """MySQL 8.0.14's ``RETAIN CURRENT PASSWORD`` and ``DISCARD OLD PASSWORD``: an account
+        holds a primary and a secondary password. MariaDB has no such thing."""
+        return not self.mariadb and self.version >= (8, 0, 14)
+
 
 @dataclass(frozen=True)
 class _Account:
@@ -399,6 +405,89 @@ class MysqlSession:
                 await self._set_account_password(
                     account.user, account.host, account.plugin, new_password
                 )
+
+    async def may_keep_several_passwords(self, username: str) -> Permission | None:
+        """MySQL 8.0.14+: RETAIN CURRENT PASSWORD needs APPLICATION_PASSWORD_ADMIN on one's
+        own account and CREATE USER on another's; None on servers without dual passwords."""
+        if not self.flavour.has_dual_passwords:
+            return None
+        user, host, own = await self._own_grants()
+        return _retain_verdict(
+            own, user, host, self._account_sql(user, host), own_account=username == self.username
+        )
+
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        """MySQL keeps two: ``passwords[0]`` becomes the primary with the one the account has
+        now kept as secondary (AWSCURRENT's, the session logged in with it), in one statement,
+        so no login is refused at any instant. One password only: the secondary is dropped.
+
+        A resumed rotation must not set the newest again: that would retain it over itself and
+        drop AWSCURRENT's. Only that statement gives the account its newest password, so an
+        account that already takes it has had it done. On one's own account the statement's
+        REPLACE clause tells: the server refuses it (3891) once the primary is no longer the
+        password the session logged in with; only then does rotd try a login with the newest,
+        since a refused login counts towards FAILED_LOGIN_ATTEMPTS."""
+        newest = passwords[0]
+        redactor.add(newest, mysql_native_hash(newest))
+        if username == self.username:
+            if newest != self._login.password:
+                await self._retain_own(newest)
+            if len(passwords) == 1:
+                await self._run(
+                    _discard_sql(self.flavour, "USER()"),
+                    doing=f"dropping the old password of {username!r} (the logged-in user)",
+                )
+            return
+        accounts = await self._accounts(username)
+        if not accounts:
+            raise self._error(Category.NOT_FOUND, f"user {username!r} has no account here")
+        lit = self._conn.escape
+        for account in accounts:
+            target = self._account_sql(account.user, account.host)
+            doing = f"changing the password of {_show(account.user, account.host)}"
+            if not await self._holds_password(account.user, account.host, newest):
+                await self._run(
+                    _retain_sql(self.flavour, target, lit(newest), None),
+                    doing=doing + " (keeping the current one)",
+                    secret=True,
+                    meanings=_SET_PASSWORD_ERRORS,
+                )
+            if len(passwords) == 1:
+                await self._run(
+                    _discard_sql(self.flavour, target), doing=f"dropping the old password ({doing})"
+                )
+
+    async def _retain_own(self, new_password: str) -> None:
+        lit = self._conn.escape
+        sql = _retain_sql(self.flavour, "USER()", lit(new_password), lit(self._login.password))
+        try:
+            await self._run(
+                sql,
+                doing=f"adding a password to {self.username!r} (the logged-in user), "
+                "keeping its own",
+                secret=True,
+                meanings=_SET_PASSWORD_ERRORS,
+            )
+        except DatabaseError as exc:
+            # REPLACE refused: the primary changed since this session logged in, to the new
+            # password if a rotation cut after this statement is being resumed.
+            if exc.category is not Category.AUTH or not await self._logs_in_with(new_password):
+                raise
+        # A later REPLACE clause must name the account's primary password.
+        self._login = dataclasses.replace(self._login, password=new_password)
+
+    async def _logs_in_with(self, password: str) -> bool:
+        """Whether the logged-in user's account takes ``password`` (one more login)."""
+        login = dataclasses.replace(self._login, password=password)
+        try:
+            other = await MysqlSession.open(login, timeout_s=self._timeout_s)
+        except DatabaseError as exc:
+            if exc.category is Category.AUTH:
+                return False
+            raise
+        await other.close()
+        log.info("mysql_password.already_set", user=self.username)
+        return True
 
     async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
         hashed = mysql_native_hash(new_password)
@@ -1116,6 +1205,48 @@ class MysqlSession:
         if self.flavour.mariadb:
             return f"SET DEFAULT ROLE {listed} FOR {account}"
         return f"ALTER USER {account} DEFAULT ROLE {listed}"
+
+
+def _retain_sql(flavour: Flavour, account: str, new: str, replace: str | None) -> str:
+    """``ALTER USER`` giving ``account`` the password literal ``new`` as primary and keeping its
+    primary as secondary; ``replace``, the current password's literal, for one's own account
+    (password_require_current). Raises on servers without dual passwords."""
+    if not flavour.has_dual_passwords:
+        raise ValueError(f"{flavour} holds one password per account")
+    sql = f"ALTER USER {account} IDENTIFIED BY {new}"
+    if replace is not None:
+        sql += f" REPLACE {replace}"
+    return sql + " RETAIN CURRENT PASSWORD"
+
+
+def _discard_sql(flavour: Flavour, account: str) -> str:
+    """``ALTER USER`` dropping ``account``'s secondary password."""
+    if not flavour.has_dual_passwords:
+        raise ValueError(f"{flavour} holds one password per account")
+    return f"ALTER USER {account} DISCARD OLD PASSWORD"
+
+
+def _retain_verdict(
+    own: _Privileges, user: str, host: str, master: str, *, own_account: bool
+) -> Permission:
+    """Whether ``user``@``host``, holding ``own``, may use RETAIN CURRENT PASSWORD on its own
+    account (``own_account``) or on another's."""
+    global_ = own.on.get("*.*", set())
+    needed = "APPLICATION_PASSWORD_ADMIN" if own_account else "CREATE USER"
+    whose = "its own account" if own_account else "another account"
+    if global_ & {"ALL PRIVILEGES", needed}:
+        return Permission(
+            True,
+            f"{_show(user, host)} holds {needed}: single user keeps the current password "
+            "beside the new one (RETAIN CURRENT PASSWORD), so no application is refused",
+        )
+    return Permission(
+        False,
+        f"{_show(user, host)} lacks {needed}, which RETAIN CURRENT PASSWORD needs on {whose}: "
+        "single user replaces the password, and applications that still hold the old one are "
+        "refused until they read the new one",
+        f"GRANT {needed} ON *.* TO {master}",
+    )
 
 
 def _placeholder(new_password: str) -> str:

@@ -18,11 +18,12 @@ from typing import Any
 import aioboto3
 import structlog
 
-from rotd import passwords
+from rotd import passwords, strategies
+from rotd.credentials import Credentials
 from rotd.engines import Capabilities, Engine, all_engines
 from rotd.inventory import Inventory, loads
 from rotd.observability import processors
-from rotd.protocol import Outcome
+from rotd.protocol import Outcome, endpoint_for
 from rotd.runner import Runner
 from rotd.secretstore import AwsConnection, AwsSecretStore, SecretStore
 from rotd.testing.aws import AwsEndpoint
@@ -51,6 +52,19 @@ class Kit:
     @property
     def capabilities(self) -> Capabilities:
         return self.engine.info.capabilities
+
+    async def several_passwords(self, secret: str) -> bool:
+        """Whether single user keeps ``secret``'s user logging in with AWSPREVIOUS too: the
+        engine declares ``several_passwords``, or its session, once connected, says this
+        server and login may (:class:`rotd.engines.SeveralPasswordsHere`)."""
+        if self.capabilities.several_passwords:
+            return True
+        spec = self.inventory(secret, SINGLE).secrets[0]
+        _, value = await self.value(secret, stage="AWSCURRENT")
+        current = Credentials.parse(json.dumps(value), engine=spec.engine)
+        login = strategies.login(endpoint_for(spec, current), current)
+        async with self.engine.connect(login, timeout_s=10) as session:
+            return await strategies.keeps_several_here(session, current.username)
 
     def declares(self, strategy: str) -> bool:
         caps = self.capabilities

@@ -17,10 +17,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from rotd.doctor import Level, diagnose
 from rotd.engines import Endpoint, Family, Login, Tls, TlsMode
 from rotd.engines.mysql import MysqlEngine
 from rotd.errors import Category, DatabaseError
+from rotd.secretstore import connection_for
+from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.mysql8_auth import mysql8_server
+from tests.fixtures.rotation import Rotd, assert_ok, one_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "fixtures" / "mysql8_auth.py"
@@ -190,3 +194,106 @@ async def test_a_target_holding_system_user_needs_a_master_with_system_user(
             assert not refused.granted
             assert "holds SYSTEM_USER" in refused.reason
             assert refused.fix == "GRANT SYSTEM_USER ON *.* TO 'admin'@'%'"
+
+
+RETAINING = [
+    "GRANT USAGE ON *.* TO `app_user`@`%`",
+    "GRANT APPLICATION_PASSWORD_ADMIN ON *.* TO `app_user`@`%`",
+]
+
+
+async def logs_in(port: int, password: str) -> bool:
+    try:
+        async with MysqlEngine().connect(mysql8_login(port, password), timeout_s=10):
+            return True
+    except DatabaseError as exc:
+        if exc.category is not Category.AUTH:
+            raise
+        return False
+
+
+async def mysql8_secret(secrets: Secrets, port: int, password: str) -> str:
+    value = {"engine": "mysql", "host": "127.0.0.1", "port": port}
+    return await secrets.create("mysql8", {**value, "username": "app_user", "password": password})
+
+
+@pytest.mark.parametrize("retaining", [True, False], ids=["privileged", "unprivileged"])
+async def test_single_user_on_mysql_8_keeps_the_current_password_when_the_login_may(
+    retaining: bool, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    initial = "Zz9#dual-initial"
+    async with mysql8_server("app_user", initial) as server:
+        server.grants = RETAINING if retaining else []
+        name = await mysql8_secret(secrets, server.port, initial)
+        inv = one_secret(moto, name, "single_user", tls="disable")
+
+        assert_ok(await rotd.rotate_one(inv))
+        # No login was refused on the way (each counts towards FAILED_LOGIN_ATTEMPTS).
+        assert "full-auth-refused" not in server.logins
+        first = (await secrets.value(name))["password"]
+        assert (await secrets.value(name, "AWSPREVIOUS"))["password"] == initial
+        assert await logs_in(server.port, first)
+        # With APPLICATION_PASSWORD_ADMIN, AWSPREVIOUS still logs in: no application that
+        # holds it is refused while it reads the new one. Without, the window stays.
+        assert await logs_in(server.port, initial) is retaining
+        retained = [q for q in server.queries if "RETAIN CURRENT PASSWORD" in q]
+        assert len(retained) == (1 if retaining else 0)
+
+        assert_ok(await rotd.rotate_one(inv))
+        second = (await secrets.value(name))["password"]
+        assert await logs_in(server.port, second)
+        assert await logs_in(server.port, first) is retaining
+        # MySQL holds two: the password older than AWSPREVIOUS is gone.
+        assert not await logs_in(server.port, initial)
+        assert (server.password, server.secondary) == (second, first if retaining else None)
+
+
+async def test_a_resumed_mysql_8_rotation_does_not_retain_the_pending_password_over_itself(
+    secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    initial, pending = "Zz9#dual-initial", "Yy8$dual-pending"
+    async with mysql8_server("app_user", initial) as server:
+        server.grants = RETAINING
+        name = await mysql8_secret(secrets, server.port, initial)
+        token = await secrets.put_pending(name, {**await secrets.value(name), "password": pending})
+        # A rotation cut after setSecret: the server holds the pending password beside AWSCURRENT's.
+        server.password, server.secondary = pending, initial
+
+        outcome = await rotd.rotate_one(one_secret(moto, name, "single_user", tls="disable"))
+
+        assert_ok(outcome)
+        assert outcome.version_id == token
+        assert outcome.resumed
+        assert (await secrets.value(name))["password"] == pending
+        # The REPLACE of AWSCURRENT's password was refused (the primary is the pending one),
+        # and nothing else was sent: AWSCURRENT's is still held.
+        assert (server.password, server.secondary) == (pending, initial)
+        assert len([q for q in server.queries if q.startswith("ALTER USER")]) <= 1
+        assert await logs_in(server.port, initial)
+        assert await logs_in(server.port, pending)
+
+
+@pytest.mark.parametrize("retaining", [True, False], ids=["privileged", "unprivileged"])
+async def test_doctor_says_whether_single_user_on_mysql_8_keeps_a_window(
+    retaining: bool, secrets: Secrets, moto: MotoServer
+) -> None:
+    initial = "Zz9#dual-initial"
+    async with mysql8_server("app_user", initial) as server:
+        server.grants = RETAINING if retaining else []
+        server.results = {
+            "SELECT @@global.read_only": (["ro", "sro"], [("0", "0")]),
+            "SHOW CREATE USER": (
+                ["CREATE USER"],
+                [("CREATE USER `app_user`@`%` IDENTIFIED WITH 'caching_sha2_password'",)],
+            ),
+        }
+        name = await mysql8_secret(secrets, server.port, initial)
+        inv = one_secret(moto, name, "single_user", tls="disable")
+
+        checks = await diagnose(inv, inv.secrets, connection_for(inv))
+
+        (found,) = [c for c in checks if c.secret_id == name and c.name == "db.several_passwords"]
+        assert not [q for q in server.queries if q.startswith("ALTER USER")]
+    assert found.level is (Level.OK if retaining else Level.WARN)
+    if not retaining:
+        assert found.fix == "GRANT APPLICATION_PASSWORD_ADMIN ON *.* TO 'app_user'@'%'"

@@ -11,6 +11,7 @@ import pytest
 from rotd.engines import Permission
 from rotd.engines.mysql import (
     Flavour,
+    _discard_sql,
     _grant_statements,
     _holds,
     _needed_to_grant,
@@ -20,6 +21,8 @@ from rotd.engines.mysql import (
     _password_options_of,
     _placeholder,
     _policy_verdict,
+    _retain_sql,
+    _retain_verdict,
     _unmirrored_options,
 )
 from rotd.passwords import PUNCTUATION, PasswordPolicy, mysql_holds_password, mysql_native_hash
@@ -279,3 +282,68 @@ def test_options_only_the_clone_has_go_back_to_the_default() -> None:
     assert _option_clauses(("PASSWORD HISTORY DEFAULT",), ("PASSWORD HISTORY 3",)) == [
         "PASSWORD HISTORY DEFAULT"
     ]
+
+
+# -- dual passwords (MySQL 8.0.14+: RETAIN CURRENT PASSWORD, DISCARD OLD PASSWORD) -------------
+
+DUAL = {
+    "mysql-5.7": (Flavour.parse("5.7.44-log"), False),
+    "mysql-8.0.13": (Flavour.parse("8.0.13"), False),
+    "mysql-8.0.14": (Flavour.parse("8.0.14"), True),
+    "mysql-8.0": (FLAVOURS["mysql-8.0"], True),
+    "mysql-8.4": (FLAVOURS["mysql-8.4"], True),
+    "aurora-mysql-3": (Flavour.parse("8.0.mysql_aurora.3.05.2"), False),
+    "mariadb": (FLAVOURS["mariadb"], False),
+    "mariadb-11": (Flavour.parse("11.4.2-MariaDB"), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DUAL))
+def test_only_mysql_8_0_14_and_later_keep_a_second_password(name: str) -> None:
+    flavour, dual = DUAL[name]
+    assert flavour.has_dual_passwords is dual
+    if dual:
+        own = _retain_sql(flavour, "USER()", "'new'", "'old'")
+        assert own == "ALTER USER USER() IDENTIFIED BY 'new' REPLACE 'old' RETAIN CURRENT PASSWORD"
+        other = _retain_sql(flavour, "'app'@'%'", "'new'", None)
+        assert other == "ALTER USER 'app'@'%' IDENTIFIED BY 'new' RETAIN CURRENT PASSWORD"
+        assert _discard_sql(flavour, "USER()") == "ALTER USER USER() DISCARD OLD PASSWORD"
+    else:
+        # Sent to such a server, the statement would fail or (MariaDB) mean something else.
+        with pytest.raises(ValueError, match="one password per account"):
+            _retain_sql(flavour, "USER()", "'new'", "'old'")
+        with pytest.raises(ValueError, match="one password per account"):
+            _discard_sql(flavour, "USER()")
+
+
+OWN_GRANTS = {
+    "usage only": (["GRANT USAGE ON *.* TO `app`@`%`"], False, False),
+    "application_password_admin": (
+        [
+            "GRANT USAGE ON *.* TO `app`@`%`",
+            "GRANT APPLICATION_PASSWORD_ADMIN ON *.* TO `app`@`%`",
+        ],
+        True,
+        False,
+    ),
+    "create user": (["GRANT SELECT, CREATE USER ON *.* TO `app`@`%`"], False, True),
+    "all": (["GRANT ALL PRIVILEGES ON *.* TO `app`@`%`"], True, True),
+    "on one database only": (["GRANT ALL PRIVILEGES ON `db`.* TO `app`@`%`"], False, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWN_GRANTS))
+def test_retaining_needs_application_password_admin_for_oneself_create_user_for_others(
+    name: str,
+) -> None:
+    lines, for_itself, for_others = OWN_GRANTS[name]
+    own = _parse_grants(lines, "app", "%", dynamic=True)
+    itself = _retain_verdict(own, "app", "%", "'app'@'%'", own_account=True)
+    others = _retain_verdict(own, "app", "%", "'app'@'%'", own_account=False)
+    assert itself.granted is for_itself
+    assert others.granted is for_others
+    if not for_itself:
+        assert itself.fix == "GRANT APPLICATION_PASSWORD_ADMIN ON *.* TO 'app'@'%'"
+        assert "applications that still hold the old one are refused" in itself.reason
+    if not for_others:
+        assert others.fix == "GRANT CREATE USER ON *.* TO 'app'@'%'"
