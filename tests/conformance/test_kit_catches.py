@@ -7,13 +7,13 @@ nothing about the ones it passes. PostgreSQL serves unless the defect shows only
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
 
-from rotd.engines import EngineInfo, Login, Session
+from rotd.engines import Capabilities, EngineInfo, Login, Session
 from rotd.errors import Category, DatabaseError
 from rotd.testing import Conformance, CuttingEngine, CuttingSession, Kit
 from rotd.testing.aws import AwsEndpoint
@@ -30,6 +30,13 @@ class ForgetsPassword(CuttingSession):
 class LockAlwaysFree(CuttingSession):
     async def try_lock(self, key: str) -> bool:
         return True
+
+
+class ReplacesPasswords(CuttingSession):
+    """Claims several passwords, but keeps only the newest one."""
+
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        await self.set_own_password(passwords[0])
 
 
 class MirrorsOnce(CuttingSession):
@@ -60,6 +67,9 @@ class Defective(CuttingEngine):
         info = super().info
         caps = dataclasses.replace(info.capabilities, **self.capabilities)
         return dataclasses.replace(info, capabilities=caps)
+
+    def capabilities_for(self, settings: Mapping[str, Any]) -> Capabilities:
+        return dataclasses.replace(super().capabilities_for(settings), **self.capabilities)
 
     @asynccontextmanager
     async def _connect(self, login: Login, timeout_s: float) -> AsyncIterator[Session]:
@@ -147,7 +157,7 @@ async def test_a_password_in_an_error_fails_the_secrets_test(kit: Kit) -> None:
 async def test_several_passwords_claimed_without_them_fails_the_witness(
     kit: Kit, strategy: str
 ) -> None:
-    kit.engine = Defective(kit.engine, several_passwords=True)
+    kit.engine = Defective(kit.engine, ReplacesPasswords, several_passwords=True)
     with pytest.raises(AssertionError, match="AWSCURRENT refused mid-rotation"):
         await Conformance().test_a_witness_logs_in_throughout(kit, strategy)
 
