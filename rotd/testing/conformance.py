@@ -4,7 +4,8 @@ Every test runs rotd's real runner against the author's live server and a Secret
 (moto's server, from :mod:`rotd.testing.plugin`), and checks what an application would see:
 
 - single user: the new AWSCURRENT logs in, the old password is refused (still accepted as
-  AWSPREVIOUS where the engine declares ``several_passwords``), other keys are kept;
+  AWSPREVIOUS where the engine declares ``several_passwords``, and refused one rotation
+  later), other keys are kept;
 - alternating users (``mirror_user``): the clone is created, logs in and has what the
   original was granted (grants made after it exists too), the previous login keeps working,
   the next rotation comes back to the original;
@@ -15,7 +16,8 @@ Every test runs rotd's real runner against the author's live server and a Secret
   setSecret's statement, testSecret's login, finishSecret's move) is resumed and converges on
   a working AWSCURRENT and no unfinished AWSPENDING;
 - with ``rotation_lock``, a second rotation of the same secret at the same time is refused
-  ``locked``; with or without it, the two make exactly one new version;
+  ``locked``; without it the second finishes and the first gives way; either way the two
+  make exactly one new version;
 - no password reaches a rendered log line or an error message.
 
 A strategy the engine does not declare is checked as refused before anything changes.
