@@ -7,7 +7,7 @@ nothing about the ones it passes. PostgreSQL serves unless the defect shows only
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -18,8 +18,9 @@ from rotd.errors import Category, DatabaseError
 from rotd.testing import Conformance, CuttingEngine, CuttingSession, Kit
 from rotd.testing.aws import AwsEndpoint
 from rotd.testing.kit import SINGLE, open_kit
-from tests.conformance.targets import DatabaseTarget
+from tests.conformance.targets import DatabaseTarget, RedisTarget
 from tests.fixtures.databases import Database, Mariadb, Postgres
+from tests.fixtures.redis import RedisServer
 
 
 class ForgetsPassword(CuttingSession):
@@ -37,6 +38,17 @@ class ReplacesPasswords(CuttingSession):
 
     async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
         await self.set_own_password(passwords[0])
+
+
+class KeepsEveryPassword(CuttingSession):
+    """Adds the passwords it is given and never removes one."""
+
+    given: ClassVar[dict[str, list[str]]] = {}
+
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        kept = self.given.setdefault(username, [])
+        kept[:0] = [p for p in passwords if p not in kept]
+        await super().set_passwords(username, kept)
 
 
 class MirrorsOnce(CuttingSession):
@@ -114,6 +126,21 @@ async def kit(request: pytest.FixtureRequest, kit_aws: AwsEndpoint) -> AsyncIter
     async with open_kit(DatabaseTarget(db), kit_aws) as kit:
         yield kit
     await db.cleanup()
+
+
+@pytest.fixture
+async def redis_kit(
+    redis_servers: Callable[..., RedisServer], kit_aws: AwsEndpoint
+) -> AsyncIterator[Kit]:
+    async with open_kit(RedisTarget(redis_servers("aclfile")), kit_aws) as kit:
+        yield kit
+
+
+async def test_a_password_never_removed_fails_the_single_user_test(redis_kit: Kit) -> None:
+    """several_passwords keeps AWSCURRENT and AWSPREVIOUS, not every password ever set."""
+    redis_kit.engine = Defective(redis_kit.engine, KeepsEveryPassword)
+    with pytest.raises(AssertionError, match="a password older than AWSPREVIOUS still logs in"):
+        await Conformance().test_single_user_rotation(redis_kit)
 
 
 async def test_a_password_that_never_changes_fails_the_single_user_test(kit: Kit) -> None:
