@@ -5,7 +5,8 @@ Every test runs rotd's real runner against the author's live server and a Secret
 
 - single user: the new AWSCURRENT logs in, the old password is refused (still accepted as
   AWSPREVIOUS where the engine declares ``several_passwords``, or its session says once
-  connected that this server and login keep several), other keys are kept;
+  connected that this server and login keep several, and refused one rotation later), other
+  keys are kept;
 - alternating users (``mirror_user``): the clone is created, logs in and has what the
   original was granted (grants made after it exists too), the previous login keeps working,
   the next rotation comes back to the original;
@@ -16,7 +17,8 @@ Every test runs rotd's real runner against the author's live server and a Secret
   setSecret's statement, testSecret's login, finishSecret's move) is resumed and converges on
   a working AWSCURRENT and no unfinished AWSPENDING;
 - with ``rotation_lock``, a second rotation of the same secret at the same time is refused
-  ``locked``; with or without it, the two make exactly one new version;
+  ``locked``; without it the second finishes and the first gives way; either way the two
+  make exactly one new version;
 - no password reaches a rendered log line or an error message.
 
 A strategy the engine does not declare is checked as refused before anything changes.
@@ -31,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
-from rotd.errors import Category
+from rotd.errors import Category, ConfigErrors
 from rotd.inventory import Inventory
 from rotd.protocol import Outcome
 from rotd.testing.aws import AwsEndpoint
@@ -40,7 +42,8 @@ from rotd.testing.kit import ALTERNATING, KEPT_KEY, SINGLE, Kit, open_kit
 from rotd.testing.target import Target
 from rotd.testing.witness import Witness
 
-# Where a cut lands: the boundary (engine or store) and the method, per strategy.
+# Where a cut lands: the boundary (engine or store) and the method, per strategy. Single user
+# on an engine with several_passwords calls set_passwords instead (see _method).
 CUTS = {
     "createSecret": ("store", {SINGLE: "put_pending", ALTERNATING: "put_pending"}),
     "setSecret": ("engine", {SINGLE: "set_own_password", ALTERNATING: "mirror_user"}),
@@ -56,6 +59,14 @@ async def until(condition: Callable[[], bool], what: str, deadline_s: float = DE
     while not condition():
         assert time.monotonic() < deadline, f"no {what} within {deadline_s:.0f}s"
         await asyncio.sleep(0.01)  # polling a condition, not waiting for time to pass
+
+
+def _method(kit: Kit, step: str, strategy: str) -> str:
+    """The method whose return ends ``step``'s work at the boundary, for this engine."""
+    method = CUTS[step][1][strategy]
+    if method == "set_own_password" and kit.capabilities.several_passwords:
+        return "set_passwords"
+    return method
 
 
 def _ok(outcome: Outcome) -> None:
@@ -87,12 +98,22 @@ class Conformance:
         return secret, master
 
     async def _refused_undeclared(self, kit: Kit, strategy: str) -> None:
-        """A strategy the engine does not declare is refused, and nothing changes."""
+        """A strategy the engine does not declare is refused, and nothing changes: by the
+        inventory's validation when its database names the engine (``engine:``), else by the
+        rotation."""
         secret, _ = await self._pair(kit, SINGLE)
         before = await kit.stages(secret)
-        outcome = await kit.rotate(kit.inventory(secret, strategy))
-        assert outcome.error is not None, f"{strategy} rotated without the capability"
-        assert outcome.error.category is Category.UNSUPPORTED, outcome.error
+        inventory: Inventory | None = None
+        try:
+            inventory = kit.inventory(secret, strategy)
+        except ConfigErrors as exc:
+            invalid = str(exc)
+        if inventory is None:
+            assert "lacks the capability" in invalid, invalid
+        else:
+            outcome = await kit.rotate(inventory)
+            assert outcome.error is not None, f"{strategy} rotated without the capability"
+            assert outcome.error.category is Category.UNSUPPORTED, outcome.error
         assert await kit.stages(secret) == before, (
             "the refused rotation changed the secret's labels"
         )
@@ -131,6 +152,18 @@ class Conformance:
         assert await kit.current_logs_in(secret), (
             "AWSCURRENT does not log in after a second rotation"
         )
+        _, previous = await kit.value(secret, stage="AWSPREVIOUS")
+        assert previous["password"] == current["password"], "AWSPREVIOUS is not the first's"
+        previous_accepted = await kit.logs_in(previous)
+        if several:
+            assert previous_accepted, (
+                "several passwords declared or granted, yet AWSPREVIOUS is refused"
+            )
+            assert not await kit.target.logs_in(username, password), (
+                "a password older than AWSPREVIOUS still logs in"
+            )
+        else:
+            assert not previous_accepted, "the replaced password still logs in"
         assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"
 
     async def test_alternating_users_rotation(self, kit: Kit) -> None:
@@ -212,7 +245,9 @@ class Conformance:
         self, kit: Kit, inventory: Inventory, strategy: str, witness: Witness
     ) -> None:
         """One rotation, held after setSecret until the witness logged in a few times."""
-        pause = Pause(CUTS["setSecret"][1][strategy])
+        # Alternating users mirror the clone, and set the original's password on the way back.
+        also = ("set_password",) if strategy == ALTERNATING else ()
+        pause = Pause(_method(kit, "setSecret", strategy), also)
         engine = CuttingEngine(kit.engine, pause=pause)
         rotation = asyncio.create_task(kit.rotate(inventory, engine=engine))
         try:
@@ -224,6 +259,7 @@ class Conformance:
             pause.release.set()
             outcome = await rotation
         _ok(outcome)
+        assert pause.reached.is_set(), f"rotd never called {pause.method} in setSecret"
 
     @pytest.mark.parametrize("step", list(CUTS))
     @pytest.mark.parametrize("strategy", [SINGLE, ALTERNATING])
@@ -236,8 +272,8 @@ class Conformance:
         secret, master = await self._pair(kit, strategy)
         inventory = kit.inventory(secret, strategy, master)
         old_version, _ = await kit.value(secret, stage="AWSCURRENT")
-        boundary, methods = CUTS[step]
-        cut = Cut(methods[strategy])
+        boundary = CUTS[step][0]
+        cut = Cut(_method(kit, step, strategy))
         if boundary == "engine":
             first = await kit.rotate(inventory, engine=CuttingEngine(kit.engine, cut=cut))
         else:
@@ -280,6 +316,11 @@ class Conformance:
             assert other.error is not None, "a second rotation ran beside one holding the lock"
             assert other.error.category is Category.LOCKED, other.error
             _ok(held)
+        else:
+            # No lock: the second runs to the end; the first then finds AWSCURRENT moved
+            # under it and gives way (locked) or finds nothing left to do, writing nothing.
+            _ok(other)
+            assert held.error is None or held.error.category is Category.LOCKED, held.error
         assert len(await kit.history(secret)) == len(before) + 1, "not exactly one new version"
         assert await kit.current_logs_in(secret), "AWSCURRENT does not log in"
         assert await kit.unfinished(secret) == [], "an unfinished AWSPENDING was left"

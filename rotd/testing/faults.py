@@ -12,12 +12,21 @@ that another rotation can be run beside it at a chosen instant.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from rotd.engines import Engine, EngineInfo, Login, Permission, Session
+from rotd.engines import (
+    Capabilities,
+    Engine,
+    EngineInfo,
+    Login,
+    Permission,
+    Session,
+    SeveralPasswords,
+    capabilities,
+)
 from rotd.errors import Category, DatabaseError, StoreError
 from rotd.passwords import PasswordPolicy
 from rotd.secretstore import SecretDescription, SecretStore, SecretValue
@@ -46,14 +55,16 @@ class Cut:
 
 @dataclass
 class Pause:
-    """Hold the rotation right after the first call of ``method`` returned, until released."""
+    """Hold the rotation right after the first call of ``method`` (or of one of ``also``)
+    returned, until released."""
 
     method: str
+    also: tuple[str, ...] = ()
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def after(self, method: str) -> None:
-        if method != self.method or self.reached.is_set():
+        if method not in (self.method, *self.also) or self.reached.is_set():
             return
         self.reached.set()
         await self.release.wait()
@@ -109,6 +120,17 @@ class CuttingSession:
     async def set_password(self, username: str, new_password: str) -> None:
         await self._call("set_password", lambda: self._session.set_password(username, new_password))
 
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        inner = self._session
+        if not isinstance(inner, SeveralPasswords):
+            raise DatabaseError(
+                self._host,
+                self._port,
+                Category.UNSUPPORTED,
+                f"{type(inner).__name__} has no set_passwords (capability several_passwords)",
+            )
+        await self._call("set_passwords", lambda: inner.set_passwords(username, passwords))
+
     async def mirror_user(self, original: str, clone: str, new_password: str) -> None:
         await self._call(
             "mirror_user", lambda: self._session.mirror_user(original, clone, new_password)
@@ -160,6 +182,10 @@ class CuttingEngine:
     @property
     def info(self) -> EngineInfo:
         return self._engine.info
+
+    def capabilities_for(self, settings: Mapping[str, Any]) -> Capabilities:
+        """The wrapped engine's, with these settings (exec: mirror_user when configured)."""
+        return capabilities(self._engine, settings)
 
     def connect(self, login: Login, *, timeout_s: float) -> AbstractAsyncContextManager[Session]:
         return self._connect(login, timeout_s)

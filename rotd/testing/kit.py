@@ -20,14 +20,14 @@ import structlog
 
 from rotd import passwords, strategies
 from rotd.credentials import Credentials
-from rotd.engines import Capabilities, Engine, all_engines
-from rotd.inventory import Inventory, loads
+from rotd.engines import Capabilities, Engine, Settings, all_engines, capabilities
+from rotd.inventory import Inventory
 from rotd.observability import processors
 from rotd.protocol import Outcome, endpoint_for
 from rotd.runner import Runner
 from rotd.secretstore import AwsConnection, AwsSecretStore, SecretStore
 from rotd.testing.aws import AwsEndpoint
-from rotd.testing.target import Target
+from rotd.testing.target import Target, kit_inventory
 
 SINGLE = "single_user"
 ALTERNATING = "alternating_users"
@@ -42,6 +42,10 @@ class Kit:
         self.client = client
         self.store = store
         self.engine: Engine = all_engines()[target.engine]
+        # The engine's own settings from the target's database entry (exec:), as rotd reads them.
+        self.settings: Settings = (
+            self.inventory("rotd-kit/probe", SINGLE).secrets[0].engine_settings
+        )
         self.prefix = f"rotd-kit/{uuid.uuid4().hex[:10]}"
         self.secrets: list[str] = []
         self.usernames: list[str] = []
@@ -51,7 +55,8 @@ class Kit:
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.engine.info.capabilities
+        """What the engine can do with the target's settings, as rotd asks it."""
+        return capabilities(self.engine, self.settings)
 
     async def several_passwords(self, secret: str) -> bool:
         """Whether single user keeps ``secret``'s user logging in with AWSPREVIOUS too: the
@@ -101,14 +106,8 @@ class Kit:
         return await self.create_secret(username, password)
 
     def inventory(self, secret: str, strategy: str, master: str | None = None) -> Inventory:
-        lines = [
-            f"aws:\n  endpoint_url: {self.aws.endpoint_url}\n  region: {self.aws.region}",
-            "databases:\n  - name: kit\n    secrets:",
-            f"      - id: {json.dumps(secret)}\n        strategy: {strategy}",
-        ]
-        if master is not None:
-            lines.append(f"        master_secret: {json.dumps(master)}")
-        return loads("\n".join(lines) + "\n", "kit.yaml")
+        aws = {"endpoint_url": self.aws.endpoint_url, "region": self.aws.region}
+        return kit_inventory(self.target, secret, strategy, master, aws)
 
     async def rotate(
         self,

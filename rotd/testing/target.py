@@ -4,17 +4,21 @@ A :class:`Target` makes and removes logins on a real server (the kit never mocks
 whether a username and password log in, and writes the secret JSON that points rotd at it.
 ``logs_in`` should ask the server independently of the engine under test where it can (its
 driver, a client); :func:`engine_logs_in` asks through the engine itself, for systems where
-that is the only way.
+that is the only way. A target may also define ``database_settings()``: keys the kit adds to
+the inventory's database entry (``nodes:``, or ``engine: exec`` and its ``exec:`` block).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from rotd.credentials import Credentials
-from rotd.engines import Endpoint, Login, Tls, all_engines
+from rotd.engines import Login, all_engines
 from rotd.errors import Category, DatabaseError
+from rotd.inventory import Inventory, loads
+from rotd.protocol import endpoint_for
 
 
 class Target(Protocol):
@@ -23,6 +27,11 @@ class Target(Protocol):
     ``engine`` is the name the engine is registered under (the secret's ``engine``). Names the
     kit passes are short (under 24 characters with rotd's ``_clone`` suffix), lower case
     letters, digits and underscores; passwords are made by rotd's generator.
+
+    Optional, not part of the protocol's type: ``database_settings() -> Mapping[str, Any]``,
+    keys the kit adds to the inventory's database entry, for an engine that reads its settings
+    there: ``{"nodes": ["127.0.0.1:7001", ...]}`` (Redis), ``{"engine": "exec", "exec":
+    {...}}`` (exec). ``engine`` is then the engine the entry names.
     """
 
     @property
@@ -55,22 +64,48 @@ class Target(Protocol):
         ``password`` and whatever else the engine reads (``dbname``, ``ssl``, own keys)."""
 
 
+def database_settings(target: Target) -> dict[str, Any]:
+    """The keys ``target`` adds to the inventory's database entry (none when it defines no
+    ``database_settings``)."""
+    extra = getattr(target, "database_settings", None)
+    found: Mapping[str, Any] = extra() if callable(extra) else {}
+    return dict(found)
+
+
+def kit_inventory(
+    target: Target,
+    secret: str,
+    strategy: str,
+    master: str | None = None,
+    aws: Mapping[str, str] | None = None,
+) -> Inventory:
+    """A one-secret inventory for ``target``: its database entry (with the target's own
+    settings) holding ``secret`` rotated with ``strategy``."""
+    entry: dict[str, Any] = {"id": secret, "strategy": strategy}
+    if master is not None:
+        entry["master_secret"] = master
+    database = {"name": "kit", **database_settings(target), "secrets": [entry]}
+    document: dict[str, Any] = {"databases": [database]}
+    if aws is not None:
+        document = {"aws": dict(aws), **document}
+    # JSON is YAML: no quoting rules to get wrong for names, paths or argv.
+    return loads(json.dumps(document, indent=2) + "\n", "kit.yaml")
+
+
 async def engine_logs_in(
     target: Target, username: str, password: str, *, timeout_s: float = 10.0
 ) -> bool:
     """Whether ``target``'s engine logs in with this login, asked through the engine's own
-    ``connect``: False on an ``auth`` refusal, :class:`DatabaseError` for anything else."""
-    credentials = Credentials.parse(json.dumps(target.secret(username, password)))
-    endpoint = Endpoint(
-        engine=credentials.engine,
-        host=credentials.host,
-        port=credentials.port,
-        dbname=credentials.dbname,
-        tls=credentials.tls_under(Tls(), chosen=False),
-    )
-    engine = all_engines()[target.engine]
+    ``connect`` (at the endpoint, with the settings and the secret JSON a rotation would
+    give it): False on an ``auth`` refusal, :class:`DatabaseError` for anything else."""
+    document = target.secret(username, password)
+    spec = kit_inventory(target, "rotd-kit/login", "single_user").secrets[0]
+    credentials = Credentials.parse(json.dumps(document), engine=spec.engine)
+    endpoint = endpoint_for(spec, credentials)
+    engine = all_engines()[endpoint.engine]
+    login = Login(endpoint, username, password, document=document)
     try:
-        async with engine.connect(Login(endpoint, username, password), timeout_s=timeout_s):
+        async with engine.connect(login, timeout_s=timeout_s):
             return True
     except DatabaseError as exc:
         if exc.category is Category.AUTH:

@@ -1,21 +1,27 @@
 """rotd's own engines through the conformance kit, as any engine author runs it.
 
-PostgreSQL on the throwaway scram-sha-256 cluster, MariaDB on the machine's server; each
-target creates and drops logins as an administrator and checks logins with the server's own
-driver (never through the engine under test). The kit's Secrets Manager is its plugin's
-``kit_aws`` (loaded in ``tests/conftest.py``), exactly as an author's suite would get it.
+PostgreSQL on the throwaway scram-sha-256 cluster, MariaDB on the machine's server, Redis on
+servers each test starts with an ACL file (one node; a primary and its replica listed under
+``nodes:``), and the exec engine with the shipped RabbitMQ script against the machine's
+RabbitMQ. Each target creates and drops logins as an administrator and checks logins with the
+server's own driver or protocol (never through the engine under test). The kit's Secrets
+Manager is its plugin's ``kit_aws`` (loaded in ``tests/conftest.py``), exactly as an author's
+suite would get it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from rotd.testing import Conformance
-from tests.conformance.targets import DatabaseTarget
+from tests.conformance.targets import DatabaseTarget, RabbitmqTarget, RedisTarget
 from tests.fixtures.databases import Mariadb, Postgres
+from tests.fixtures.redis import ADMIN_PASSWORD, RedisServer
 
 
 class TestPostgres(Conformance):
@@ -32,3 +38,42 @@ class TestMariadb(Conformance):
         db = Mariadb(mysql_server)
         yield DatabaseTarget(db)
         await db.cleanup()
+
+
+class TestRedis(Conformance):
+    @pytest.fixture
+    def target(self, redis_servers: Callable[..., RedisServer]) -> RedisTarget:
+        return RedisTarget(redis_servers("aclfile"))
+
+
+class TestRedisReplica(Conformance):
+    """A primary and its replica, both under ``nodes:``: Redis does not replicate ACLs."""
+
+    @pytest.fixture
+    async def target(self, redis_servers: Callable[..., RedisServer]) -> RedisTarget:
+        primary, replica = redis_servers("aclfile"), redis_servers("aclfile")
+        with primary.admin() as admin:  # no 5 s wait before the first full sync
+            admin.execute_command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        with replica.admin() as admin:
+            admin.execute_command("CONFIG", "SET", "masteruser", "admin")
+            admin.execute_command("CONFIG", "SET", "masterauth", ADMIN_PASSWORD)
+            admin.execute_command("REPLICAOF", "127.0.0.1", primary.port)
+            deadline = time.monotonic() + 30
+            while admin.info("replication")["master_link_status"] != "up":
+                assert time.monotonic() < deadline, "the replica did not connect"
+                await asyncio.sleep(0.05)
+        return RedisTarget(primary, replica)
+
+
+class TestExecRabbitmq(Conformance):
+    """The exec engine running config/exec/rabbitmq's set and test on this host's RabbitMQ.
+
+    Without its mirror command, so alternating users are checked as refused: each mirror runs
+    rabbitmqctl seven times (over a second each), which would make these tests take minutes;
+    tests/integration/test_exec_rabbitmq.py rotates alternating users through it."""
+
+    @pytest.fixture
+    async def target(self) -> AsyncIterator[RabbitmqTarget]:
+        target = RabbitmqTarget(mirror=False)
+        yield target
+        await target.cleanup()  # the vhosts grant_access made

@@ -7,19 +7,20 @@ nothing about the ones it passes. PostgreSQL serves unless the defect shows only
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
 
-from rotd.engines import EngineInfo, Login, Session
+from rotd.engines import Capabilities, EngineInfo, Login, Session
 from rotd.errors import Category, DatabaseError
 from rotd.testing import Conformance, CuttingEngine, CuttingSession, Kit
 from rotd.testing.aws import AwsEndpoint
 from rotd.testing.kit import SINGLE, open_kit
-from tests.conformance.targets import DatabaseTarget
+from tests.conformance.targets import DatabaseTarget, RedisTarget
 from tests.fixtures.databases import Database, Mariadb, Postgres
+from tests.fixtures.redis import RedisServer
 
 
 class ForgetsPassword(CuttingSession):
@@ -30,6 +31,24 @@ class ForgetsPassword(CuttingSession):
 class LockAlwaysFree(CuttingSession):
     async def try_lock(self, key: str) -> bool:
         return True
+
+
+class ReplacesPasswords(CuttingSession):
+    """Claims several passwords, but keeps only the newest one."""
+
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        await self.set_own_password(passwords[0])
+
+
+class KeepsEveryPassword(CuttingSession):
+    """Adds the passwords it is given and never removes one."""
+
+    given: ClassVar[dict[str, list[str]]] = {}
+
+    async def set_passwords(self, username: str, passwords: Sequence[str]) -> None:
+        kept = self.given.setdefault(username, [])
+        kept[:0] = [p for p in passwords if p not in kept]
+        await super().set_passwords(username, kept)
 
 
 class MirrorsOnce(CuttingSession):
@@ -60,6 +79,9 @@ class Defective(CuttingEngine):
         info = super().info
         caps = dataclasses.replace(info.capabilities, **self.capabilities)
         return dataclasses.replace(info, capabilities=caps)
+
+    def capabilities_for(self, settings: Mapping[str, Any]) -> Capabilities:
+        return dataclasses.replace(super().capabilities_for(settings), **self.capabilities)
 
     @asynccontextmanager
     async def _connect(self, login: Login, timeout_s: float) -> AsyncIterator[Session]:
@@ -106,6 +128,21 @@ async def kit(request: pytest.FixtureRequest, kit_aws: AwsEndpoint) -> AsyncIter
     await db.cleanup()
 
 
+@pytest.fixture
+async def redis_kit(
+    redis_servers: Callable[..., RedisServer], kit_aws: AwsEndpoint
+) -> AsyncIterator[Kit]:
+    async with open_kit(RedisTarget(redis_servers("aclfile")), kit_aws) as kit:
+        yield kit
+
+
+async def test_a_password_never_removed_fails_the_single_user_test(redis_kit: Kit) -> None:
+    """several_passwords keeps AWSCURRENT and AWSPREVIOUS, not every password ever set."""
+    redis_kit.engine = Defective(redis_kit.engine, KeepsEveryPassword)
+    with pytest.raises(AssertionError, match="a password older than AWSPREVIOUS still logs in"):
+        await Conformance().test_single_user_rotation(redis_kit)
+
+
 async def test_a_password_that_never_changes_fails_the_single_user_test(kit: Kit) -> None:
     kit.engine = Defective(kit.engine, ForgetsPassword)
     with pytest.raises(AssertionError):
@@ -147,7 +184,7 @@ async def test_a_password_in_an_error_fails_the_secrets_test(kit: Kit) -> None:
 async def test_several_passwords_claimed_without_them_fails_the_witness(
     kit: Kit, strategy: str
 ) -> None:
-    kit.engine = Defective(kit.engine, several_passwords=True)
+    kit.engine = Defective(kit.engine, ReplacesPasswords, several_passwords=True)
     with pytest.raises(AssertionError, match="AWSCURRENT refused mid-rotation"):
         await Conformance().test_a_witness_logs_in_throughout(kit, strategy)
 

@@ -19,7 +19,7 @@ CLEARED = ("resetpass", "resetkeys", "resetchannels", "clearselectors", "-@all",
 # What a login needs to rotate: read and change users, save them, take the lock key.
 NEEDED = (
     "+acl|getuser +acl|setuser +acl|list +acl|save +acl|dryrun +config|get +config|rewrite "
-    "+info +get +set +eval ~rotd:*"
+    "+info +get +set +del +pexpire +eval ~rotd:*"
 )
 
 # Rules of ``ACL LIST`` that are a user's passwords, not its rights.
