@@ -165,6 +165,9 @@ async def test_a_burst_of_sighup_during_a_reload_makes_one_more_reload(
             lambda: not signal_pending(process.proc.pid, signal.SIGHUP), "SIGHUP delivered", 10
         )
     await asyncio.to_thread(feed, fifo, text, 30)  # the first reload
+    # Its reading must be over before the next writer opens the pipe: a writer that opens it
+    # while the first reload still reads would add its text to the same read.
+    process.wait_for_event("reload.applied", 30)
     await asyncio.to_thread(feed, fifo, text, 30)  # one more for the whole burst
     process.wait_for_event("reload.applied", 30, count=2)
     process.send(signal.SIGTERM)
