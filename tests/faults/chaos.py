@@ -238,6 +238,8 @@ class DatabaseFaults:
                     break
                 kinds = list(self.weights)
                 kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
+                if self._outage_owed():
+                    kind = "outage"
                 if kind == "pg_terminate":
                     await self._traffic(stop, self.proxies["postgres"])
                     await self._pg_terminate(pg)
@@ -306,6 +308,13 @@ class DatabaseFaults:
                 self.counts["mysql_kill_threads"] += 1
         self.counts["mysql_kill"] += 1
         self.timeline.append((time.time(), f"KILL x{len(victims)}"))
+
+    def _outage_owed(self) -> bool:
+        """Every run takes each database away: once every fourth fault while one has not been,
+        whatever the dice say (a run that drew one outage in a minute tested half of it)."""
+        injected = sum(self.counts[kind] for kind in self.weights)
+        untouched = any(self.counts[f"outage_{name}"] == 0 for name in self.proxies)
+        return untouched and injected >= 4 * (self.counts["outage"] + 1)
 
     def _outage(self) -> None:
         running = [p for p in self.proxies.values() if p.running]
