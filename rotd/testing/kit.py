@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from typing import Any
 
@@ -196,13 +196,16 @@ def _event_name(line: str) -> str:
         return "(not a log line)"
 
 
-@contextmanager
-def rendered_logs(lines: list[str]) -> Iterator[None]:
-    """Render every structlog event through rotd's processors (redaction included) as JSON
-    text into ``lines``, for as long as the block runs."""
+Sink = Callable[[Any, str, dict[str, Any]], None]
 
-    def keep(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
-        lines.append(json.dumps(event, default=str))
+
+@contextmanager
+def processed_events(sink: Sink) -> Iterator[None]:
+    """Hand every structlog event, once through rotd's processors (redaction included), to
+    ``sink(logger, method_name, event)`` instead of writing it, for as long as the block runs."""
+
+    def keep(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        sink(logger, name, dict(event))
         raise structlog.DropEvent
 
     previous = structlog.get_config()
@@ -215,6 +218,16 @@ def rendered_logs(lines: list[str]) -> Iterator[None]:
         yield
     finally:
         structlog.configure(**previous)
+
+
+@contextmanager
+def rendered_logs(lines: list[str]) -> Iterator[None]:
+    """Render every structlog event through rotd's processors (redaction included) as JSON
+    text into ``lines``, for as long as the block runs."""
+    with processed_events(
+        lambda _logger, _name, event: lines.append(json.dumps(event, default=str))
+    ):
+        yield
 
 
 @asynccontextmanager

@@ -9,22 +9,22 @@ import hmac
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from aiohttp import web
 
 from rotd.commands import OUTPUT_KEEP
 from rotd.engines import all_engines
 from rotd.hooks import HookRunner
 from rotd.inventory import Hook, Inventory, SecretSpec, Strategy
-from rotd.observability import Metrics, processors, redactor
+from rotd.observability import Metrics, redactor
 from rotd.protocol import Outcome
 from rotd.runner import Runner
+from rotd.testing.kit import processed_events
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
 from tests.fixtures.deadlines import until
@@ -63,21 +63,8 @@ Event = dict[str, Any]
 def events() -> Iterator[list[Event]]:
     """Every log event rotd emits, after its real processor chain (redaction included)."""
     captured: list[Event] = []
-
-    def keep(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
-        captured.append(dict(event))
-        raise structlog.DropEvent
-
-    previous = structlog.get_config()
-    structlog.configure(
-        processors=[*processors(), keep],
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    with processed_events(lambda _logger, _name, event: captured.append(event)):
         yield captured
-    finally:
-        structlog.configure(**previous)
 
 
 def named(events: list[Event], name: str) -> list[Event]:

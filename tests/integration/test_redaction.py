@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -16,9 +16,10 @@ import structlog
 
 from rotd.engines import all_engines
 from rotd.hooks import HookRunner
-from rotd.observability import processors
 from rotd.passwords import PUNCTUATION, mysql_native_hash, postgres_md5_verifier
 from rotd.runner import Runner
+from rotd.testing.kit import processed_events
+from rotd.testing.kit import rendered_logs as kit_rendered_logs
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
 from tests.fixtures.process import RotdProcess
@@ -32,21 +33,8 @@ __all__ = ["receiver"]  # the fixture, shared with the hook tests
 def rendered_logs() -> Iterator[list[str]]:
     """Every log line rotd renders, through its real processor chain, as JSON text."""
     lines: list[str] = []
-
-    def keep(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
-        lines.append(json.dumps(event, default=str))
-        raise structlog.DropEvent
-
-    previous = structlog.get_config()
-    structlog.configure(
-        processors=[*processors(), keep],
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    with kit_rendered_logs(lines):
         yield lines
-    finally:
-        structlog.configure(**previous)
 
 
 async def all_passwords(secrets: Secrets, name: str) -> set[str]:
@@ -158,21 +146,12 @@ def rendered_both_ways() -> Iterator[list[str]]:
     as_json = structlog.processors.JSONRenderer()
     as_text = structlog.dev.ConsoleRenderer(colors=False)
 
-    def keep(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+    def keep(logger: Any, name: str, event: dict[str, Any]) -> None:
         lines.append(as_json(logger, name, dict(event)))
         lines.append(as_text(logger, name, dict(event)))
-        raise structlog.DropEvent
 
-    previous = structlog.get_config()
-    structlog.configure(
-        processors=[*processors(), keep],
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-        cache_logger_on_first_use=False,
-    )
-    try:
+    with processed_events(keep):
         yield lines
-    finally:
-        structlog.configure(**previous)
 
 
 async def test_no_secret_value_in_any_encoding_in_any_output(
