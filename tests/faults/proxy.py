@@ -11,6 +11,8 @@ PostgreSQL, the ``Host`` column of MariaDB's process list) is matched to rotd's 
 is given, answers instead with throttling or 500 errors, stalls, or cuts the connection before
 or after moto has acted on the call. Rules aimed at one operation make a fault happen exactly
 where a test needs it. Every decision comes from the seeded ``random.Random`` it is handed.
+A call stalled in the proxy still reaches moto after its caller was killed, as a late packet
+would: :meth:`HttpFaultProxy.drained` waits until no call is on its way.
 
 Both count what they did in ``counts`` and what failed on their own side (the real server
 did not answer the proxy) in ``errors``, so that a test can tell its faults from its own.
@@ -217,6 +219,8 @@ class HttpFaultProxy:
     _rules: list[OpRule] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _session: ClientSession | None = None
+    _in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
 
     @property
@@ -257,7 +261,27 @@ class HttpFaultProxy:
             return None, None
         return self.rates.pick(self.rng), None
 
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no call is in the proxy (stalled, held or at moto); False on timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._in_flight:
+                    self._idle.clear()
+                    await self._idle.wait()
+        return not self._in_flight
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # aiohttp does not cancel a handler whose client went away: a stalled call of a
+        # killed process is forwarded all the same, and counted until moto has answered.
+        self._in_flight += 1
+        try:
+            return await self._forward(request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2] or "?"
         self.calls[operation] += 1

@@ -101,6 +101,7 @@ SECRETS_MANAGER_FAULTS = FaultRates(
     throttle=0.04, error_500=0.03, stall=0.03, cut_before=0.03, cut_after=0.03
 )
 RATE_S = 60.0  # rate(1 minute), the daemons' schedule
+CALLS_LAND_S = 40.0  # the longest a call can stay in the proxy: stall, then moto (30 s)
 PHASE_1_S = 40.0
 PHASE_2_S = 30.0
 # Phase 2 may go on this long while the run lacks faults; under a minute, so that a daemon
@@ -277,6 +278,7 @@ class Campaign:
                 3, "rotate", "1", args, deadline, first_delay_s=rng.uniform(2, 8), pause_s=(0.5, 4)
             ),
         )
+        await self._calls_landed()
         self.phase_2_from = await _next_second()
 
     async def daemons(self) -> None:
@@ -302,7 +304,15 @@ class Campaign:
             for lane in (1, 2, 3)
         ]
         await asyncio.gather(*lanes, self._observe(deadline), extending)
+        await self._calls_landed()
         self.phase_2_until = await _next_second()
+
+    async def _calls_landed(self) -> None:
+        """Every process of the phase is gone; wait for their calls still on the way to moto
+        (a call stalled in the proxy outlives its killed caller), so that each version is
+        counted in the phase whose process made it."""
+        if not await self.http.drained(timeout_s=CALLS_LAND_S):
+            self.http.errors["a call still in the proxy after its phase ended"] += 1
 
     async def _extend(self, deadline: Deadline, limit: float) -> None:
         """Move ``deadline`` on, up to ``limit`` (monotonic), while the run is short of a
