@@ -541,12 +541,14 @@ class _Rotation:
         """finishSecret, idempotent: a retried call whose first attempt went through is fine.
 
         Refused because AWSCURRENT is already on this version: if the call was sent more than
-        once and this process still holds the lock, that was its own earlier attempt (the
-        answer was lost). Otherwise another process moved it, having taken the rotation over
-        once this one lost its lock; that process reports the rotation (and runs its hooks),
-        so this one reports a skip. AWSCURRENT already past this version (now AWSPREVIOUS):
-        the rotation was done and another has followed; also a skip. Anywhere else: another
-        rotator is at work, a transient LOCKED failure.
+        once and this process still holds the lock, that was most likely its own earlier
+        attempt (the answer was lost), and it reports the rotation; but it may have been the
+        delayed move of a process that lost its lock, which reports it too
+        (``rotation.finish_ambiguous`` says so). Otherwise another process moved it, having
+        taken the rotation over once this one lost its lock; that process reports the
+        rotation (and runs its hooks), so this one reports a skip. AWSCURRENT already past
+        this version (now AWSPREVIOUS): the rotation was done and another has followed; also
+        a skip. Anywhere else: another rotator is at work, a transient LOCKED failure.
         """
         assert self.token is not None
         assert self.arn is not None
@@ -582,6 +584,17 @@ class _Rotation:
                 self.skip_reason = (
                     "finished by another rotd process after this one lost its rotation lock"
                 )
+                return
+            # Secrets Manager records no author of a move: the earlier attempt whose answer
+            # was lost made it, or a process that lost its lock before this one took it and
+            # whose move was delayed until now. Reported as this process's, since leaving it
+            # unreported would skip its hooks; the other process may report it too.
+            self.log.warning(
+                "rotation.finish_ambiguous",
+                reason="AWSCURRENT was already on this version when a retried move arrived",
+                consequence="if another rotd process reports this version too, its hooks run "
+                "twice: hooks must be idempotent",
+            )
 
     def _guard(self, description: SecretDescription) -> str | None:
         """Check that rotd may rotate the secret; pick the token. None: nothing to do."""

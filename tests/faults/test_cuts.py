@@ -245,6 +245,43 @@ async def test_a_finish_overtaken_after_the_lock_was_lost_is_reported_once(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_delayed_finish_met_by_a_retried_one_is_reported_as_ambiguous(
+    scene: Scene,
+) -> None:
+    """As above, but B's move is sent twice (its first attempt's connection was cut) and A's
+    lands between the two: B cannot tell A's move from its own first attempt. Secrets Manager
+    records no author, so both report the rotation, and B says that its report may be a
+    second one (hooks run at least once, here twice)."""
+    member = await scene.add(SINGLE)
+    inventory = scene.inventory(member, via_http=True)
+    late_finish = scene.http.on("UpdateSecretVersionStage", "hold")
+    scene.http.on("UpdateSecretVersionStage", "cut_before")
+    retried_finish = scene.http.on("UpdateSecretVersionStage", "hold")
+
+    a = scene.rotate(inventory)
+    await until(late_finish.held, "A's finishSecret")
+    await _end_rotd_sessions(scene.db, member.user)
+    b = scene.rotate(inventory)
+    await until(retried_finish.held, "B's finishSecret, sent again after a cut")
+    late_finish.release.set()
+    await asyncio.to_thread(a.wait, 60)
+    retried_finish.release.set()
+    await asyncio.to_thread(b.wait, 60)
+
+    by_a, by_b = outcome(a), outcome(b)
+    assert (a.proc.returncode, by_a["event"]) == (0, "rotation.succeeded"), by_a
+    assert (b.proc.returncode, by_b["event"]) == (0, "rotation.resumed"), by_b
+    (ambiguous,) = b.named("rotation.finish_ambiguous")
+    assert ambiguous["version_id"] == by_a["version_id"] == by_b["version_id"]
+    assert a.named("rotation.finish_ambiguous") == []
+    current = await scene.current(member)
+    assert current.version_id == by_a["version_id"]
+    assert await scene.logs_in(member, current)
+    assert await scene.unfinished(member) == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
 async def test_a_finish_that_lands_after_the_next_rotation_is_not_a_failure(
     scene: Scene,
 ) -> None:

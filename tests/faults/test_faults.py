@@ -708,7 +708,8 @@ def _totals(
         "rotation outcomes: " + _join(outcomes),
         "daemon events: " + _join(events),
         f"successful rotations {len(found)} "
-        f"(median {_median([r.finished - r.start for r in found])} s); "
+        f"(median {_median([r.finished - r.start for r in found])} s; "
+        f"reported as possibly a second report {sum(r.ambiguous for r in found)}); "
         f"versions made {sum(len(v) - 1 for v in history.values())}, "
         f"by daemons in phase 2 {sum(made_by_daemons.values())} (group D {group_d})",
         f"witness logins {sum(w.logins for w in witnesses)}; "
