@@ -242,7 +242,7 @@ class DatabaseFaults:
                     kind = "outage"
                 if kind == "pg_terminate":
                     await self._traffic(stop, self.proxies["postgres"])
-                    await self._pg_terminate(pg)
+                    await self._pg_terminate(pg, stop)
                 elif kind == "mysql_kill":
                     await self._traffic(stop, self.proxies["mariadb"])
                     await self._mysql_kill(mysql)
@@ -280,12 +280,20 @@ class DatabaseFaults:
         self.counts["proxy_cut_connections"] += cut
         self.timeline.append((time.time(), f"reset {cut} connections to {proxy.name}"))
 
-    async def _pg_terminate(self, pg: asyncpg.Connection) -> None:
-        """End every backend rotd opened (``application_name`` rotd): mid-statement or idle."""
-        ended = await pg.fetchval(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
-            " FROM pg_stat_activity WHERE application_name = 'rotd'"
-        )
+    async def _pg_terminate(self, pg: asyncpg.Connection, stop: asyncio.Event) -> None:
+        """End every backend rotd opened (``application_name`` rotd): mid-statement or idle.
+
+        A connection open at the proxy may still be authenticating, its backend not yet
+        listed: aim again until one is, up to ``_AIM_S``."""
+        deadline = time.monotonic() + _AIM_S
+        while True:
+            ended = await pg.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                " FROM pg_stat_activity WHERE application_name = 'rotd'"
+            )
+            if ended or stop.is_set() or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)  # polling for a backend to aim at
         self.counts["pg_terminate"] += 1
         self.counts["pg_terminate_backends"] += int(ended or 0)
         self.timeline.append((time.time(), f"pg_terminate_backend x{ended}"))
