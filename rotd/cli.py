@@ -123,6 +123,34 @@ def run(config_path: str, log_level: str) -> None:
     _exit(asyncio.run(Daemon(loaded).run()))
 
 
+@cli.command(name="render")
+@CONFIG_OPTION
+@click.option("--once", is_flag=True, help="Write every file now and exit.")
+@LOG_LEVEL_OPTION
+def render_command(config_path: str, once: bool, log_level: str) -> None:
+    """Write the inventory's render entries from AWSCURRENT; rotate nothing.
+
+    With --once, write every file now and exit 1 if any failed (an init container, a cron
+    job). Without it, keep them current as `rotd run` does until SIGTERM or SIGINT; SIGHUP
+    reloads the entries.
+    """
+    from rotd import render
+
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path, log_warnings=not once)
+    if not loaded.renders:
+        raise click.ClickException(f"{loaded.path}: no render entries, so nothing to write")
+    if not once:
+        _exit(asyncio.run(render.serve(loaded, inventory_module.load)))
+    results = asyncio.run(render.render_once(loaded))
+    for result in results:
+        state = "written" if result.changed else "unchanged"
+        if not result.ok:
+            state = f"FAILED {result.stage}: {result.error}"
+        click.echo(redactor.scrub(f"{result.path}  <- {result.secret}  {state}"))
+    _exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
+
+
 @cli.command()
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per secret on stdout.")
