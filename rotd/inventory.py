@@ -329,7 +329,7 @@ class RenderModel(_Model):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value):
+        if not isinstance(value, str) or not re.fullmatch(r"[0-7]{3,4}", value):
             raise ValueError(
                 'mode must be a quoted octal string such as "0600" (unquoted, YAML reads '
                 "0600 as a number)"
