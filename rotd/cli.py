@@ -231,7 +231,7 @@ def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
 
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
-    if not loaded.secrets:
+    if not loaded.secrets and not loaded.renders:
         raise click.ClickException(f"{loaded.path}: no secrets, so no policy to print")
     policy = asyncio.run(build_policy(loaded, offline=offline))
     for warning in policy.warnings:
