@@ -224,6 +224,91 @@ def _sync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+# --- rotd doctor --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check of a render entry for ``rotd doctor``: passed or not, and what to do."""
+
+    ok: bool
+    name: str
+    detail: str
+    fix: str | None = None
+
+
+def _directory_writable(directory: Path) -> str | None:
+    """Why no file can be created in ``directory``, or None: a file is made and removed."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rotd-doctor.", dir=directory)
+    except OSError as exc:
+        return f"cannot create a file in {directory}: {exc.strerror}"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+async def examine(spec: RenderSpec, store: SecretStore) -> list[Finding]:
+    """What rendering ``spec`` needs, checked without writing the file: the directory is
+    writable, the owner and group exist, the secret is readable and the template fills."""
+    found: list[Finding] = []
+    directory = Path(spec.path).parent
+    problem = await asyncio.to_thread(_directory_writable, directory)
+    if problem is None:
+        found.append(Finding(True, "render.directory", f"{directory} is writable"))
+    else:
+        found.append(
+            Finding(
+                False,
+                "render.directory",
+                problem,
+                "create the directory and let rotd's user write it (in Kubernetes, a shared "
+                "emptyDir volume mounted in both containers)",
+            )
+        )
+    if spec.owner is not None or spec.group is not None:
+        try:
+            _ids(spec)
+            found.append(Finding(True, "render.owner", "owner and group exist"))
+        except RenderError as exc:
+            found.append(
+                Finding(False, "render.owner", exc.reason, "create them or fix owner/group")
+            )
+    try:
+        value = await store.get_value(spec.secret, stage=CURRENT)
+    except RotdError as exc:
+        found.append(
+            Finding(
+                False,
+                "render.secret",
+                str(exc),
+                "fix the secret's name, or grant rotd secretsmanager:GetSecretValue on it "
+                "(rotd iam-policy prints the policy)",
+            )
+        )
+        return found
+    found.append(Finding(True, "render.secret", f"AWSCURRENT {value.version_id} is readable"))
+    try:
+        content = fill(spec, value.string)
+    except RenderError as exc:
+        found.append(
+            Finding(
+                False,
+                "render.template",
+                exc.reason,
+                "fix the template, or add the keys it names to the secret",
+            )
+        )
+        return found
+    try:
+        current: bytes | None = await asyncio.to_thread(Path(spec.path).read_bytes)
+    except OSError:
+        current = None
+    state = "is current" if current == content else "will be written at the next render"
+    found.append(Finding(True, "render.template", f"fills {len(content)} bytes; the file {state}"))
+    return found
+
+
 # --- the renderer -------------------------------------------------------------------------------
 
 

@@ -257,3 +257,44 @@ async def test_owner_and_group_are_set_when_given(
     assert (await Renderer(store, [spec]).render_all())[0].ok
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o440)
+
+
+async def test_doctor_checks_the_directory_the_secret_and_the_template(
+    secrets: Secrets, moto: MotoServer, tmp_path: Path
+) -> None:
+    from rotd.doctor import diagnose
+    from rotd.inventory import loads
+    from rotd.secretstore import connection_for
+
+    name = await secrets.create("doctor", {**LOGIN, "password": PASSWORD})
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    text = json.dumps(
+        {
+            "aws": {"endpoint_url": moto.endpoint_url, "region": moto.region},
+            "render": [
+                {"secret": name, "path": str(tmp_path / "good.env"), "template": ENV_TEMPLATE},
+                {"secret": name, "path": str(blocked / "app.env"), "template": "{{ url }}"},
+                {"secret": secrets.name("absent"), "path": str(tmp_path / "absent.json")},
+            ],
+        }
+    )
+    loaded = loads(text, "inv.yaml")
+    checks = await diagnose(loaded, loaded.secrets, connection_for(loaded))
+    rendered = [
+        (c.secret_id.removeprefix(str(tmp_path)), c.name, c.level.value)
+        for c in checks
+        if c.name.startswith("render.")
+    ]
+    assert rendered == [
+        ("/good.env", "render.directory", "ok"),
+        ("/good.env", "render.secret", "ok"),
+        ("/good.env", "render.template", "ok"),
+        ("/not-a-directory/app.env", "render.directory", "FAIL"),
+        ("/not-a-directory/app.env", "render.secret", "ok"),
+        ("/not-a-directory/app.env", "render.template", "FAIL"),
+        ("/absent.json", "render.directory", "ok"),
+        ("/absent.json", "render.secret", "FAIL"),
+    ]
+    assert not (tmp_path / "good.env").exists(), "the doctor writes no file"
+    assert PASSWORD not in json.dumps([c.as_dict() for c in checks])
