@@ -156,16 +156,19 @@ def render_command(config_path: str, once: bool, log_level: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per secret on stdout.")
 @LOG_LEVEL_OPTION
 def status(config_path: str, as_json: bool, log_level: str) -> None:
-    """Show every secret's rotation state from Secrets Manager; exit 1 if any has a problem."""
+    """Show every secret's rotation state from Secrets Manager, and whether each rendered file
+    is current; exit 1 if any has a problem."""
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
 
     async def read() -> list[Any]:
+        from rotd.render import file_report
         from rotd.secretstore import AwsSecretStore, connection_for
         from rotd.status import survey
 
         async with AwsSecretStore(connection_for(loaded)) as store:
-            return await survey(loaded, store)
+            files = await asyncio.gather(*(file_report(r, store) for r in loaded.renders))
+            return [*await survey(loaded, store), *files]
 
     reports = asyncio.run(read())
     for report in reports:

@@ -224,6 +224,64 @@ def _sync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+# --- rotd status --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """``rotd status`` for one rendered file: whether it holds what AWSCURRENT renders to."""
+
+    path: str
+    secret: str
+    version_id: str | None = None
+    modified: str | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "secret": self.secret,
+            "version_id": self.version_id,
+            "modified": self.modified,
+            "problem": self.problem,
+        }
+
+    def line(self) -> str:
+        state = f"PROBLEM: {self.problem}" if self.problem else "ok (current)"
+        return (
+            f"render {self.path}  <- {self.secret} version={self.version_id or '-'} "
+            f"modified={self.modified or '-'}  {state}"
+        )
+
+
+async def file_report(spec: RenderSpec, store: SecretStore) -> FileReport:
+    """Compare the file with what AWSCURRENT renders to now; write nothing."""
+    from datetime import UTC, datetime
+
+    try:
+        value = await store.get_value(spec.secret, stage=CURRENT)
+    except RotdError as exc:
+        return FileReport(spec.path, spec.secret, problem=f"cannot read the secret: {exc}")
+    try:
+        content = fill(spec, value.string)
+    except RenderError as exc:
+        return FileReport(spec.path, spec.secret, value.version_id, problem=exc.reason)
+    try:
+        current = await asyncio.to_thread(Path(spec.path).read_bytes)
+        stamp = (await asyncio.to_thread(Path(spec.path).stat)).st_mtime
+    except OSError as exc:
+        unreadable = f"the file cannot be read: {exc.strerror}"
+        return FileReport(spec.path, spec.secret, value.version_id, problem=unreadable)
+    modified = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+    problem: str | None = None
+    if current != content:
+        problem = (
+            f"stale: AWSCURRENT ({value.version_id}) renders to other content; rotd has not "
+            "written it yet, or its renders fail (see render.failed events)"
+        )
+    return FileReport(spec.path, spec.secret, value.version_id, modified, problem)
+
+
 # --- rotd doctor --------------------------------------------------------------------------------
 
 

@@ -155,6 +155,10 @@ async def test_rotd_render_once_writes_every_file_and_fails_for_one_that_cannot_
     assert f"{good}  <- {name}  written" in out
     assert f"{bad}  <- {secrets.name('absent')}  FAILED read:" in out
     assert "Once-pass-1" not in out + err
+    code, out, _ = run(rotd_process, "status", "-c", str(inventory))
+    assert code == 1
+    assert f"render {good}  <- {name} version=" in out
+    assert f"render {bad}  <- {secrets.name('absent')} version=- modified=-  PROBLEM: " in out
 
     inventory = write_render_inventory(
         tmp_path / "inv.yaml", moto, [{"secret": name, "path": str(good)}]
@@ -162,6 +166,13 @@ async def test_rotd_render_once_writes_every_file_and_fails_for_one_that_cannot_
     code, out, _ = run(rotd_process, "render", "-c", str(inventory), "--once")
     assert code == 0
     assert f"{good}  <- {name}  unchanged" in out
+    await put_current(secrets, name, {**LOGIN, "password": "Once-pass-2"})
+    code, out, _ = run(rotd_process, "status", "-c", str(inventory), "--json")
+    assert code == 1
+    (report,) = [json.loads(line) for line in out.splitlines()]
+    assert report["path"] == str(good)
+    assert report["problem"].startswith("stale: AWSCURRENT")
+    assert "Once-pass-2" not in out
 
 
 async def test_rotd_render_keeps_files_current_without_rotating(
