@@ -153,17 +153,22 @@ def _register(string: str) -> None:
 def _ids(spec: RenderSpec) -> tuple[int, int]:
     """The uid and gid to give the file, -1 for "leave as is" (os.fchown's convention)."""
     try:
-        uid = spec.owner if isinstance(spec.owner, int) else -1
-        if isinstance(spec.owner, str):
-            uid = pwd.getpwnam(spec.owner).pw_uid
-        gid = spec.group if isinstance(spec.group, int) else -1
-        if isinstance(spec.group, str):
-            gid = grp.getgrnam(spec.group).gr_gid
+        uid = _id(spec.owner, lambda name: pwd.getpwnam(name).pw_uid)
+        gid = _id(spec.group, lambda name: grp.getgrnam(name).gr_gid)
     except KeyError as exc:
         raise RenderError(
             spec.path, "write", f"no such user or group on this host: {exc}"
         ) from None
     return uid, gid
+
+
+def _id(value: str | int | None, lookup: Callable[[str], int]) -> int:
+    """A number as it is (also written as a string), a name looked up, None as -1."""
+    if value is None:
+        return -1
+    if isinstance(value, int):
+        return value
+    return int(value) if value.isdigit() else lookup(value)
 
 
 def write_file(spec: RenderSpec, content: bytes) -> bool:
