@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -12,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_daemon import pending_secret
+from tests.e2e.test_daemon import _get, pending_secret
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
 from tests.fixtures.inventory import write_inventory
-from tests.fixtures.process import RotdProcess, run
+from tests.fixtures.process import RotdProcess, free_tcp_port, run
 
 Start = Callable[..., RotdProcess]
 LOGIN = {"engine": "postgres", "host": "db.internal", "port": 5432, "username": "app"}
@@ -53,8 +54,11 @@ async def put_current(secrets: Secrets, name: str, value: dict[str, Any]) -> Non
         await client.put_secret_value(SecretId=name, SecretString=json.dumps(value))
 
 
-def write_render_inventory(path: Path, moto: MotoServer, render: list[dict[str, Any]]) -> Path:
-    write_inventory(path, moto, databases=[])
+def write_render_inventory(
+    path: Path, moto: MotoServer, render: list[dict[str, Any]], listen: int | None = None
+) -> Path:
+    daemon = {"listen": f"127.0.0.1:{listen}"} if listen else None
+    write_inventory(path, moto, databases=[], daemon=daemon)
     document = json.loads(path.read_text())
     document["render"] = render
     path.write_text(json.dumps(document))
@@ -73,7 +77,8 @@ async def test_rotd_run_follows_changes_made_elsewhere_and_reloads_entries(
         "refresh": "1s",
         "on_change": counting(calls),
     }
-    inventory = write_render_inventory(tmp_path / "inv.yaml", moto, [entry])
+    port = free_tcp_port()
+    inventory = write_render_inventory(tmp_path / "inv.yaml", moto, [entry], listen=port)
     process = rotd_process("run", "-c", str(inventory), "--log-level", "debug")
     process.wait_for_event("daemon.ready", 30)
     assert target.read_text() == "PASSWORD=First-pass-1\n"  # written before ready
@@ -101,6 +106,14 @@ async def test_rotd_run_follows_changes_made_elsewhere_and_reloads_entries(
     assert failed["stage"] == "template"
     assert target.read_text() == "PASSWORD=Third-pass-3\n"
     assert lines(calls) == 3
+    metrics = _get(port, "/metrics")[1]
+    label = f'{{path="{target}"}}'
+    assert f"rotd_render_writes_total{label} 3.0" in metrics
+    assert f"rotd_render_failing{label} 1.0" in metrics
+    failures = re.search(rf"^rotd_render_failures_total{re.escape(label)} (\S+)$", metrics, re.M)
+    assert failures is not None
+    assert float(failures.group(1)) >= 1  # one per refresh since the reload
+    assert f"rotd_render_last_success_timestamp_seconds{label}" in metrics
 
     process.send(signal.SIGTERM)
     assert process.wait(30) == 0

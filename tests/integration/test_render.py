@@ -21,6 +21,7 @@ from rotd.render import Renderer
 from rotd.secretstore import AwsConnection, AwsSecretStore
 from rotd.testing.kit import processed_events
 from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.deadlines import until
 
 Event = dict[str, Any]
 PASSWORD = "Render-pass/1:@?"
@@ -298,3 +299,46 @@ async def test_doctor_checks_the_directory_the_secret_and_the_template(
     ]
     assert not (tmp_path / "good.env").exists(), "the doctor writes no file"
     assert PASSWORD not in json.dumps([c.as_dict() for c in checks])
+
+
+class _FaultyStore(AwsSecretStore):
+    """A real store with a fault in rotd's own code for one secret: its first reads raise
+    what no code path expects."""
+
+    def __init__(self, connection: AwsConnection, faulty: str, times: int) -> None:
+        super().__init__(connection)
+        self.faulty, self.times = faulty, times
+
+    async def get_value(
+        self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
+    ) -> Any:
+        if secret_id == self.faulty and self.times > 0:
+            self.times -= 1
+            raise RuntimeError("injected fault")
+        return await super().get_value(secret_id, version_id=version_id, stage=stage)
+
+
+async def test_a_fault_in_one_entry_is_caught_and_its_refresh_goes_on(
+    secrets: Secrets, moto: MotoServer, tmp_path: Path, events: list[Event]
+) -> None:
+    faulty = await secrets.create("faulty", {**LOGIN, "password": PASSWORD})
+    healthy = await secrets.create("healthy", {**LOGIN, "password": "Healthy-pass-1"})
+    often = timedelta(milliseconds=50)
+    first = entry(faulty, tmp_path / "faulty.json", refresh=often)
+    second = entry(healthy, tmp_path / "healthy.json", refresh=often)
+    connection = AwsConnection(region=moto.region, endpoint_url=moto.endpoint_url)
+    faults: list[tuple[str, str]] = []
+    async with _FaultyStore(connection, faulty, times=3) as store:
+        renderer = Renderer(store, [first, second])
+        renderer.on_fault = lambda path, stage: faults.append((path, stage))
+        renderer.start(render_first=True)
+        try:
+            await until(lambda: (tmp_path / "faulty.json").exists(), "the faulty entry's file")
+        finally:
+            await renderer.close()
+    assert json.loads((tmp_path / "healthy.json").read_text())["password"] == "Healthy-pass-1"
+    assert faults == [(first.path, "render")] * 3
+    caught = named(events, "unexpected_error.caught")
+    assert len(caught) == 3
+    assert all(e["stage"] == "render" for e in caught)
+    assert [e["stage"] for e in named(events, "render.failed")] == ["internal"] * 3
