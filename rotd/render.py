@@ -28,16 +28,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from rotd.commands import run_command
 from rotd.errors import RotdError
 from rotd.inventory import Inventory, RenderSpec, secret_name
 from rotd.observability import get_logger, log_unexpected, redactor
-from rotd.secretstore import CURRENT, SecretStore
+
+if TYPE_CHECKING:
+    from rotd.secretstore import SecretStore
 
 log = get_logger("rotd.render")
+
+# The label read, always named: moto answers an unqualified read with the first version. (Not
+# imported from rotd.secretstore: `rotd validate` compiles templates here without loading AWS.)
+CURRENT = "AWSCURRENT"
 
 # The keys of a database secret that are not secret: their values stay readable in logs.
 # Every other string value of a rendered secret (password, derived URLs, API keys) is masked.

@@ -203,6 +203,16 @@ async def test_rotd_render_keeps_files_current_without_rotating(
     assert target.read_text() == "PASSWORD=Keep-pass-1\n"
     await put_current(secrets, name, {**LOGIN, "password": "Keep-pass-2"})
     wait_until(lambda: reads(target) == "PASSWORD=Keep-pass-2\n", 10, "the new password")
+
+    # SIGHUP: an entry added to the inventory is rendered at once.
+    added = tmp_path / "added.json"
+    document = json.loads(inventory.read_text())
+    document["render"].append({"secret": name, "path": str(added), "refresh": "1h"})
+    inventory.write_text(json.dumps(document))
+    process.send(signal.SIGHUP)
+    process.wait_for_event("reload.applied", 10)
+    wait_until(lambda: "Keep-pass-2" in reads(added), 10, "the added entry's file")
+
     process.send(signal.SIGTERM)
     assert process.wait(30) == 0
     assert len(await secrets.stages(name)) == 2, "nothing but the test wrote a version"
