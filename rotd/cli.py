@@ -140,9 +140,12 @@ def render_command(config_path: str, once: bool, log_level: str) -> None:
     loaded = load_or_exit(config_path, log_warnings=not once)
     if not loaded.renders:
         raise click.ClickException(f"{loaded.path}: no render entries, so nothing to write")
-    if not once:
-        _exit(asyncio.run(render.serve(loaded, inventory_module.load)))
-    results = asyncio.run(render.render_once(loaded))
+    try:
+        if not once:
+            _exit(asyncio.run(render.serve(loaded, inventory_module.load)))
+        results = asyncio.run(render.render_once(loaded))
+    except RotdError as exc:  # no region, no credentials: nothing could be read
+        raise click.ClickException(redactor.scrub(str(exc))) from None
     for result in results:
         state = "written" if result.changed else "unchanged"
         if not result.ok:

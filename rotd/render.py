@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import grp
 import json
 import os
@@ -197,6 +198,7 @@ def write_file(spec: RenderSpec, content: bytes) -> bool:
         and gid in (-1, st.st_gid)
     ):
         return False
+    _remove_leftovers(path)
     try:
         # mkstemp creates the file 0600 and only this process has it open: no reader can see
         # it, let alone read it, until the rename.
@@ -223,6 +225,20 @@ def write_file(spec: RenderSpec, content: bytes) -> bool:
         raise RenderError(spec.path, "write", f"{exc.strerror or exc}") from None
     _sync_directory(path.parent)
     return current != content
+
+
+LEFTOVER_AGE_S = 300.0
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove the temporary files a write that was cut short (rotd killed between creating
+    and renaming one) left beside ``path``; only old ones, so that no write in progress loses
+    its file."""
+    limit = time.time() - LEFTOVER_AGE_S
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if leftover.lstat().st_mtime < limit:
+                leftover.unlink()
 
 
 def _sync_directory(directory: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -342,3 +343,17 @@ async def test_a_fault_in_one_entry_is_caught_and_its_refresh_goes_on(
     assert len(caught) == 3
     assert all(e["stage"] == "render" for e in caught)
     assert [e["stage"] for e in named(events, "render.failed")] == ["internal"] * 3
+
+
+async def test_a_temporary_file_left_by_a_killed_writer_is_removed(
+    secrets: Secrets, store: AwsSecretStore, tmp_path: Path
+) -> None:
+    name = await secrets.create("leftover", {**LOGIN, "password": PASSWORD})
+    path = tmp_path / "app.json"
+    old = tmp_path / ".app.json.abc123.tmp"
+    recent = tmp_path / ".app.json.def456.tmp"
+    for leftover in (old, recent):
+        leftover.write_text("half a secr")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert (await Renderer(store, [entry(name, path)]).render_all())[0].ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == [recent.name, path.name]
