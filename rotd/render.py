@@ -414,7 +414,6 @@ class Renderer:
         self.renders = tuple(renders)
         self.on_result: Callable[[RenderResult], None] | None = None
         self.on_fault: Callable[[str, str], None] | None = None
-        self.last: dict[str, RenderResult] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._owed: set[str] = set()  # files whose on_change failed: run it at the next render
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -451,7 +450,6 @@ class Renderer:
                     spec.path, spec.secret, False, error=error, stage="internal", at=time.time()
                 )
                 entry_log.error("render.failed", stage="internal", error=error)
-        self.last[spec.path] = result
         if self.on_result is not None:
             self.on_result(result)
         return result
@@ -548,7 +546,6 @@ class Renderer:
             if new.get(path) != spec and path in self._loops:
                 self._loops.pop(path).cancel()
                 self._owed.discard(path)
-                self.last.pop(path, None)
         self.renders = tuple(new.values())
         for path, spec in new.items():
             if old.get(path) != spec:
