@@ -123,21 +123,55 @@ def run(config_path: str, log_level: str) -> None:
     _exit(asyncio.run(Daemon(loaded).run()))
 
 
+@cli.command(name="render")
+@CONFIG_OPTION
+@click.option("--once", is_flag=True, help="Write every file now and exit.")
+@LOG_LEVEL_OPTION
+def render_command(config_path: str, once: bool, log_level: str) -> None:
+    """Write the inventory's render entries from AWSCURRENT; rotate nothing.
+
+    With --once, write every file now and exit 1 if any failed (an init container, a cron
+    job). Without it, keep them current as `rotd run` does until SIGTERM or SIGINT; SIGHUP
+    reloads the entries.
+    """
+    from rotd import render
+
+    configure_logging(level=log_level)
+    loaded = load_or_exit(config_path, log_warnings=not once)
+    if not loaded.renders:
+        raise click.ClickException(f"{loaded.path}: no render entries, so nothing to write")
+    try:
+        if not once:
+            _exit(asyncio.run(render.serve(loaded, inventory_module.load)))
+        results = asyncio.run(render.render_once(loaded))
+    except RotdError as exc:  # no region, no credentials: nothing could be read
+        raise click.ClickException(redactor.scrub(str(exc))) from None
+    for result in results:
+        state = "written" if result.changed else "unchanged"
+        if not result.ok:
+            state = f"FAILED {result.stage}: {result.error}"
+        click.echo(redactor.scrub(f"{result.path}  <- {result.secret}  {state}"))
+    _exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
+
+
 @cli.command()
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per secret on stdout.")
 @LOG_LEVEL_OPTION
 def status(config_path: str, as_json: bool, log_level: str) -> None:
-    """Show every secret's rotation state from Secrets Manager; exit 1 if any has a problem."""
+    """Show every secret's rotation state from Secrets Manager, and whether each rendered file
+    is current; exit 1 if any has a problem."""
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
 
     async def read() -> list[Any]:
+        from rotd.render import file_report
         from rotd.secretstore import AwsSecretStore, connection_for
         from rotd.status import survey
 
         async with AwsSecretStore(connection_for(loaded)) as store:
-            return await survey(loaded, store)
+            files = await asyncio.gather(*(file_report(r, store) for r in loaded.renders))
+            return [*await survey(loaded, store), *files]
 
     reports = asyncio.run(read())
     for report in reports:
@@ -203,7 +237,7 @@ def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
 
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
-    if not loaded.secrets:
+    if not loaded.secrets and not loaded.renders:
         raise click.ClickException(f"{loaded.path}: no secrets, so no policy to print")
     policy = asyncio.run(build_policy(loaded, offline=offline))
     for warning in policy.warnings:

@@ -34,6 +34,7 @@ from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
 from rotd.observability import Metrics, SecretStatus, get_logger, log_unexpected, serve_http
 from rotd.protocol import Outcome, inspect
+from rotd.render import Renderer
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
 from rotd.secretstore import AwsSecretStore, SecretStore, connection_for
@@ -106,6 +107,7 @@ class Daemon:
         self._planning: set[asyncio.Task[None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._runner: Runner | None = None
+        self.renderer: Renderer | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
         # The logins each secret holds, as last read; a rotation waits until planning has read
         # every secret (``_settled``), so that a pair holding one login is refused in time.
@@ -196,6 +198,12 @@ class Daemon:
             self._runner.on_fault = self.metrics.unexpected_error
             self._runner.hooks.on_result = self.metrics.hook_finished
             self._runner.hooks.on_fault = self.metrics.unexpected_error
+            # Rendered files: written before the daemon is ready, so that a sidecar's
+            # application finds them; kept current every refresh and after each rotation.
+            self.renderer = Renderer(store, self.inventory.renders)
+            self.renderer.on_result = self.metrics.render_finished
+            self.renderer.on_fault = self.metrics.unexpected_error
+            stack.push_async_callback(self.renderer.close)
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))
@@ -206,6 +214,8 @@ class Daemon:
             stack.callback(self.notifier.close)
 
             started = time.monotonic()
+            await self.renderer.render_all()
+            self.renderer.start()
             await self._track(self.inventory.secrets)
             self.started = True
             log.info(
@@ -358,6 +368,8 @@ class Daemon:
         ):
             log.warning("reload.aws_unchanged", reason="aws settings take effect at restart")
         self.inventory = new
+        if self.renderer is not None:
+            self.renderer.replace(new.renders)
         await self._track([*added, *changed, *retry])
         self.metrics.reloads.labels("applied").inc()
         log.info(
@@ -660,6 +672,8 @@ class Daemon:
             bool(category and category.transient),
         )
         self.counts[label] = self.counts.get(label, 0) + 1
+        if outcome.ok and self.renderer is not None:
+            self.renderer.rotated(outcome.secret_id)
 
 
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:

@@ -48,11 +48,12 @@ from rotd.engines import (
 )
 from rotd.engines.registry import EngineRegistry
 from rotd.errors import AwsError, Category, DatabaseError, EngineError, Missing, StoreError
-from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
+from rotd.inventory import Inventory, RenderSpec, SecretSpec, Strategy, secret_name
 from rotd.logins import FIX as SHARED_LOGIN_FIX
 from rotd.logins import SharedLogin, shared_logins
 from rotd.observability import get_logger, redactor
 from rotd.protocol import UNWRITTEN, UNWRITTEN_PLAN, endpoint_for, engine_fits
+from rotd.render import examine, reads
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
@@ -426,8 +427,26 @@ async def diagnose(
         )
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(doctor.secret(spec)) for spec in specs]
+            renders = [
+                group.create_task(_render(store, entry)) for entry in _renders_of(inventory, specs)
+            ]
     checks = head.checks + [check for task in tasks for check in task.result()]
+    checks += [check for task in renders for check in task.result()]
     return _finish(checks, started)
+
+
+def _renders_of(inventory: Inventory, specs: Sequence[SecretSpec]) -> list[RenderSpec]:
+    """Every render entry when every secret is checked; else those of the secrets named."""
+    if len(specs) == len(inventory.secrets):
+        return list(inventory.renders)
+    return [r for r in inventory.renders if any(reads(r, spec.id) for spec in specs)]
+
+
+async def _render(store: AwsSecretStore, entry: RenderSpec) -> list[Check]:
+    found = _Findings(entry.path)
+    for finding in await examine(entry, store):
+        found.add(Level.OK if finding.ok else Level.FAIL, finding.name, finding.detail, finding.fix)
+    return found.checks
 
 
 def _finish(checks: list[Check], started: float) -> list[Check]:

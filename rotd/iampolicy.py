@@ -3,6 +3,7 @@
 Rotated secrets get the four calls a rotation makes (DescribeSecret, GetSecretValue,
 PutSecretValue, UpdateSecretVersionStage); master secrets, named by ``master_secret`` or by the
 ``masterarn`` inside a secret that has no ``master_secret``, get GetSecretValue only; the
+secrets rendered into files (``render``) that are not rotated get GetSecretValue only too; the
 customer-managed KMS keys of those secrets get kms:Decrypt (and kms:GenerateDataKey where rotd
 writes), usable only through Secrets Manager in the secrets' region. Names become exact ARNs
 when AWS can be reached; otherwise, or when asked to stay offline, secrets are named by ARN
@@ -102,19 +103,28 @@ def secret_resource(secret_id: str, scope: Scope) -> str:
     return f"{secret_id}-??????"
 
 
-def policy_document(rotated: Sequence[Grant], masters: Sequence[Grant]) -> dict[str, Any]:
+def policy_document(
+    rotated: Sequence[Grant], masters: Sequence[Grant], rendered: Sequence[Grant] = ()
+) -> dict[str, Any]:
     """The policy for these secrets: fixed statement order, sorted resources, no empty statement.
 
-    A master that is also rotated needs nothing more; a KMS key that a rotated secret uses is
-    not repeated among the keys that only masters use.
+    A master or rendered secret that is also rotated needs nothing more; a KMS key that a
+    rotated secret uses is not repeated among the keys that only read secrets use.
     """
     rotated_resources = sorted({g.resource for g in rotated})
     master_resources = sorted({g.resource for g in masters} - set(rotated_resources))
+    rendered_resources = sorted(
+        {g.resource for g in rendered} - set(rotated_resources) - set(master_resources)
+    )
     write_keys = _keys(rotated)
-    read_keys = {k: r for k, r in _keys(masters).items() if k not in write_keys}
-    statements = [_statement("RotateSecrets", ROTATE_ACTIONS, rotated_resources)]
+    read_keys = {k: r for k, r in _keys([*masters, *rendered]).items() if k not in write_keys}
+    statements = []
+    if rotated_resources:
+        statements.append(_statement("RotateSecrets", ROTATE_ACTIONS, rotated_resources))
     if master_resources:
         statements.append(_statement("ReadMasterSecrets", READ_ACTIONS, master_resources))
+    if rendered_resources:
+        statements.append(_statement("ReadRenderedSecrets", READ_ACTIONS, rendered_resources))
     if write_keys:
         statements.append(_statement("UseSecretKmsKeys", KMS_WRITE_ACTIONS, write_keys))
     if read_keys:
@@ -162,7 +172,8 @@ async def build_policy(inventory: Inventory, *, offline: bool = False) -> Policy
         rotated, masters = resolver.patterns("--offline")
     else:
         rotated, masters = await resolver.resolve()
-    return Policy(policy_document(rotated, masters), tuple(resolver.warnings))
+    rendered = await resolver.rendered(offline)
+    return Policy(policy_document(rotated, masters, rendered), tuple(resolver.warnings))
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,45 @@ class _Resolver:
             [Grant(secret_resource(m, scope)) for m in masters],
         )
 
+    def rendered_ids(self) -> list[str]:
+        """The secrets rendered into files that the inventory does not rotate."""
+        ids = {r.secret for r in self.inventory.renders if self.inventory.find(r.secret) is None}
+        return sorted(ids)
+
+    async def rendered(self, offline: bool) -> list[Grant]:
+        """Read-only grants for :meth:`rendered_ids`: exact ARNs and KMS keys when AWS answers."""
+        ids = self.rendered_ids()
+        scope = self.scope([s.id for s in self.inventory.secrets] + ids)
+        if offline or not ids:
+            return [Grant(secret_resource(i, scope)) for i in ids]
+        connection = AwsConnection(
+            region=self.inventory.region,
+            endpoint_url=self.inventory.endpoint_url,
+            profile=self.inventory.profile,
+            max_attempts=2,
+            connect_timeout_s=3.0,
+            read_timeout_s=10.0,
+        )
+        if await credentials_problem(connection) is not None:
+            return [Grant(secret_resource(i, scope)) for i in ids]
+        try:
+            async with AwsSecretStore(connection) as store, AwsKeys(connection) as keys:
+                found = await asyncio.gather(*(_describe_master(store, i) for i in ids))
+                key_arns = await self._key_arns(keys, found)
+        except StoreError:
+            return [Grant(secret_resource(i, scope)) for i in ids]
+        grants = []
+        for secret_id, described in zip(ids, found, strict=True):
+            if isinstance(described, SecretDescription):
+                grants.append(Grant(described.arn, key_arns.get(described.kms_key_id or "")))
+            else:
+                self.warnings.append(
+                    f"rendered secret {secret_id!r}: {described.reason}; it is named by an ARN "
+                    "pattern, and its KMS key, if customer-managed, is not in this policy"
+                )
+                grants.append(Grant(secret_resource(secret_id, scope)))
+        return grants
+
     async def resolve(self) -> tuple[list[Grant], list[Grant]]:
         connection = AwsConnection(
             region=self.inventory.region,
@@ -239,6 +289,8 @@ class _Resolver:
         self, store: AwsSecretStore, keys: AwsKeys
     ) -> tuple[list[Grant], list[Grant]]:
         specs = self.inventory.secrets
+        if not specs:
+            return [], []
         slots = asyncio.Semaphore(CONCURRENCY)
 
         async def bounded(spec: SecretSpec) -> _Found:

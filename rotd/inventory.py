@@ -287,12 +287,77 @@ class DaemonModel(_Model):
         return value
 
 
+class RenderModel(_Model):
+    """One file kept current with a secret's AWSCURRENT value (docs/render.md)."""
+
+    secret: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    template: str | None = None
+    mode: str = "0600"
+    owner: str | int | None = None
+    group: str | int | None = None
+    on_change: list[str] | None = Field(default=None, min_length=1)
+    on_change_timeout: DurationText = "30s"
+    refresh: DurationText = "5m"
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if not (_ARN.match(value) or _SECRET_NAME.fullmatch(value)):
+            raise ValueError(
+                f"{value!r} is neither a secret name (letters, digits and /_+=.@-, at most "
+                "512) nor a Secrets Manager ARN"
+            )
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not os.path.isabs(value) or value.endswith("/") or "\0" in value:
+            raise ValueError("path must be an absolute file path such as /run/rotd/app.env")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from rotd.render import check_template  # only inventories that render pay for it
+
+            check_template(value)
+        return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-7]{3,4}", value):
+            raise ValueError(
+                'mode must be a quoted octal string such as "0600" (unquoted, YAML reads '
+                "0600 as a number)"
+            )
+        if int(value, 8) & 0o7000:
+            raise ValueError("mode may not set setuid, setgid or sticky bits")
+        return value
+
+    @field_validator("on_change")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        return _check_argv(value)
+
+    @field_validator("on_change_timeout", "refresh")
+    @classmethod
+    def _positive(cls, value: str | int) -> str | int:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError("must be at least 1s")
+        return value
+
+
 class InventoryModel(_Model):
     aws: AwsModel = AwsModel()
     defaults: SettingsModel = SettingsModel()
     limits: LimitsModel = LimitsModel()
     daemon: DaemonModel = DaemonModel()
     databases: list[DatabaseModel] = Field(default_factory=list)
+    render: list[RenderModel] = Field(default_factory=list)
 
 
 # --- the resolved inventory ---------------------------------------------------------------------
@@ -348,6 +413,23 @@ class SecretSpec:
 
 
 @dataclass(frozen=True)
+class RenderSpec:
+    """A resolved ``render`` entry: the file ``path`` holds ``secret``'s AWSCURRENT value,
+    through ``template`` when set; ``mode`` is the file's permission bits."""
+
+    secret: str
+    path: str
+    template: str | None
+    mode: int
+    owner: str | int | None
+    group: str | int | None
+    on_change: tuple[str, ...] | None
+    on_change_timeout: timedelta
+    refresh: timedelta
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: str
     region: str | None
@@ -361,6 +443,7 @@ class Inventory:
     databases: tuple[str, ...]
     secrets: tuple[SecretSpec, ...]
     warnings: tuple[str, ...] = ()
+    renders: tuple[RenderSpec, ...] = ()
 
     def find(self, key: str) -> SecretSpec | None:
         """The secret named ``key`` as written in the inventory, by its ARN, or by its name."""
@@ -374,13 +457,15 @@ class Inventory:
         for spec in self.secrets:
             counts[spec.strategy] = counts.get(spec.strategy, 0) + 1
         detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        rendered = f", {len(self.renders)} rendered file(s)" if self.renders else ""
         return (
             f"{self.path}: valid: {len(self.databases)} database(s), "
-            f"{len(self.secrets)} secret(s)" + (f" ({detail})" if detail else "")
+            f"{len(self.secrets)} secret(s)" + (f" ({detail})" if detail else "") + rendered
         )
 
 
 _ARN = re.compile(r"^arn:aws[\w-]*:secretsmanager:[\w-]+:\d{12}:secret:(?P<name>.+)$")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
 def aws_region(chosen: str | None = None) -> str | None:
@@ -895,6 +980,7 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
                     "every rotation adds a version"
                 )
     listen = _split_listen(model.daemon.listen) if model.daemon.listen else None
+    renders = _renders(model.render, located)
     return Inventory(
         path=located.path,
         region=aws_region(model.aws.region),
@@ -908,7 +994,40 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         databases=tuple(db.name for db in model.databases),
         secrets=tuple(specs),
         warnings=tuple(warnings),
+        renders=renders,
     )
+
+
+def _renders(models: list[RenderModel], located: _Located) -> tuple[RenderSpec, ...]:
+    """The resolved ``render`` entries; a second entry writing the same file is reported."""
+    specs: list[RenderSpec] = []
+    paths: dict[str, int] = {}
+    for r, model in enumerate(models):
+        path = os.path.normpath(model.path)
+        line, _ = located.locate(("render", r, "path"))
+        if path in paths:
+            located.add(
+                ("render", r, "path"),
+                f"render.{r}.path: {path} is already rendered (line {paths[path]}); "
+                "each file may be written by one entry",
+            )
+            continue
+        paths[path] = line
+        specs.append(
+            RenderSpec(
+                secret=model.secret,
+                path=path,
+                template=model.template,
+                mode=int(model.mode, 8),
+                owner=model.owner,
+                group=model.group,
+                on_change=tuple(model.on_change) if model.on_change is not None else None,
+                on_change_timeout=parse_duration(model.on_change_timeout),
+                refresh=parse_duration(model.refresh),
+                line=located.locate(("render", r, "secret"))[0],
+            )
+        )
+    return tuple(specs)
 
 
 _Part = TypeVar("_Part", bound=BaseModel)

@@ -363,6 +363,30 @@ class Metrics:
             ["database", "stage"],
             registry=self.registry,
         )
+        self.render_success = Gauge(
+            "rotd_render_last_success_timestamp_seconds",
+            "When each rendered file was last found or made current (epoch seconds).",
+            ["path"],
+            registry=self.registry,
+        )
+        self.render_failures = Counter(
+            "rotd_render_failures",
+            "Renders that failed and left the previous file in place, by file.",
+            ["path"],
+            registry=self.registry,
+        )
+        self.render_failing = Gauge(
+            "rotd_render_failing",
+            "1 while the last render of the file failed, else 0.",
+            ["path"],
+            registry=self.registry,
+        )
+        self.render_writes = Counter(
+            "rotd_render_writes",
+            "Times a rendered file was replaced because its content changed, by file.",
+            ["path"],
+            registry=self.registry,
+        )
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
 
@@ -376,6 +400,18 @@ class Metrics:
 
     def hook_finished(self, database: str, kind: str, result: str) -> None:
         self.hook_runs.labels(database, kind, result).inc()
+
+    def render_finished(self, result: Any) -> None:
+        """One render of a file (a :class:`rotd.render.RenderResult`)."""
+        self.render_failing.labels(result.path).set(0 if result.ok else 1)
+        self.render_failures.labels(result.path)
+        self.render_writes.labels(result.path)
+        if result.ok:
+            self.render_success.labels(result.path).set(result.at)
+            if result.changed:
+                self.render_writes.labels(result.path).inc()
+        else:
+            self.render_failures.labels(result.path).inc()
 
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()

@@ -25,7 +25,8 @@ async def test_validate_prints_a_summary_or_every_error(
     assert code == 0
     assert (
         out.strip()
-        == f"{EXAMPLE}: valid: 2 database(s), 3 secret(s) (1 alternating_users, 2 single_user)"
+        == f"{EXAMPLE}: valid: 2 database(s), 3 secret(s) (1 alternating_users, 2 single_user), "
+        "1 rendered file(s)"
     )
 
     bad = tmp_path / "bad.yaml"

@@ -3,6 +3,7 @@ the sd_notify watchdog and status, and readable log lines on a terminal."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -84,6 +85,9 @@ async def test_every_documented_metric_is_served_with_its_labels(
         ],
         daemon={"listen": f"127.0.0.1:{listen}"},
     )
+    document = json.loads(path.read_text())
+    document["render"] = [{"secret": rotated, "path": str(tmp_path / "rendered.json")}]
+    path.write_text(json.dumps(document))
     documented = documented_metrics()
     assert len(documented) >= 11, documented
 

@@ -275,6 +275,45 @@ async def test_offline_names_every_secret_by_pattern_and_says_so(moto: MotoServe
     assert_valid_policy(policy.document, resolved=False, region="us-east-1")
 
 
+async def test_rendered_secrets_that_are_not_rotated_are_read_only(
+    secrets: Secrets, moto: MotoServer
+) -> None:
+    _, rotated = await create_secret(secrets, "rotated", login("r", "Rotated-pw-1"))
+    _, api = await create_secret(secrets, "api", login("a", "Api-pw-2"))
+    loaded = inventory(
+        moto,
+        f"""\
+        databases:
+          - name: orders
+            secrets:
+              - id: {secrets.name("rotated")}
+        render:
+          - secret: {secrets.name("rotated")}
+            path: /run/rotd/orders.env
+          - secret: {secrets.name("api")}
+            path: /run/rotd/api.json
+        """,
+    )
+
+    policy = await build_policy(loaded)
+
+    assert policy.warnings == ()
+    assert [s["Sid"] for s in policy.document["Statement"]] == [
+        "RotateSecrets",
+        "ReadRenderedSecrets",
+    ]
+    assert policy.document["Statement"][0]["Resource"] == [rotated]
+    assert policy.document["Statement"][1] == {
+        "Sid": "ReadRenderedSecrets",
+        "Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue"],
+        "Resource": [api],
+    }
+    offline = await build_policy(loaded, offline=True)
+    (_, read) = offline.document["Statement"]
+    assert read["Resource"][0].endswith(f":secret:{secrets.name('api')}-??????")
+
+
 def test_masters_that_are_rotated_and_shared_keys_are_not_repeated() -> None:
     key = "arn:aws:kms:us-east-1:123456789012:key/k1"
     other = "arn:aws:kms:us-east-1:123456789012:key/k2"
