@@ -427,17 +427,19 @@ class Daemon:
     async def _track(self, specs: Iterable[SecretSpec]) -> None:
         """Plan each secret (concurrently, bounded) and wait until all have a schedule."""
         tasks = []
-        databases = set()
+        databases: dict[str, set[str]] = {}  # database -> the kinds of hooks its secrets run
         for spec in specs:
             secret = self.secrets.get(spec.id)
             if secret is None:
                 secret = self.secrets[spec.id] = _Secret(spec, SecretStatus(spec.id, spec.database))
                 self.metrics.secrets[spec.id] = secret.status
-            databases.add(spec.database)
+            databases.setdefault(spec.database, set()).update(
+                "exec" if hook.argv is not None else "webhook" for hook in spec.hooks
+            )
             secret.parked = False
             tasks.append(self._spawn_planning(secret))
-        for database in databases:
-            self.metrics.watch_database(database)
+        for database, hook_kinds in databases.items():
+            self.metrics.watch_database(database, hook_kinds)
         self._tracking += 1
         self._settled.clear()
         try:

@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -363,6 +363,8 @@ class Metrics:
         self.reloads = Counter(
             "rotd_reloads", "Inventory reloads by result.", ["result"], registry=self.registry
         )
+        for result in ("applied", "rejected", "failed"):
+            self.reloads.labels(result)  # at 0 from the start: see watch_database
         self.hook_runs = Counter(
             "rotd_hook_runs",
             "on_rotated hooks run, by database, kind (exec, webhook) and result "
@@ -407,12 +409,15 @@ class Metrics:
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()
 
-    def watch_database(self, database: str) -> None:
-        """Serve ``database``'s fault counters at 0 before any fault, so that an alert on their
+    def watch_database(self, database: str, hook_kinds: Iterable[str] = ()) -> None:
+        """Serve ``database``'s fault counters at 0 before any fault (unexpected errors,
+        replication, and the failures of the kinds of hooks it runs), so that an alert on their
         increase fires on the first one rather than on the series appearing."""
         for stage in FAULT_STAGES:
             self.unexpected_errors.labels(database, stage)
         self.replication_failures.labels(database)
+        for kind in hook_kinds:
+            self.hook_runs.labels(database, kind, "failed")
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
