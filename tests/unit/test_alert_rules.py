@@ -5,29 +5,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-PROMETHEUS = Path(__file__).parents[2] / "config" / "prometheus"
+from tests.fixtures.promtool import PROMETHEUS, promtool
+
 RULES = PROMETHEUS / "rotd-rules.yml"
 RULE_TESTS = PROMETHEUS / "rotd-rules.test.yml"
-INSTALL = (
-    "promtool is not installed: it comes with Debian's prometheus package "
-    "(apt-get install --no-install-recommends prometheus; .ci/run installs it)"
-)
-
-
-def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
-    program = shutil.which("promtool")
-    if program is None:
-        pytest.fail(INSTALL)
-    return subprocess.run(
-        [program, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 def alerts(path: Path = RULES) -> list[dict[str, Any]]:
