@@ -323,6 +323,7 @@ class Runner:
         max_concurrent: int,
         max_concurrent_per_host: int,
         db_timeout_s: float = 15.0,
+        verify_bound_s: float = 60.0,
         breaker_base_s: float = BREAKER_BASE_S,
         breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
@@ -340,6 +341,7 @@ class Runner:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.db_timeout_s = db_timeout_s
+        self.verify_bound_s = verify_bound_s
         # Set by the daemon: the AWSCURRENT version of each secret when it was found due.
         self.expected_current: dict[str, str] = {}
         # Secrets holding a login another secret holds too: never rotated (rotd.logins).
@@ -358,6 +360,7 @@ class Runner:
             masters=self.masters,
             gate=_Gate(self.hosts, lease),
             db_timeout_s=self.db_timeout_s,
+            verify_bound_s=self.verify_bound_s,
             expected_current=self.expected_current,
         )
 
