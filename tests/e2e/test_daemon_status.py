@@ -4,6 +4,7 @@ breaker open."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -32,7 +33,7 @@ def get_status(port: int) -> dict[str, Any]:
     return loaded
 
 
-def status_when(
+async def status_when(
     port: int, what: str, condition: Callable[[dict[str, Any]], bool], timeout_s: float = 60
 ) -> dict[str, Any]:
     """Poll ``/status`` until ``condition`` holds of it; fail after ``timeout_s``."""
@@ -43,7 +44,7 @@ def status_when(
             return status
         if time.monotonic() > deadline:
             pytest.fail(f"/status never showed {what}; last:\n{json.dumps(status, indent=1)}")
-        time.sleep(0.1)  # polling a real process, with the deadline above
+        await asyncio.sleep(0.1)  # polling a real process, with the deadline above
 
 
 def by_id(status: dict[str, Any], key: str) -> dict[str, Any]:
@@ -122,7 +123,7 @@ async def test_status_shows_rotations_in_flight_retries_parked_secrets_and_open_
             and bool(status["breakers"])
         )
 
-    status = status_when(
+    status = await status_when(
         listen, "the held rotation, the retry, the parked secret, the breaker", settled
     )
     assert status["version"] == 1
@@ -169,7 +170,7 @@ async def test_status_shows_rotations_in_flight_retries_parked_secrets_and_open_
     # Opened, the gate lets the rotation finish: /status says so.
     gate.touch()
     process.wait_for_event("rotation.resumed", 60)
-    status = status_when(
+    status = await status_when(
         listen,
         "the held rotation finished",
         lambda s: (
