@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rotd.errors import Category, RotdError
@@ -282,5 +282,6 @@ def _activity(row: Mapping[str, Any]) -> str | None:
         failed = f": {last['category']} at {last['step']}" if last and last["category"] else ""
         return f"retry at {row['retry_at']} after {row['consecutive_failures']} failure(s){failed}"
     if row["overdue"]:
-        return f"OVERDUE: credential older than {timedelta(seconds=row['max_age_s'])}"
+        days = row["max_age_s"] / 86400
+        return f"OVERDUE: credential older than its schedule and window allow ({days:g} days)"
     return None

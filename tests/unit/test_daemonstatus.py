@@ -68,5 +68,7 @@ def test_each_row_says_what_the_daemon_is_doing_about_the_secret() -> None:
     assert lines[1].endswith("ok; rotating: testSecret since T0 (attempt 2)")
     assert lines[2].endswith("ok; retry at T1 after 2 failure(s): unreachable at createSecret")
     assert lines[3].endswith("PROBLEM: auth: password refused")
-    assert lines[4].endswith("ok; OVERDUE: credential older than 31 days, 0:00:00")
+    assert lines[4].endswith(
+        "ok; OVERDUE: credential older than its schedule and window allow (31 days)"
+    )
     assert lines[0].startswith("a  db=orders engine=postgres strategy=single_user user=app ")
