@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE from sysexits.h: the daemon asked cannot be reached
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 CONFIG_OPTION = click.option(
@@ -155,13 +156,32 @@ def render_command(config_path: str, once: bool, log_level: str) -> None:
 
 
 @cli.command()
-@CONFIG_OPTION
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="The inventory file (YAML); read Secrets Manager for its secrets.",
+)
+@click.option(
+    "--daemon",
+    "daemon_url",
+    metavar="URL",
+    help="Ask a running `rotd run` instead, at its daemon.listen address "
+    "(http://HOST:PORT): no call to Secrets Manager.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per secret on stdout.")
 @LOG_LEVEL_OPTION
-def status(config_path: str, as_json: bool, log_level: str) -> None:
+def status(config_path: str | None, daemon_url: str | None, as_json: bool, log_level: str) -> None:
     """Show every secret's rotation state from Secrets Manager, and whether each rendered file
-    is current; exit 1 if any has a problem."""
+    is current, or the daemon's view of its secrets from a running daemon (--daemon); exit 1
+    if any has a problem, 69 if the daemon cannot be reached."""
     configure_logging(level=log_level)
+    if (config_path is None) == (daemon_url is None):
+        raise click.UsageError("give either -c INVENTORY or --daemon URL")
+    if daemon_url is not None:
+        _status_from_daemon(daemon_url, as_json)
+    assert config_path is not None
     loaded = load_or_exit(config_path)
 
     async def read() -> list[Any]:
@@ -177,6 +197,32 @@ def status(config_path: str, as_json: bool, log_level: str) -> None:
     for report in reports:
         click.echo(redactor.scrub(json.dumps(report.as_dict()) if as_json else report.line()))
     _exit(EXIT_FAILED if any(r.problem for r in reports) else EXIT_OK)
+
+
+def _status_from_daemon(url: str, as_json: bool) -> NoReturn:
+    from rotd.daemonstatus import DaemonUnreachable, fetch, reports
+
+    try:
+        document = fetch(url)
+    except DaemonUnreachable as exc:
+        click.echo(f"error: {exc}", err=True)
+        _exit(EXIT_UNAVAILABLE)
+    rows = reports(document)
+    for report in rows:
+        click.echo(redactor.scrub(json.dumps(report.as_dict()) if as_json else report.line()))
+    if not as_json:
+        daemon, inventory = document["daemon"], document["inventory"]
+        health = "healthy" if daemon["healthy"] else f"UNHEALTHY: {daemon['health_problem']}"
+        click.echo(
+            f"daemon {health}; {daemon['summary']}; inventory {inventory['path']} "
+            f"loaded {inventory['loaded_at']}"
+        )
+        for breaker in document["breakers"]:
+            click.echo(
+                f"host {breaker['host']}: breaker OPEN after {breaker['failures']} failure(s) "
+                f"({breaker['reason']}); next probe {breaker['next_probe']}"
+            )
+    _exit(EXIT_FAILED if any(r.problem for r in rows) else EXIT_OK)
 
 
 @cli.command(name="doctor")

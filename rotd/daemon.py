@@ -26,13 +26,21 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from rotd import daemonstatus
 from rotd import inventory as inventory_module
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
 from rotd.inventory import Inventory, SecretSpec
 from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
-from rotd.observability import Metrics, SecretStatus, get_logger, log_unexpected, serve_http
+from rotd.observability import (
+    DaemonSample,
+    Metrics,
+    SecretStatus,
+    get_logger,
+    log_unexpected,
+    serve_http,
+)
 from rotd.protocol import Outcome, inspect
 from rotd.render import Renderer
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
@@ -73,6 +81,14 @@ class _Secret:
     last_rotated: datetime | None = None
     failures: int = 0
     parked: bool = False  # waiting for a reload or its next due time after a permanent error
+    # For /status: what the last read of Secrets Manager found, the last rotation's outcome,
+    # the reason of the problem that parked it, and when a retry after a failure is due.
+    username: str | None = None
+    engine: str | None = None
+    unfinished: str | None = None
+    last: daemonstatus.LastRun | None = None
+    problem_reason: str | None = None
+    retry_at: datetime | None = None
 
 
 class Daemon:
@@ -95,6 +111,8 @@ class Daemon:
         (docs/operations.md's 15 s to 15 min, docs/reliability.md's 10 s to 5 min); only tests
         change them."""
         self.inventory = inventory
+        self.inventory_loaded = utcnow()
+        self.started_at = utcnow()
         self.install_signal_handlers = install_signal_handlers
         self.notifier = notifier or Notifier.from_environ()
         self.engines = engines or all_engines()
@@ -204,9 +222,12 @@ class Daemon:
             self.renderer.on_result = self.metrics.render_finished
             self.renderer.on_fault = self.metrics.unexpected_error
             stack.push_async_callback(self.renderer.close)
+            self.metrics.daemon = self._sample
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
-                await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))
+                await stack.enter_async_context(
+                    serve_http(host, port, self.metrics, self.healthy, self.status_document)
+                )
             self._scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
             self._scheduler.start()
             watchdog = asyncio.create_task(self.notifier.watchdog_loop())
@@ -301,6 +322,35 @@ class Daemon:
             force.cancel()
         return sum(1 for t in tasks if t.done())
 
+    def _sample(self) -> DaemonSample:
+        scheduler = self._scheduler
+        breakers = self._runner.hosts.open_breakers() if self._runner is not None else []
+        return DaemonSample(
+            healthy=self.healthy(),
+            scheduler_running=scheduler is not None and scheduler.running,
+            open_breakers=tuple(host for host, *_ in breakers),
+            inventory_path=str(self.inventory.path),
+            inventory_loaded=self.inventory_loaded.timestamp(),
+        )
+
+    def status_document(self) -> dict[str, Any]:
+        """What ``GET /status`` serves: see :mod:`rotd.daemonstatus`."""
+        runner = self._runner
+        scheduler = self._scheduler
+        jobs: dict[str, datetime] = {}
+        if scheduler is not None and scheduler.running:
+            for job in scheduler.get_jobs():
+                if job.next_run_time is not None:
+                    jobs[job.id] = job.next_run_time
+        return daemonstatus.document(
+            self,
+            secrets=list(self.secrets.values()),
+            rotating=dict(runner.rotating) if runner is not None else {},
+            breakers=runner.hosts.open_breakers() if runner is not None else [],
+            jobs=jobs,
+            now=utcnow(),
+        )
+
     def status_line(self) -> str:
         parked = sum(1 for s in self.secrets.values() if s.parked)
         failing = sum(1 for s in self.secrets.values() if s.failures)
@@ -327,6 +377,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = await asyncio.to_thread(inventory_module.load, self.inventory.path)
+            loaded = utcnow()
         except ConfigErrors as exc:
             self.metrics.reloads.labels("rejected").inc()
             log.error(
@@ -370,6 +421,7 @@ class Daemon:
         self.inventory = new
         if self.renderer is not None:
             self.renderer.replace(new.renders)
+        self.inventory_loaded = loaded
         await self._track([*added, *changed, *retry])
         self.metrics.reloads.labels("applied").inc()
         log.info(
@@ -387,17 +439,19 @@ class Daemon:
     async def _track(self, specs: Iterable[SecretSpec]) -> None:
         """Plan each secret (concurrently, bounded) and wait until all have a schedule."""
         tasks = []
-        databases = set()
+        databases: dict[str, set[str]] = {}  # database -> the kinds of hooks its secrets run
         for spec in specs:
             secret = self.secrets.get(spec.id)
             if secret is None:
                 secret = self.secrets[spec.id] = _Secret(spec, SecretStatus(spec.id, spec.database))
                 self.metrics.secrets[spec.id] = secret.status
-            databases.add(spec.database)
+            databases.setdefault(spec.database, set()).update(
+                "exec" if hook.argv is not None else "webhook" for hook in spec.hooks
+            )
             secret.parked = False
             tasks.append(self._spawn_planning(secret))
-        for database in databases:
-            self.metrics.watch_database(database)
+        for database, hook_kinds in databases.items():
+            self.metrics.watch_database(database, hook_kinds)
         self._tracking += 1
         self._settled.clear()
         try:
@@ -467,6 +521,14 @@ class Daemon:
             return  # removed by a reload meanwhile
         secret.last_rotated = state.created
         secret.status.created = state.created.timestamp()
+        secret.username, secret.engine = state.username, spec.engine or state.engine
+        secret.unfinished = state.unfinished
+        due_by_schedule = spec.schedule.next_after(state.created, spec.timezone)
+        secret.status.max_age = (
+            (due_by_schedule - state.created + spec.window).total_seconds()
+            if due_by_schedule is not None
+            else None
+        )
         if self._runner is not None:
             self._runner.expected_current[spec.id] = state.version_id
         if state.endpoint is not None and state.username is not None:
@@ -488,11 +550,19 @@ class Daemon:
         self._schedule(secret, due, start)
 
     def _schedule(
-        self, secret: _Secret, due: datetime, start: datetime, *, replan: bool = False
+        self,
+        secret: _Secret,
+        due: datetime,
+        start: datetime,
+        *,
+        replan: bool = False,
+        retry: bool = False,
     ) -> None:
-        """Run the secret's job at ``start``: rotate it, or with ``replan`` plan it again."""
+        """Run the secret's job at ``start``: rotate it, or with ``replan`` plan it again;
+        ``retry`` when that is a retry after a failure."""
         spec = secret.spec
         secret.status.next_due = due.timestamp()
+        secret.retry_at = start if retry else None
         if self._scheduler is None or not self._scheduler.running:
             return
         self._scheduler.add_job(
@@ -550,10 +620,12 @@ class Daemon:
         finally:
             self._waiting.discard(secret.spec.id)
         try:
-            outcome = await self._runner.rotate_one(secret.spec, attempt=secret.failures + 1)
+            attempt = secret.failures + 1
+            outcome = await self._runner.rotate_one(secret.spec, attempt=attempt)
             if self.secrets.get(secret.spec.id) is not secret or self._stop.is_set():
                 return
             now = utcnow()
+            secret.last = daemonstatus.LastRun.of(outcome, attempt, now)
             if outcome.error is not None:
                 self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
                 return
@@ -589,7 +661,7 @@ class Daemon:
                 retry_in_s=round(delay.total_seconds(), 3),
                 failures=secret.failures,
             )
-            self._schedule(secret, retry_at, retry_at, replan=True)
+            self._schedule(secret, retry_at, retry_at, replan=True, retry=True)
         except Exception as again:
             self._lost(secret, again)
 
@@ -642,10 +714,11 @@ class Daemon:
                 retry_in_s=round(delay.total_seconds(), 1),
                 failures=secret.failures,
             )
-            self._schedule(secret, retry_at, retry_at, replan=planning)
+            self._schedule(secret, retry_at, retry_at, replan=planning, retry=True)
             return
         secret.parked = True
         secret.status.problem = str(category)
+        secret.problem_reason = reason
         next_due = spec.schedule.next_after(now, spec.timezone)
         log.error(
             "rotation.parked",
@@ -671,6 +744,8 @@ class Daemon:
             str(category) if category else None,
             bool(category and category.transient),
         )
+        if outcome.unreplicated:
+            self.metrics.unreplicated(outcome.database, len(outcome.unreplicated))
         self.counts[label] = self.counts.get(label, 0) + 1
         if outcome.ok and self.renderer is not None:
             self.renderer.rotated(outcome.secret_id)

@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -317,6 +317,20 @@ class SecretStatus:
     last_success: float | None = None
     consecutive_failures: int = 0
     problem: str | None = None  # the category of a failure no retry can fix
+    # The credential age past which the rotation is overdue: from AWSCURRENT's creation to its
+    # due time by the schedule, plus the window the rotation may start in.
+    max_age: float | None = None
+
+
+@dataclass(frozen=True)
+class DaemonSample:
+    """What the daemon says of itself at scrape time, beside its secrets."""
+
+    healthy: bool
+    scheduler_running: bool
+    open_breakers: tuple[str, ...]  # host:port of each host whose breaker is open
+    inventory_path: str
+    inventory_loaded: float  # Unix time
 
 
 class Metrics:
@@ -349,6 +363,8 @@ class Metrics:
         self.reloads = Counter(
             "rotd_reloads", "Inventory reloads by result.", ["result"], registry=self.registry
         )
+        for result in ("applied", "rejected", "failed"):
+            self.reloads.labels(result)  # at 0 from the start: see watch_database
         self.hook_runs = Counter(
             "rotd_hook_runs",
             "on_rotated hooks run, by database, kind (exec, webhook) and result "
@@ -387,8 +403,18 @@ class Metrics:
             ["path"],
             registry=self.registry,
         )
+        self.replication_failures = Counter(
+            "rotd_replication_failures",
+            "Verify endpoints (replicas, poolers) that never took a new password within the "
+            "bound, by database: replication to them is broken or lagging.",
+            ["database"],
+            registry=self.registry,
+        )
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
+        # Set by the daemon: what it says of itself at each scrape.
+        self.daemon: Callable[[], DaemonSample] | None = None
+        self.registry.register(_DaemonCollector(self))
 
     def rotation_finished(
         self, database: str, outcome: str, duration_s: float, category: str | None, transient: bool
@@ -397,6 +423,9 @@ class Metrics:
         self.duration.labels(database).observe(duration_s)
         if category is not None:
             self.failures.labels(database, category, str(transient).lower()).inc()
+
+    def unreplicated(self, database: str, endpoints: int) -> None:
+        self.replication_failures.labels(database).inc(endpoints)
 
     def hook_finished(self, database: str, kind: str, result: str) -> None:
         self.hook_runs.labels(database, kind, result).inc()
@@ -416,11 +445,15 @@ class Metrics:
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()
 
-    def watch_database(self, database: str) -> None:
-        """Serve ``database``'s fault counters at 0 before any fault, so that an alert on their
+    def watch_database(self, database: str, hook_kinds: Iterable[str] = ()) -> None:
+        """Serve ``database``'s fault counters at 0 before any fault (unexpected errors,
+        replication, and the failures of the kinds of hooks it runs), so that an alert on their
         increase fires on the first one rather than on the series appearing."""
         for stage in FAULT_STAGES:
             self.unexpected_errors.labels(database, stage)
+        self.replication_failures.labels(database)
+        for kind in hook_kinds:
+            self.hook_runs.labels(database, kind, "failed")
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -457,6 +490,12 @@ class _SecretCollector(Collector):
             "Failed rotation attempts since the last success.",
             labels=labels,
         )
+        max_age = GaugeMetricFamily(
+            "rotd_secret_max_age_seconds",
+            "The credential age past which the rotation is overdue: the schedule's interval "
+            "from AWSCURRENT's creation plus the rotation window.",
+            labels=labels,
+        )
         problem = GaugeMetricFamily(
             "rotd_secret_problem",
             "1 while the secret has a problem no retry can fix, by category.",
@@ -471,17 +510,67 @@ class _SecretCollector(Collector):
                 due.add_metric(key, status.next_due)
             if status.created is not None:
                 age.add_metric(key, max(0.0, now - status.created))
+            if status.max_age is not None:
+                max_age.add_metric(key, status.max_age)
             failures.add_metric(key, status.consecutive_failures)
             if status.problem is not None:
                 problem.add_metric([*key, status.problem], 1)
-        yield from (last, due, age, failures, problem)
+        yield from (last, due, age, max_age, failures, problem)
+
+
+class _DaemonCollector(Collector):
+    """The daemon's own gauges, asked of it at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sample = self._metrics.daemon() if self._metrics.daemon is not None else None
+        if sample is None:
+            return
+        healthy = GaugeMetricFamily(
+            "rotd_healthy", "1 while /healthz answers ok: every secret keeps a schedule."
+        )
+        healthy.add_metric([], int(sample.healthy))
+        scheduler = GaugeMetricFamily(
+            "rotd_scheduler_running", "1 while the scheduler that starts rotations runs."
+        )
+        scheduler.add_metric([], int(sample.scheduler_running))
+        breakers = GaugeMetricFamily(
+            "rotd_host_breaker_open",
+            "1 while a database host's circuit breaker is open: rotations on it fail at once "
+            "until the next probe.",
+            labels=["host"],
+        )
+        for host in sample.open_breakers:
+            breakers.add_metric([host], 1)
+        inventory = GaugeMetricFamily(
+            "rotd_inventory_info",
+            "The inventory the daemon runs, by path; always 1.",
+            labels=["path"],
+        )
+        inventory.add_metric([sample.inventory_path], 1)
+        loaded = GaugeMetricFamily(
+            "rotd_inventory_loaded_timestamp_seconds",
+            "When the inventory in use was loaded, at start or by the last applied reload.",
+        )
+        loaded.add_metric([], sample.inventory_loaded)
+        yield from (healthy, scheduler, breakers, inventory, loaded)
 
 
 @asynccontextmanager
 async def serve_http(
-    host: str, port: int, metrics: Metrics, healthy: Callable[[], bool]
+    host: str,
+    port: int,
+    metrics: Metrics,
+    healthy: Callable[[], bool],
+    status: Callable[[], Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[None]:
-    """Serve ``/metrics`` and ``/healthz`` from the event loop while inside.
+    """Serve ``/metrics``, ``/healthz`` and, given ``status``, ``/status`` (its document as
+    JSON, scrubbed like every log event) from the event loop while inside.
 
     ``/healthz`` is answered by the same loop that runs the scheduler, so a stuck loop shows
     as a failing health check, not as a healthy one.
@@ -496,9 +585,16 @@ async def serve_http(
             return web.Response(text="ok\n")
         return web.Response(status=503, text="unhealthy\n")
 
+    async def status_handler(_request: web.Request) -> web.Response:
+        assert status is not None
+        document = redactor.scrub_value(status())
+        return web.json_response(document, dumps=lambda d: json.dumps(d, indent=1))
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
+    if status is not None:
+        app.router.add_get("/status", status_handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -110,6 +110,15 @@ class HostGate(Protocol):
         """Wait for room to work on ``endpoint``'s host, and hold it while inside."""
 
 
+@dataclass
+class Progress:
+    """Where one rotation stands, for whoever watches it (the daemon's ``/status``). The
+    protocol moves it along as it enters each step; nothing in the protocol reads it."""
+
+    step: str = "queued"  # until the rotation has its slots
+    version_id: str | None = None
+
+
 @dataclass(frozen=True)
 class Dependencies:
     store: SecretStore
@@ -121,6 +130,7 @@ class Dependencies:
     # The AWSCURRENT version each secret had when it was found due (daemon): a secret whose
     # current version has changed since was rotated elsewhere and is skipped.
     expected_current: Mapping[str, str] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,8 @@ class Outcome:
     error: SecretError | None = None
     skipped: bool = False  # rotated elsewhere: nothing (left) for this process to do
     skip_reason: str | None = None
+    # Verify endpoints (replicas, poolers) that never took the new login: replication broken.
+    unreplicated: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -274,6 +286,7 @@ class _Rotation:
         self.skip_reason: str | None = None
         # single_user on an engine whose users hold several passwords: no window (below).
         self.several = False
+        self.unreplicated: list[str] = []
 
     async def run(self) -> Outcome:
         # What an engine that hands the rotation on (exec) may know of it; reset on leaving,
@@ -304,11 +317,14 @@ class _Rotation:
             error=error,
             skipped=self.skipped,
             skip_reason=self.skip_reason,
+            unreplicated=tuple(self.unreplicated),
         )
 
     @asynccontextmanager
     async def _step(self, step: Step) -> AsyncIterator[None]:
         self.step = step
+        self.deps.progress.step = str(step)
+        self.deps.progress.version_id = self.token
         started = time.monotonic()
         try:
             yield
@@ -825,6 +841,7 @@ class _Rotation:
                 if exc.category is not Category.AUTH:
                     raise
                 if time.monotonic() + delay > deadline:
+                    self.unreplicated.append(endpoint.address)
                     raise DatabaseError(
                         endpoint.host,
                         endpoint.port,

@@ -32,7 +32,7 @@ from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
 from rotd.logins import SharedLogin
 from rotd.observability import get_logger, log_unexpected, redactor
-from rotd.protocol import Dependencies, Outcome, Step, rotate
+from rotd.protocol import Dependencies, Outcome, Progress, Step, rotate
 from rotd.secretstore import CURRENT, SecretStore
 
 log = get_logger("rotd.runner")
@@ -219,6 +219,16 @@ class HostLimits:
             log.info("host.reachable", host=key, after_failures=breaker.failures)
             self._breakers.pop(key, None)
 
+    def open_breakers(self) -> list[tuple[str, int, float, str]]:
+        """Hosts whose breaker is open: (host:port, failures in a row, when the next probe may
+        go, in Unix time, the last failure's reason)."""
+        now, wall = time.monotonic(), time.time()
+        return [
+            (key, b.failures, wall + max(0.0, b.open_until - now), b.reason)
+            for key, b in sorted(self._breakers.items())
+            if b.failures
+        ]
+
     def resize(self, per_host: int) -> None:
         """Apply a new per-host limit to hosts seen from now on and to idle ones."""
         self.per_host = per_host
@@ -237,6 +247,17 @@ class HostLimits:
 
 
 _HOST_DOWN = frozenset({Category.UNREACHABLE, Category.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """One rotation the runner holds, for ``/status``: which attempt, since when (Unix time),
+    and its :class:`rotd.protocol.Progress`, which the protocol moves along."""
+
+    spec: SecretSpec
+    attempt: int
+    started: float
+    progress: Progress
 
 
 class Lease:
@@ -302,6 +323,7 @@ class Runner:
         max_concurrent: int,
         max_concurrent_per_host: int,
         db_timeout_s: float = 15.0,
+        verify_bound_s: float = 60.0,
         breaker_base_s: float = BREAKER_BASE_S,
         breaker_cap_s: float = BREAKER_CAP_S,
     ) -> None:
@@ -315,9 +337,11 @@ class Runner:
         self._global = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
         self._busy: set[str] = set()
+        self.rotating: dict[str, InFlight] = {}  # secret id -> its rotation in flight
         self.in_flight = 0
         self.peak_in_flight = 0
         self.db_timeout_s = db_timeout_s
+        self.verify_bound_s = verify_bound_s
         # Set by the daemon: the AWSCURRENT version of each secret when it was found due.
         self.expected_current: dict[str, str] = {}
         # Secrets holding a login another secret holds too: never rotated (rotd.logins).
@@ -328,13 +352,15 @@ class Runner:
         self.on_finish: Callable[[Outcome], None] | None = None
         self.on_fault: Callable[[str, str], None] | None = None
 
-    def deps(self, lease: Lease) -> Dependencies:
+    def deps(self, lease: Lease, progress: Progress | None = None) -> Dependencies:
         return Dependencies(
+            progress=progress or Progress(),
             store=self.store,
             engines=self.engines,
             masters=self.masters,
             gate=_Gate(self.hosts, lease),
             db_timeout_s=self.db_timeout_s,
+            verify_bound_s=self.verify_bound_s,
             expected_current=self.expected_current,
         )
 
@@ -368,6 +394,8 @@ class Runner:
         self._busy.add(spec.id)
         lease = Lease(self._global)
         started = time.monotonic()
+        progress = Progress()
+        self.rotating[spec.id] = InFlight(spec, attempt, time.time(), progress)
         try:
             await lease.acquire()
             self.in_flight += 1
@@ -376,7 +404,7 @@ class Runner:
                     self.on_start(spec)
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
-                outcome = await rotate(spec, self.deps(lease), attempt=attempt)
+                outcome = await rotate(spec, self.deps(lease, progress), attempt=attempt)
             except UnexpectedError as exc:
                 self.caught(spec, "rotation", exc.cause)
                 outcome = _unexpected_outcome(spec, exc.cause, exc.step, time.monotonic() - started)
@@ -388,6 +416,7 @@ class Runner:
         finally:
             lease.release()
             self._busy.discard(spec.id)
+            self.rotating.pop(spec.id, None)
         with self.contained(spec, "metrics"):
             report(outcome, attempt=attempt)
         with self.contained(spec, "metrics"):

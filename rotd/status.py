@@ -34,6 +34,8 @@ class SecretReport:
     unfinished: str | None = None
     unfinished_case: str | None = None  # what the unfinished rotation is, when not plain
     problem: str | None = None
+    # What a running daemon is doing about it (rotating, retrying): ``rotd status --daemon``.
+    activity: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +46,8 @@ class SecretReport:
             state = f"unfinished rotation {self.unfinished} (resumes at the next run)"
             if self.unfinished_case:
                 state = f"unfinished rotation {self.unfinished}: {self.unfinished_case}"
+        if self.activity:
+            state = f"{state}; {self.activity}"
         return (
             f"{self.secret_id}  db={self.database} engine={self.engine or '-'} "
             f"strategy={self.strategy} user={self.username or '-'} "
