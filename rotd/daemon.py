@@ -29,6 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from rotd import inventory as inventory_module
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
+from rotd.events import EventPublisher
 from rotd.inventory import Inventory, SecretSpec
 from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
@@ -71,6 +72,7 @@ class _Secret:
     status: SecretStatus
     last_rotated: datetime | None = None
     failures: int = 0
+    arn: str | None = None  # as Secrets Manager last named it, for events
     parked: bool = False  # waiting for a reload or its next due time after a permanent error
 
 
@@ -106,6 +108,7 @@ class Daemon:
         self._planning: set[asyncio.Task[None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._runner: Runner | None = None
+        self._events: EventPublisher | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
         # The logins each secret holds, as last read; a rotation waits until planning has read
         # every secret (``_settled``), so that a pair holding one login is refused in time.
@@ -196,6 +199,13 @@ class Daemon:
             self._runner.on_fault = self.metrics.unexpected_error
             self._runner.hooks.on_result = self.metrics.hook_finished
             self._runner.hooks.on_fault = self.metrics.unexpected_error
+            if self.inventory.eventbridge is not None:
+                self._events = await stack.enter_async_context(
+                    EventPublisher(self.inventory, self.inventory.eventbridge)
+                )
+                self._events.on_result = self.metrics.events_result
+                self.metrics.watch_events()
+                self._runner.events = self._events
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))
@@ -243,6 +253,7 @@ class Daemon:
 
     async def _shutdown(self) -> int:
         grace = self.inventory.shutdown_grace.total_seconds()
+        deadline = time.monotonic() + grace
         in_flight = len(self._rotations)
         # Stage 1: start nothing new. Jobs that fire from now on are ignored; planning stops.
         self.notifier.stopping(f"stopping; {in_flight} rotation(s) in flight")
@@ -262,6 +273,10 @@ class Daemon:
         await asyncio.gather(*left, return_exceptions=True)
         if self._runner is not None:
             await self._runner.hosts.close_idle()
+        # Stage 4: send the events still queued, in what is left of the grace period (at least
+        # a second, so that the last rotation's event has its chance); drop the rest.
+        if self._events is not None and not self._force.is_set():
+            await self._events.flush(max(deadline - time.monotonic(), 1.0))
         log.info(
             "daemon.stopped",
             finished_in_grace=finished,
@@ -351,6 +366,8 @@ class Daemon:
             self.secrets[spec.id].status.database = spec.database
         if self._runner is not None:
             self._runner.resize(new.max_concurrent, new.max_concurrent_per_host)
+        if new.eventbridge != self.inventory.eventbridge:
+            log.warning("reload.events_unchanged", reason="events settings take effect at restart")
         if (new.region, new.endpoint_url, new.profile) != (
             self.inventory.region,
             self.inventory.endpoint_url,
@@ -454,6 +471,7 @@ class Daemon:
         if self.secrets.get(spec.id) is not secret:
             return  # removed by a reload meanwhile
         secret.last_rotated = state.created
+        secret.arn = state.arn
         secret.status.created = state.created.timestamp()
         if self._runner is not None:
             self._runner.expected_current[spec.id] = state.version_id
@@ -542,6 +560,7 @@ class Daemon:
             if self.secrets.get(secret.spec.id) is not secret or self._stop.is_set():
                 return
             now = utcnow()
+            secret.arn = outcome.arn or secret.arn
             if outcome.error is not None:
                 self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
                 return
@@ -645,6 +664,15 @@ class Daemon:
             next_attempt=next_due.isoformat() if next_due else None,
             action="fix the cause, then reload rotd (SIGHUP) or wait for the next due time",
         )
+        if self._events is not None:
+            self._events.parked(
+                spec,
+                secret.arn,
+                category,
+                reason,
+                failures=secret.failures,
+                next_attempt=next_due,
+            )
         if next_due is not None:
             self._schedule(secret, next_due, next_due, replan=planning)
 

@@ -19,7 +19,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -48,7 +47,13 @@ from rotd.engines import (
 )
 from rotd.engines.registry import EngineRegistry
 from rotd.errors import AwsError, Category, DatabaseError, EngineError, Missing, StoreError
-from rotd.inventory import Inventory, SecretSpec, Strategy, secret_name
+from rotd.inventory import (
+    Inventory,
+    SecretSpec,
+    Strategy,
+    every_service_endpoint,
+    secret_name,
+)
 from rotd.logins import FIX as SHARED_LOGIN_FIX
 from rotd.logins import SharedLogin, shared_logins
 from rotd.observability import get_logger, redactor
@@ -188,12 +193,7 @@ class Decision:
 def account_endpoint(endpoint_url: str | None) -> str | None:
     """Where to ask STS and IAM: an emulator's endpoint serves every service, while an AWS
     endpoint for Secrets Manager (a VPC endpoint) serves only that one."""
-    if endpoint_url is None:
-        return None
-    host = (urlsplit(endpoint_url).hostname or "").lower()
-    if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
-        return None
-    return endpoint_url
+    return every_service_endpoint(endpoint_url)
 
 
 class AwsAccount(AwsClients):

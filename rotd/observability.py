@@ -287,7 +287,7 @@ def get_logger(name: str) -> Any:
 
 UNEXPECTED_ERROR = "unexpected_error.caught"
 # Where in one secret's life a fault can be caught: the stages of ``rotd_unexpected_errors``.
-FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics")
+FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics", "events")
 
 
 def log_unexpected(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
@@ -359,8 +359,15 @@ class Metrics:
         self.unexpected_errors = Counter(
             "rotd_unexpected_errors",
             "Exceptions rotd did not expect, caught at one secret's boundary, by database and "
-            "stage (rotation, hooks, planning, scheduling, metrics).",
+            "stage (rotation, hooks, planning, scheduling, metrics, events).",
             ["database", "stage"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "rotd_events",
+            "Rotation events for EventBridge, by result: sent; retried (in a failed attempt, "
+            "to be tried again); dropped (given up on, or pushed out of a full queue).",
+            ["result"],
             registry=self.registry,
         )
         self.secrets: dict[str, SecretStatus] = {}
@@ -376,6 +383,14 @@ class Metrics:
 
     def hook_finished(self, database: str, kind: str, result: str) -> None:
         self.hook_runs.labels(database, kind, result).inc()
+
+    def events_result(self, result: str, count: int) -> None:
+        self.events.labels(result).inc(count)
+
+    def watch_events(self) -> None:
+        """Serve the event counters at 0 once events are configured (see watch_database)."""
+        for result in ("sent", "retried", "dropped"):
+            self.events.labels(result)
 
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()
