@@ -30,7 +30,7 @@ from typing import Any
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rotd.errors import Category
+from rotd.errors import AwsError, Category
 from rotd.inventory import EventBridge, Inventory, SecretSpec, every_service_endpoint
 from rotd.observability import get_logger, redactor
 from rotd.protocol import Outcome
@@ -207,6 +207,30 @@ async def events_client(inventory: Inventory, bridge: EventBridge) -> AsyncItera
         "events", connection, retry_mode="standard", credentials=credentials
     ) as client:
         yield client
+
+
+async def describe_bus(inventory: Inventory, bridge: EventBridge) -> str:
+    """The bus's ARN, as EventBridge describes it to whoever puts the events (the role, if
+    one is named); raise :class:`AwsError` saying what is wrong. Puts nothing."""
+    operation = "events:DescribeEventBus"
+    try:
+        async with events_client(inventory, bridge) as client:
+            r = await client.describe_event_bus(Name=bridge.bus)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if exc.operation_name == "AssumeRole":
+            reason = f"cannot assume the role {bridge.role_arn}: {_reason(exc)}"
+            raise AwsError("sts:AssumeRole", Category.PERMISSION, reason) from None
+        if code == "ResourceNotFoundException":
+            where = bridge.region or "the region"
+            reason = f"EventBridge has no bus {bridge.bus!r} in {where}"
+            raise AwsError(operation, Category.NOT_FOUND, reason) from None
+        if "AccessDenied" in code or code == "UnauthorizedOperation":
+            raise AwsError(operation, Category.PERMISSION, _reason(exc)) from None
+        raise AwsError(operation, Category.UNSUPPORTED, _reason(exc)) from None
+    except BotoCoreError as exc:
+        raise AwsError(operation, Category.UNREACHABLE, _reason(exc)) from None
+    return str(r["Arn"])
 
 
 class EventPublisher:

@@ -17,13 +17,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotd.daemon import Daemon
+from rotd.doctor import Level, diagnose
 from rotd.engines import all_engines
 from rotd.events import EventPublisher
 from rotd.inventory import Inventory, load
 from rotd.notify import Notifier
 from rotd.protocol import Outcome
 from rotd.runner import Runner
-from rotd.secretstore import AwsConnection, AwsSecretStore
+from rotd.secretstore import AwsConnection, AwsSecretStore, connection_for
 from rotd.testing.kit import processed_events
 from tests.fixtures.aws import MotoServer, Secrets, free_port
 from tests.fixtures.databases import Database
@@ -258,3 +259,29 @@ async def test_the_daemon_publishes_resumed_and_parked_secrets_and_flushes_when_
             assert event["resources"] == [arn]
         assert "Pending-pass-5" not in json.dumps(event)
     assert not [e for e in logs if e["event"].startswith("events.")]
+
+
+async def test_doctor_checks_the_bus_and_says_what_to_do_when_it_is_missing(
+    moto: MotoServer, bus: Bus
+) -> None:
+    role = "arn:aws:iam::123456789012:role/rotd-events"
+    found = inventory(moto, f"events:\n  eventbridge:\n    bus: {bus.name}\n    role_arn: {role}\n")
+    absent = inventory(moto, "events:\n  eventbridge:\n    bus: rotd-test-absent\n")
+
+    checks = {
+        label: {c.name: c for c in await diagnose(inv, [], connection_for(inv))}
+        for label, inv in (("found", found), ("absent", absent))
+    }
+
+    ok = checks["found"]["events.bus"]
+    assert ok.level is Level.OK
+    assert ok.detail.startswith(f"arn:aws:events:{moto.region}:123456789012:event-bus/{bus.name}")
+    # moto's server cannot simulate policies: not checked, and why, for the role.
+    permissions = checks["found"]["events.permissions"]
+    assert permissions.level is Level.WARN
+    assert permissions.detail.startswith("not checked (events:PutEvents)")
+    missing = checks["absent"]["events.bus"]
+    assert missing.level is Level.FAIL
+    assert missing.detail == f"EventBridge has no bus 'rotd-test-absent' in {moto.region}"
+    assert missing.fix is not None
+    assert "aws events create-event-bus --name rotd-test-absent" in missing.fix
