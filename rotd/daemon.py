@@ -204,7 +204,6 @@ class Daemon:
                     EventPublisher(self.inventory, self.inventory.eventbridge)
                 )
                 self._events.on_result = self.metrics.events_result
-                self.metrics.watch_events()
                 self._runner.events = self._events
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen

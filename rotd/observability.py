@@ -370,6 +370,8 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        for result in ("sent", "retried", "dropped"):
+            self.events.labels(result)  # at 0 from the start, as watch_database does
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
 
@@ -386,11 +388,6 @@ class Metrics:
 
     def events_result(self, result: str, count: int) -> None:
         self.events.labels(result).inc(count)
-
-    def watch_events(self) -> None:
-        """Serve the event counters at 0 once events are configured (see watch_database)."""
-        for result in ("sent", "retried", "dropped"):
-            self.events.labels(result)
 
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()
