@@ -20,7 +20,7 @@ from rotd.daemon import Daemon
 from rotd.doctor import Level, diagnose
 from rotd.engines import all_engines
 from rotd.events import EventPublisher
-from rotd.inventory import Inventory, load
+from rotd.inventory import Inventory, Strategy, load
 from rotd.notify import Notifier
 from rotd.protocol import Outcome
 from rotd.runner import Runner
@@ -29,6 +29,7 @@ from rotd.testing.kit import processed_events
 from tests.fixtures.aws import MotoServer, Secrets, free_port
 from tests.fixtures.databases import Database
 from tests.fixtures.deadlines import until
+from tests.fixtures.iam import IamMoto
 from tests.fixtures.inventory import write_inventory
 from tests.fixtures.rotation import inventory, make_login
 
@@ -285,3 +286,42 @@ async def test_doctor_checks_the_bus_and_says_what_to_do_when_it_is_missing(
     assert missing.detail == f"EventBridge has no bus 'rotd-test-absent' in {moto.region}"
     assert missing.fix is not None
     assert "aws events create-event-bus --name rotd-test-absent" in missing.fix
+
+
+async def test_events_are_put_as_the_role_when_rotd_itself_may_not_put_them(
+    iam_moto: IamMoto, monkeypatch: pytest.MonkeyPatch, logged: list[Event]
+) -> None:
+    user_arn, user = await iam_moto.user(["sts:AssumeRole"])
+    role = await iam_moto.role(["events:PutEvents"], trusted=user_arn)
+    for variable, value in user.items():
+        monkeypatch.setenv(variable, value)
+    server = iam_moto.server
+    as_role = inventory(
+        server, f"events:\n  eventbridge:\n    bus: default\n    role_arn: {role}\n"
+    )
+    as_user = inventory(server, "events:\n  eventbridge:\n    bus: default\n")
+    publishers = [
+        EventPublisher(inv, inv.eventbridge, max_attempts=1)
+        for inv in (as_role, as_user)
+        if inv.eventbridge is not None
+    ]
+
+    iam_moto.enforce(True)
+    try:
+        for publisher in publishers:
+            async with publisher:
+                publisher.rotation(
+                    Outcome("prod/app", "orders", Strategy.SINGLE_USER, 0.1), attempt=1
+                )
+                assert await publisher.flush(30)
+    finally:
+        iam_moto.enforce(False)
+
+    assert [p.counts for p in publishers] == [
+        {"sent": 1, "retried": 0, "dropped": 0},
+        {"sent": 0, "retried": 0, "dropped": 1},
+    ]
+    (failed,) = [e for e in logged if e["event"] == "events.failed"]
+    assert "AccessDenied" in failed["error"]
+    assert "rotd doctor checks both" in failed["action"]
+    assert user["AWS_SECRET_ACCESS_KEY"] not in json.dumps(logged, default=str)
