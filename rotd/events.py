@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rotd.errors import AwsError, Category
 from rotd.inventory import EventBridge, Inventory, SecretSpec, every_service_endpoint
-from rotd.observability import get_logger, redactor
+from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Outcome
 from rotd.secretstore import AwsConnection, open_client
 
@@ -379,13 +379,7 @@ class EventPublisher:
             try:
                 await self._deliver(batch)
             except Exception as exc:  # a fault in rotd: lose this batch, not the sender
-                log.error(
-                    "unexpected_error.caught",
-                    stage="events",
-                    error=f"{type(exc).__name__}: {exc}",
-                    action="a fault in rotd itself: report it with this event's exception",
-                    exc_info=exc,
-                )
+                log_unexpected(log, "events", exc, bus=self.bridge.bus)
                 self._drop(len(batch), "a fault in rotd")
             finally:
                 self._sending = 0

@@ -325,3 +325,49 @@ async def test_events_are_put_as_the_role_when_rotd_itself_may_not_put_them(
     assert "AccessDenied" in failed["error"]
     assert "rotd doctor checks both" in failed["action"]
     assert user["AWS_SECRET_ACCESS_KEY"] not in json.dumps(logged, default=str)
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_failed_hook_is_an_event_of_its_own_after_the_rotation_event(
+    db: Database, secrets: Secrets, moto: MotoServer, bus: Bus
+) -> None:
+    user, name = await make_login(db, secrets)
+    body = f"""\
+        events:
+          eventbridge: {{bus: {bus.name}}}
+        databases:
+          - name: testdb
+            secrets:
+              - id: {name}
+                on_rotated:
+                  - exec: [/bin/true]
+                  - exec: [/bin/false]
+                    retries: 0
+        """
+    inv = inventory(moto, body)
+    assert inv.eventbridge is not None
+
+    async with EventPublisher(inv, inv.eventbridge) as publisher:
+        (rotated,) = await rotate(inv, publisher, moto)
+        assert await publisher.flush(10)
+
+    assert rotated.ok
+    received = await bus.receive(2)
+    by_type = {e["detail-type"]: e for e in received}
+    assert set(by_type) == {"Rotation Succeeded", "Rotation Hook Failed"}
+    hook = by_type["Rotation Hook Failed"]
+    assert hook["resources"] == [rotated.arn]
+    assert hook["detail"] == {
+        "secret_id": name,
+        "secret_arn": rotated.arn,
+        "database": "testdb",
+        "engine": "postgres",
+        "strategy": "single_user",
+        "version_id": rotated.version_id,
+        "outcome": "hook_failed",
+        "new_username": user,
+        "hook": 2,
+        "kind": "exec",
+        "attempts": 1,
+        "error": "exited with status 1",
+    }
