@@ -22,7 +22,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -68,11 +68,12 @@ class Event:
     detail_type: str
     resources: tuple[str, ...]
     detail: Mapping[str, Any]
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))  # when it happened
 
     def entry(self, bus: str, source: str) -> dict[str, Any]:
         detail = redactor.scrub(json.dumps(redactor.scrub_value(dict(self.detail))))
         return {
-            "Time": datetime.now(UTC),
+            "Time": self.time,
             "Source": source,
             "DetailType": self.detail_type,
             "Resources": list(self.resources),
