@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -21,6 +22,7 @@ from rotd.inventory import Inventory, SecretSpec, Strategy
 from rotd.observability import configure_logging, get_logger, redactor
 
 if TYPE_CHECKING:
+    from rotd.events import EventPublisher
     from rotd.protocol import Outcome
     from rotd.secretstore import AwsSecretStore
 
@@ -479,12 +481,26 @@ def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec
 async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
     from rotd.secretstore import AwsSecretStore, connection_for
 
-    async with AwsSecretStore(connection_for(loaded)) as store:
-        return await rotate_batch(store, loaded, specs)
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(AwsSecretStore(connection_for(loaded)))
+        events = None
+        if loaded.eventbridge is not None:
+            from rotd.events import FLUSH_S, EventPublisher
+
+            events = await stack.enter_async_context(EventPublisher(loaded, loaded.eventbridge))
+        outcomes = await rotate_batch(store, loaded, specs, events=events)
+        if events is not None:
+            # The rotations are done whatever happens here; a dead bus costs FLUSH_S at most.
+            await events.flush(FLUSH_S)
+        return outcomes
 
 
 async def rotate_batch(
-    store: AwsSecretStore, loaded: Inventory, specs: list[SecretSpec]
+    store: AwsSecretStore,
+    loaded: Inventory,
+    specs: list[SecretSpec],
+    *,
+    events: EventPublisher | None = None,
 ) -> list[Outcome]:
     """``rotd rotate``: refuse the secrets that share a login, rotate the others."""
     from rotd.logins import shared_logins
@@ -496,6 +512,7 @@ async def rotate_batch(
         max_concurrent=loaded.max_concurrent,
         max_concurrent_per_host=loaded.max_concurrent_per_host,
     )
+    runner.events = events
     # Against the whole inventory: rotating one secret of a pair breaks the other. Each
     # rotation then reads the version this survey read: from memory, not again from AWS.
     store.keep_versions()

@@ -30,6 +30,7 @@ from rotd import daemonstatus
 from rotd import inventory as inventory_module
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
+from rotd.events import EventPublisher
 from rotd.inventory import Inventory, SecretSpec
 from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
@@ -80,6 +81,7 @@ class _Secret:
     status: SecretStatus
     last_rotated: datetime | None = None
     failures: int = 0
+    arn: str | None = None  # as Secrets Manager last named it, for events
     parked: bool = False  # waiting for a reload or its next due time after a permanent error
     # For /status: what the last read of Secrets Manager found, the last rotation's outcome,
     # the reason of the problem that parked it, and when a retry after a failure is due.
@@ -126,6 +128,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._runner: Runner | None = None
         self.renderer: Renderer | None = None
+        self._events: EventPublisher | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
         # The logins each secret holds, as last read; a rotation waits until planning has read
         # every secret (``_settled``), so that a pair holding one login is refused in time.
@@ -223,6 +226,12 @@ class Daemon:
             self.renderer.on_fault = self.metrics.unexpected_error
             stack.push_async_callback(self.renderer.close)
             self.metrics.daemon = self._sample
+            if self.inventory.eventbridge is not None:
+                self._events = await stack.enter_async_context(
+                    EventPublisher(self.inventory, self.inventory.eventbridge)
+                )
+                self._events.on_result = self.metrics.events_result
+                self._runner.events = self._events
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(
@@ -274,6 +283,7 @@ class Daemon:
 
     async def _shutdown(self) -> int:
         grace = self.inventory.shutdown_grace.total_seconds()
+        deadline = time.monotonic() + grace
         in_flight = len(self._rotations)
         # Stage 1: start nothing new. Jobs that fire from now on are ignored; planning stops.
         self.notifier.stopping(f"stopping; {in_flight} rotation(s) in flight")
@@ -293,6 +303,10 @@ class Daemon:
         await asyncio.gather(*left, return_exceptions=True)
         if self._runner is not None:
             await self._runner.hosts.close_idle()
+        # Stage 4: send the events still queued, in what is left of the grace period (at least
+        # a second, so that the last rotation's event has its chance); drop the rest.
+        if self._events is not None and not self._force.is_set():
+            await self._events.flush(max(deadline - time.monotonic(), 1.0))
         log.info(
             "daemon.stopped",
             finished_in_grace=finished,
@@ -412,6 +426,8 @@ class Daemon:
             self.secrets[spec.id].status.database = spec.database
         if self._runner is not None:
             self._runner.resize(new.max_concurrent, new.max_concurrent_per_host)
+        if new.eventbridge != self.inventory.eventbridge:
+            log.warning("reload.events_unchanged", reason="events settings take effect at restart")
         if (new.region, new.endpoint_url, new.profile) != (
             self.inventory.region,
             self.inventory.endpoint_url,
@@ -520,6 +536,7 @@ class Daemon:
         if self.secrets.get(spec.id) is not secret:
             return  # removed by a reload meanwhile
         secret.last_rotated = state.created
+        secret.arn = state.arn
         secret.status.created = state.created.timestamp()
         secret.username, secret.engine = state.username, spec.engine or state.engine
         secret.unfinished = state.unfinished
@@ -626,6 +643,7 @@ class Daemon:
                 return
             now = utcnow()
             secret.last = daemonstatus.LastRun.of(outcome, attempt, now)
+            secret.arn = outcome.arn or secret.arn
             if outcome.error is not None:
                 self._after_failure(secret, outcome.error.category, outcome.error.reason, now)
                 return
@@ -730,6 +748,15 @@ class Daemon:
             next_attempt=next_due.isoformat() if next_due else None,
             action="fix the cause, then reload rotd (SIGHUP) or wait for the next due time",
         )
+        if self._events is not None:
+            self._events.parked(
+                spec,
+                secret.arn,
+                category,
+                reason,
+                failures=secret.failures,
+                next_attempt=next_due,
+            )
         if next_due is not None:
             self._schedule(secret, next_due, next_due, replan=planning)
 

@@ -4,7 +4,8 @@ For every secret it checks what a rotation will need, in the order the rotation 
 AWS identity and region; the secret (described, read, its JSON, no native rotation, any
 unfinished rotation); the master secret; the database from this host (reachable, TLS, the
 current and master logins); the privileges the strategy uses and the clone's name; and the
-Secrets Manager writes, by IAM policy simulation where the identity may run it. It writes
+Secrets Manager writes, by IAM policy simulation where the identity may run it; and, when the
+inventory puts rotation events, their bus and events:PutEvents on it. It writes
 nothing anywhere: no version, no password, no user. Secrets are checked concurrently within
 the inventory's limits, each master secret is read once, and every call has a deadline. Each
 finding is a :class:`Check` (ok, warn or FAIL); a failure says what to do about it.
@@ -19,7 +20,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -48,7 +48,17 @@ from rotd.engines import (
 )
 from rotd.engines.registry import EngineRegistry
 from rotd.errors import AwsError, Category, DatabaseError, EngineError, Missing, StoreError
-from rotd.inventory import Inventory, RenderSpec, SecretSpec, Strategy, secret_name
+from rotd.events import describe_bus
+from rotd.iampolicy import Scope, bus_arn
+from rotd.inventory import (
+    EventBridge,
+    Inventory,
+    RenderSpec,
+    SecretSpec,
+    Strategy,
+    every_service_endpoint,
+    secret_name,
+)
 from rotd.logins import FIX as SHARED_LOGIN_FIX
 from rotd.logins import SharedLogin, shared_logins
 from rotd.observability import get_logger, redactor
@@ -189,12 +199,7 @@ class Decision:
 def account_endpoint(endpoint_url: str | None) -> str | None:
     """Where to ask STS and IAM: an emulator's endpoint serves every service, while an AWS
     endpoint for Secrets Manager (a VPC endpoint) serves only that one."""
-    if endpoint_url is None:
-        return None
-    host = (urlsplit(endpoint_url).hostname or "").lower()
-    if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
-        return None
-    return endpoint_url
+    return every_service_endpoint(endpoint_url)
 
 
 class AwsAccount(AwsClients):
@@ -415,11 +420,14 @@ async def diagnose(
                 "set aws.region in the inventory, or AWS_REGION or AWS_DEFAULT_REGION in "
                 "rotd's environment",
             )
+        simulator = _Simulator(account, None if account else "STS and IAM could not be reached")
+        if inventory.eventbridge is not None:
+            await _events(inventory, inventory.eventbridge, identity, simulator, head)
         doctor = _Doctor(
             inventory,
             store,
             identity,
-            _Simulator(account, None if account else "STS and IAM could not be reached"),
+            simulator,
             engines,
             db_timeout_s,
             # Against the whole inventory, whichever secrets are checked.
@@ -459,6 +467,65 @@ def _finish(checks: list[Check], started: float) -> list[Check]:
         duration_s=round(time.monotonic() - started, 3),
     )
     return checks
+
+
+async def _events(
+    inventory: Inventory,
+    bridge: EventBridge,
+    identity: Identity | None,
+    simulator: _Simulator,
+    found: _Findings,
+) -> None:
+    """Whether rotation events can reach their bus: it exists, and events:PutEvents on it is
+    allowed to whoever puts them (rotd's identity, or the role it assumes). Puts no event."""
+    try:
+        arn = await describe_bus(inventory, bridge)
+    except AwsError as exc:
+        if exc.operation == "sts:AssumeRole":
+            fix = (
+                f"let rotd's identity assume {bridge.role_arn} (sts:AssumeRole, and the role's "
+                "trust policy), or correct events.eventbridge.role_arn"
+            )
+            found.fail("events.bus", exc.reason, fix)
+        elif exc.category is Category.NOT_FOUND:
+            fix = (
+                f"create the bus (aws events create-event-bus --name {bridge.bus}) or correct "
+                "events.eventbridge.bus and region; until then every event is dropped"
+            )
+            found.fail("events.bus", exc.reason, fix)
+        elif exc.category is Category.PERMISSION:
+            found.warn(
+                "events.bus",
+                f"not checked: {exc.reason}",
+                "allow events:DescribeEventBus on the bus to let rotd doctor check it",
+            )
+        else:
+            fix = "EventBridge must be reachable from this host (check region and endpoint_url)"
+            found.fail("events.bus", exc.reason, fix)
+        arn = bus_arn(bridge, Scope(region=bridge.region or "*", account=_account(identity)))
+    else:
+        found.ok("events.bus", f"{arn}, events from source {bridge.source!r}")
+    principal = bridge.role_arn or (identity.principal() if identity is not None else None)
+    name, action = "events.permissions", "events:PutEvents"
+    if principal is None:
+        who = identity.arn if identity is not None else "an unknown identity"
+        found.warn(name, f"not checked ({action}): the policies of {who} cannot be simulated")
+        return
+    result = await simulator.decide(principal, [action], arn)
+    if isinstance(result, str):
+        found.warn(name, f"not checked ({action}): {result}")
+    elif all(d.decision == "allowed" for d in result):
+        found.ok(name, f"{action} allowed on {arn} for {principal} (IAM policy simulation)")
+    else:
+        found.fail(
+            name,
+            f"IAM policy simulation for {principal} on {arn}: {action} is not allowed",
+            f"allow {action} on {arn} for {principal}; until then every event is dropped",
+        )
+
+
+def _account(identity: Identity | None) -> str:
+    return identity.account if identity is not None else "*"
 
 
 def _identity_fix(exc: AwsError) -> str:

@@ -5,7 +5,9 @@ PutSecretValue, UpdateSecretVersionStage); master secrets, named by ``master_sec
 ``masterarn`` inside a secret that has no ``master_secret``, get GetSecretValue only; the
 secrets rendered into files (``render``) that are not rotated get GetSecretValue only too; the
 customer-managed KMS keys of those secrets get kms:Decrypt (and kms:GenerateDataKey where rotd
-writes), usable only through Secrets Manager in the secrets' region. Names become exact ARNs
+writes), usable only through Secrets Manager in the secrets' region; an inventory with
+``events.eventbridge`` adds events:PutEvents on the bus (or sts:AssumeRole on the role that
+puts the events). Names become exact ARNs
 when AWS can be reached; otherwise, or when asked to stay offline, secrets are named by ARN
 patterns (``<name>-??????``) and every guess is reported as a warning. The same facts always
 give the same document. Secret values are read only for their ``masterarn`` and never kept.
@@ -25,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rotd.credentials import BadSecret, Credentials
 from rotd.errors import AwsError, Category, StoreError
-from rotd.inventory import Inventory, SecretSpec, aws_region
+from rotd.inventory import EventBridge, Inventory, SecretSpec, aws_region
 from rotd.secretstore import (
     NO_REGION,
     AwsClients,
@@ -45,6 +47,8 @@ ROTATE_ACTIONS = (
 READ_ACTIONS = ("secretsmanager:GetSecretValue",)
 KMS_WRITE_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 KMS_READ_ACTIONS = ("kms:Decrypt",)
+EVENTS_ACTIONS = ("events:PutEvents",)
+ASSUME_ACTIONS = ("sts:AssumeRole",)
 CONCURRENCY = 16
 
 _SECRET_ARN = re.compile(
@@ -104,9 +108,13 @@ def secret_resource(secret_id: str, scope: Scope) -> str:
 
 
 def policy_document(
-    rotated: Sequence[Grant], masters: Sequence[Grant], rendered: Sequence[Grant] = ()
+    rotated: Sequence[Grant],
+    masters: Sequence[Grant],
+    rendered: Sequence[Grant] = (),
+    events: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The policy for these secrets: fixed statement order, sorted resources, no empty statement.
+    """The policy for these secrets: fixed statement order, sorted resources, no empty statement;
+    ``events`` (:func:`events_statements`) last.
 
     A master or rendered secret that is also rotated needs nothing more; a KMS key that a
     rotated secret uses is not repeated among the keys that only read secrets use.
@@ -129,7 +137,35 @@ def policy_document(
         statements.append(_statement("UseSecretKmsKeys", KMS_WRITE_ACTIONS, write_keys))
     if read_keys:
         statements.append(_statement("ReadMasterSecretKmsKeys", KMS_READ_ACTIONS, read_keys))
+    statements.extend(events)
     return {"Version": VERSION, "Statement": statements}
+
+
+def bus_arn(bridge: EventBridge, scope: Scope) -> str:
+    """The event bus's ARN: as written, or built from its name, region and the scope."""
+    if bridge.bus.startswith("arn:"):
+        return bridge.bus
+    region = bridge.region or scope.region
+    return f"arn:{scope.partition}:events:{region}:{scope.account}:event-bus/{bridge.bus}"
+
+
+def events_statements(bridge: EventBridge, scope: Scope) -> tuple[list[dict[str, Any]], list[str]]:
+    """What putting rotation events needs: events:PutEvents on the bus, or, when a role puts
+    them, sts:AssumeRole on that role (whose own policy needs PutEvents); and the warnings."""
+    bus = bus_arn(bridge, scope)
+    warnings: list[str] = []
+    if "*" in bus:
+        warnings.append(
+            f"events: the bus {bridge.bus!r} is named by the pattern {bus}: write its ARN as "
+            "events.eventbridge.bus, or run rotd iam-policy where AWS can be reached"
+        )
+    if bridge.role_arn is None:
+        return [_statement("PutRotationEvents", EVENTS_ACTIONS, [bus])], warnings
+    warnings.append(
+        f"events: rotd puts its events as the role {bridge.role_arn}; that role needs "
+        f"events:PutEvents on {bus}, and a trust policy that lets rotd's identity assume it"
+    )
+    return [_statement("AssumeEventsRole", ASSUME_ACTIONS, [bridge.role_arn])], warnings
 
 
 def _keys(grants: Iterable[Grant]) -> dict[str, set[str]]:
@@ -173,7 +209,13 @@ async def build_policy(inventory: Inventory, *, offline: bool = False) -> Policy
     else:
         rotated, masters = await resolver.resolve()
     rendered = await resolver.rendered(offline)
-    return Policy(policy_document(rotated, masters, rendered), tuple(resolver.warnings))
+    events: list[dict[str, Any]] = []
+    if inventory.eventbridge is not None:
+        scope = resolver.scope([g.resource for g in [*rotated, *masters]])
+        events, warnings = events_statements(inventory.eventbridge, scope)
+        resolver.warnings.extend(warnings)
+    document = policy_document(rotated, masters, rendered, events)
+    return Policy(document, tuple(resolver.warnings))
 
 
 @dataclass(frozen=True)

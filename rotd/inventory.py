@@ -351,11 +351,66 @@ class RenderModel(_Model):
         return value
 
 
+_EVENT_BUS_ARN = re.compile(r"^arn:aws[\w-]*:events:(?P<region>[\w-]+):\d{12}:event-bus/[\w./-]+$")
+_EVENT_BUS_NAME = re.compile(r"^[\w./-]{1,256}$")
+_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+class EventBridgeModel(_Model):
+    bus: str
+    region: str | None = None
+    role_arn: str | None = None
+    endpoint_url: str | None = None
+    source: str = Field(default="rotd", min_length=1, max_length=256)
+
+    @field_validator("bus")
+    @classmethod
+    def _bus(cls, value: str) -> str:
+        if value.startswith("arn:"):
+            if not _EVENT_BUS_ARN.match(value):
+                raise ValueError(
+                    "bus must be an event bus name or its ARN, "
+                    "e.g. arn:aws:events:us-east-1:123456789012:event-bus/rotations"
+                )
+        elif not _EVENT_BUS_NAME.match(value):
+            raise ValueError("bus must be an event bus name (letters, digits, . _ / -) or its ARN")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.match(value):
+            raise ValueError(
+                "role_arn must be an IAM role's ARN, "
+                "e.g. arn:aws:iam::123456789012:role/rotd-events"
+            )
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("endpoint_url must be an http:// or https:// URL")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value.startswith("aws."):
+            raise ValueError("source may not start with 'aws.': EventBridge reserves it for AWS")
+        return value
+
+
+class EventsModel(_Model):
+    eventbridge: EventBridgeModel | None = None
+
+
 class InventoryModel(_Model):
     aws: AwsModel = AwsModel()
     defaults: SettingsModel = SettingsModel()
     limits: LimitsModel = LimitsModel()
     daemon: DaemonModel = DaemonModel()
+    events: EventsModel = EventsModel()
     databases: list[DatabaseModel] = Field(default_factory=list)
     render: list[RenderModel] = Field(default_factory=list)
 
@@ -377,6 +432,21 @@ class Hook:
     @property
     def label(self) -> str:
         return self.url if self.url is not None else " ".join(self.argv or ())
+
+
+@dataclass(frozen=True)
+class EventBridge:
+    """Where rotd puts its rotation events: the ``events.eventbridge`` section, resolved.
+
+    ``region`` is the bus's (from its ARN, the section, or the inventory's); ``endpoint_url``
+    None means AWS's own endpoint for the region.
+    """
+
+    bus: str
+    region: str | None
+    role_arn: str | None
+    endpoint_url: str | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -444,6 +514,7 @@ class Inventory:
     secrets: tuple[SecretSpec, ...]
     warnings: tuple[str, ...] = ()
     renders: tuple[RenderSpec, ...] = ()
+    eventbridge: EventBridge | None = None
 
     def find(self, key: str) -> SecretSpec | None:
         """The secret named ``key`` as written in the inventory, by its ARN, or by its name."""
@@ -995,6 +1066,7 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         secrets=tuple(specs),
         warnings=tuple(warnings),
         renders=renders,
+        eventbridge=_eventbridge(model),
     )
 
 
@@ -1028,6 +1100,32 @@ def _renders(models: list[RenderModel], located: _Located) -> tuple[RenderSpec, 
             )
         )
     return tuple(specs)
+
+
+def _eventbridge(model: InventoryModel) -> EventBridge | None:
+    section = model.events.eventbridge
+    if section is None:
+        return None
+    from_arn = _EVENT_BUS_ARN.match(section.bus)
+    region = from_arn.group("region") if from_arn else None
+    return EventBridge(
+        bus=section.bus,
+        region=region or section.region or aws_region(model.aws.region),
+        role_arn=section.role_arn,
+        endpoint_url=section.endpoint_url or every_service_endpoint(model.aws.endpoint_url),
+        source=section.source,
+    )
+
+
+def every_service_endpoint(endpoint_url: str | None) -> str | None:
+    """The inventory's Secrets Manager endpoint if it serves every service (an emulator); an
+    AWS endpoint (a VPC endpoint for Secrets Manager) serves only that one."""
+    if endpoint_url is None:
+        return None
+    host = (urlsplit(endpoint_url).hostname or "").lower()
+    if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
+        return None
+    return endpoint_url
 
 
 _Part = TypeVar("_Part", bound=BaseModel)

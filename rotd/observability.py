@@ -287,7 +287,7 @@ def get_logger(name: str) -> Any:
 
 UNEXPECTED_ERROR = "unexpected_error.caught"
 # Where in one secret's life a fault can be caught: the stages of ``rotd_unexpected_errors``.
-FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics")
+FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics", "events")
 
 
 def log_unexpected(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
@@ -375,7 +375,7 @@ class Metrics:
         self.unexpected_errors = Counter(
             "rotd_unexpected_errors",
             "Exceptions rotd did not expect, caught at one secret's boundary, by database and "
-            "stage (rotation, hooks, planning, scheduling, metrics).",
+            "stage (rotation, hooks, planning, scheduling, metrics, events).",
             ["database", "stage"],
             registry=self.registry,
         )
@@ -410,6 +410,15 @@ class Metrics:
             ["database"],
             registry=self.registry,
         )
+        self.events = Counter(
+            "rotd_events",
+            "Rotation events for EventBridge, by result: sent; retried (in a failed attempt, "
+            "to be tried again); dropped (given up on, or pushed out of a full queue).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("sent", "retried", "dropped"):
+            self.events.labels(result)  # at 0 from the start, as watch_database does
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
         # Set by the daemon: what it says of itself at each scrape.
@@ -441,6 +450,9 @@ class Metrics:
                 self.render_writes.labels(result.path).inc()
         else:
             self.render_failures.labels(result.path).inc()
+
+    def events_result(self, result: str, count: int) -> None:
+        self.events.labels(result).inc(count)
 
     def unexpected_error(self, database: str, stage: str) -> None:
         self.unexpected_errors.labels(database, stage).inc()

@@ -23,7 +23,7 @@ from contextlib import (
     contextmanager,
 )
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import Endpoint, Engine, Login, Session
@@ -34,6 +34,9 @@ from rotd.logins import SharedLogin
 from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Dependencies, Outcome, Progress, Step, rotate
 from rotd.secretstore import CURRENT, SecretStore
+
+if TYPE_CHECKING:
+    from rotd.events import EventPublisher
 
 log = get_logger("rotd.runner")
 
@@ -351,6 +354,8 @@ class Runner:
         self.on_start: Callable[[SecretSpec], None] | None = None
         self.on_finish: Callable[[Outcome], None] | None = None
         self.on_fault: Callable[[str, str], None] | None = None
+        # Where each outcome and each failed hook is published as an event (rotd.events).
+        self.events: EventPublisher | None = None
 
     def deps(self, lease: Lease, progress: Progress | None = None) -> Dependencies:
         return Dependencies(
@@ -385,6 +390,7 @@ class Runner:
             error = SecretError(spec.id, Step.GUARD, Category.SHARED_LOGIN, shared.reason)
             outcome = Outcome(spec.id, spec.database, spec.strategy, 0.0, error=error)
             report(outcome, attempt=attempt)
+            self._publish(spec, outcome, attempt)
             return outcome
         if spec.id in self._busy:
             error = SecretError(
@@ -422,11 +428,27 @@ class Runner:
         with self.contained(spec, "metrics"):
             if self.on_finish is not None:
                 self.on_finish(outcome)
+        self._publish(spec, outcome, attempt)
         if outcome.ok and spec.hooks:
             # A failing hook undoes nothing: the rotation stays succeeded whatever happens here.
             with self.contained(spec, "hooks"):
-                await self.hooks.run(spec, outcome)
+                results = await self.hooks.run(spec, outcome)
+                for failed in (r for r in results if not r.ok):
+                    with self.contained(spec, "events"):
+                        if self.events is not None:
+                            self.events.hook_failed(
+                                outcome,
+                                index=failed.index,
+                                kind=failed.kind,
+                                attempts=failed.attempts,
+                                error=failed.error,
+                            )
         return outcome
+
+    def _publish(self, spec: SecretSpec, outcome: Outcome, attempt: int) -> None:
+        with self.contained(spec, "events"):
+            if self.events is not None:
+                self.events.rotation(outcome, attempt=attempt)
 
     def caught(self, spec: SecretSpec, stage: str, exc: Exception) -> None:
         """Log and count an exception nobody expected in ``stage`` of ``spec``'s life."""

@@ -150,16 +150,23 @@ class _RateLimit:
 
 @asynccontextmanager
 async def open_client(
-    service: str, connection: AwsConnection, *, retry_mode: str = "adaptive"
+    service: str,
+    connection: AwsConnection,
+    *,
+    retry_mode: str = "adaptive",
+    credentials: Any = None,
 ) -> AsyncIterator[Any]:
     """An aioboto3 client of ``service`` with rotd's deadlines and retries.
 
     Every AWS client rotd makes comes from here, so that no call goes without a deadline. The
     inventory's ``endpoint_url`` applies to every service (an emulator serves them all).
+    ``credentials`` (aiobotocore credentials, e.g. a role's) replace the default chain's.
     """
     session = aioboto3.Session(
         profile_name=connection.profile, region_name=aws_region(connection.region)
     )
+    if credentials is not None:
+        session._session._credentials = credentials  # the one place aioboto3 looks first
     config = Config(
         retries={"mode": retry_mode, "max_attempts": connection.max_attempts},
         connect_timeout=connection.connect_timeout_s,

@@ -10,14 +10,11 @@ server that enforces IAM policies, which the shared one does not: this module st
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import pytest
 
 from rotd.doctor import Check, Identity, Level, account_endpoint, diagnose
@@ -28,8 +25,9 @@ from rotd.errors import DatabaseError
 from rotd.inventory import Inventory
 from rotd.passwords import mysql_native_hash
 from rotd.secretstore import connection_for
-from tests.fixtures.aws import REGION, MotoServer, Secrets, free_port, moto_server
+from tests.fixtures.aws import REGION, MotoServer, Secrets, free_port
 from tests.fixtures.databases import Database
+from tests.fixtures.iam import IamMoto
 from tests.fixtures.inventory import write_inventory
 from tests.fixtures.mariadb import MysqlNames, MysqlServer, MysqlTlsServer
 from tests.fixtures.postgres import PgNames, PgServer, quote_ident
@@ -611,53 +609,6 @@ def test_the_principal_to_simulate_and_the_endpoint_for_sts_and_iam() -> None:
     vpce = "https://vpce-1a2b.secretsmanager.eu-west-1.vpce.amazonaws.com"
     assert account_endpoint(vpce) is None
     assert account_endpoint(None) is None
-
-
-@dataclass(frozen=True)
-class IamMoto:
-    """A moto server of this module's own, which enforces IAM while ``enforce(True)``."""
-
-    server: MotoServer
-
-    def enforce(self, on: bool) -> None:
-        # moto's server authenticates and authorizes every request after the first N; 0
-        # starts now, infinity stops.
-        request = urllib.request.Request(
-            f"{self.server.endpoint_url}/moto-api/reset-auth",
-            data=b"0" if on else b"inf",
-            method="POST",
-            # Not form-encoded, or Flask takes the body away from moto.
-            headers={"Content-Type": "text/plain"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-
-    async def user(self, actions: list[str]) -> tuple[str, dict[str, str]]:
-        """An IAM user allowed ``actions`` on every resource: its ARN and its credentials."""
-        name = "rotd-doctor-" + uuid.uuid4().hex[:8]
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
-        }
-        session = aioboto3.Session(region_name=self.server.region)
-        async with session.client("iam", endpoint_url=self.server.endpoint_url) as iam:
-            created = await iam.create_user(UserName=name)
-            await iam.put_user_policy(
-                UserName=name, PolicyName="rotd", PolicyDocument=json.dumps(policy)
-            )
-            key = (await iam.create_access_key(UserName=name))["AccessKey"]
-        env = {
-            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-        }
-        return created["User"]["Arn"], env
-
-
-@pytest.fixture(scope="module")
-def iam_moto(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamMoto]:
-    log_path = tmp_path_factory.mktemp("iam-moto") / "moto.log"
-    with log_path.open("w+b") as log, moto_server(log, module="moto.server") as server:
-        yield IamMoto(server)
 
 
 @pytest.fixture

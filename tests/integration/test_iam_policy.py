@@ -378,3 +378,49 @@ async def test_the_command_prints_the_policy_and_falls_back_to_patterns(
     assert code == 78
     assert out == ""
     assert f"{bad}:3:" in err
+
+
+async def test_events_add_put_events_on_the_bus_or_assume_role_on_the_role(
+    secrets: Secrets, moto: MotoServer
+) -> None:
+    _, arn = await create_secret(secrets, "evented", login("e", "Evented-pw-1"))
+    account = arn.split(":")[4]
+    body = f"""\
+        events:
+          eventbridge:
+            bus: rotations
+        databases:
+          - name: orders
+            secrets:
+              - id: {secrets.name("evented")}
+        """
+
+    policy = await build_policy(inventory(moto, body))
+
+    assert policy.warnings == ()
+    assert policy.document["Statement"][-1] == {
+        "Sid": "PutRotationEvents",
+        "Effect": "Allow",
+        "Action": ["events:PutEvents"],
+        "Resource": [f"arn:aws:events:{moto.region}:{account}:event-bus/rotations"],
+    }
+
+    role = "arn:aws:iam::210987654321:role/rotd-events"
+    bus = "arn:aws:events:eu-west-1:210987654321:event-bus/central"
+    with_role = body.replace("bus: rotations", f"bus: {bus}\n            role_arn: {role}")
+    policy = await build_policy(inventory(moto, with_role), offline=True)
+
+    assert policy.document["Statement"][-1] == {
+        "Sid": "AssumeEventsRole",
+        "Effect": "Allow",
+        "Action": ["sts:AssumeRole"],
+        "Resource": [role],
+    }
+    assert "events:PutEvents" not in policy.text()
+    assert any(f"{role}; that role needs events:PutEvents on {bus}" in w for w in policy.warnings)
+
+    # Offline, the account is unknown: a pattern, and a warning that says how to avoid it.
+    policy = await build_policy(inventory(moto, body), offline=True)
+    statement = policy.document["Statement"][-1]
+    assert statement["Resource"] == [f"arn:aws:events:{moto.region}:*:event-bus/rotations"]
+    assert any("write its ARN as events.eventbridge.bus" in w for w in policy.warnings)
