@@ -35,7 +35,8 @@ from pydantic import (
     model_validator,
 )
 
-from rotd.engines import Settings, Tls, TlsMode
+from rotd import templates
+from rotd.engines import SECRET_KEYS, Settings, Tls, TlsMode
 from rotd.engines import capabilities as engine_capabilities
 from rotd.engines.registry import installed
 from rotd.errors import ConfigError, ConfigErrors, EngineError
@@ -194,6 +195,22 @@ class SettingsModel(_Model):
     master_secret: str | None = Field(default=None, min_length=1)
     test_query: str | None = Field(default=None, min_length=1)
     on_rotated: list[HookModel] | None = None
+    # Keys rendered from each new version's own keys (docs/inventory.md: Derived keys); merged
+    # key by key, and a key set to null removes the one a broader level set.
+    derived_keys: dict[str, str | None] | None = None
+
+    @field_validator("derived_keys")
+    @classmethod
+    def _derived_names(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        for key in value or {}:
+            if not key.strip():
+                raise ValueError("a derived key's name must not be empty")
+            if key in SECRET_KEYS:
+                raise ValueError(
+                    f"{key!r} is a key rotd reads from the secret itself; a derived key may "
+                    "not replace it: choose another name (url, DATABASE_URL, dsn)"
+                )
+        return value
 
 
 class SecretModel(SettingsModel):
@@ -339,6 +356,8 @@ class SecretSpec:
     )  # the database's block for its engine (exec:)
     verify_endpoints: tuple[tuple[str, int], ...] = ()
     nodes: tuple[tuple[str, int], ...] = ()
+    # (key, template) pairs rendered into each new version before it is written.
+    derived_keys: tuple[tuple[str, str], ...] = ()
     line: int = field(default=0, compare=False)
 
     @property
@@ -361,6 +380,7 @@ class Inventory:
     databases: tuple[str, ...]
     secrets: tuple[SecretSpec, ...]
     warnings: tuple[str, ...] = ()
+    derived_keys: tuple[tuple[str, str], ...] = ()  # the defaults', for `rotd secret create`
 
     def find(self, key: str) -> SecretSpec | None:
         """The secret named ``key`` as written in the inventory, by its ARN, or by its name."""
@@ -661,6 +681,28 @@ class _Located:
                 todo.extend(node.value)
         return False
 
+    def template_position(
+        self, where: Path_, problem: templates.TemplateProblem
+    ) -> tuple[int, int]:
+        """Where in the file a problem at a line and column of the template at ``where`` is.
+
+        A literal block (``|``) keeps the template's lines; any other scalar is one line,
+        shifted by its opening quote. Escapes in a double-quoted scalar are not counted.
+        """
+        node = self._node(where)
+        if not isinstance(node, yaml.ScalarNode):
+            return self.locate(where)
+        start = node.start_mark
+        if node.style in ("|", ">"):
+            line = start.line + 1 + problem.line
+            lines = self.text.splitlines()
+            text = lines[line - 1] if line <= len(lines) else ""
+            return line, len(text) - len(text.lstrip(" ")) + problem.column
+        quote = 1 if node.style in ("'", '"') else 0
+        if problem.line == 1:
+            return start.line + 1, start.column + quote + problem.column
+        return start.line + 1, start.column + 1
+
     def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
         line, column = self.locate(where, key=key)
         self.errors.append(ConfigError(self.path, line, column, reason))
@@ -759,6 +801,7 @@ def _loads(text: str, path: str) -> Inventory:
             located.add((), "the inventory must be a mapping with aws, defaults, limits, databases")
         raise ConfigErrors(located.errors)
 
+    _check_templates(data, located)
     model: InventoryModel | None = None
     try:
         model = InventoryModel.model_validate(data)
@@ -824,6 +867,7 @@ def _layer(*levels: SettingsModel) -> dict[str, Any]:
     """The settings that apply, most specific last; ``password`` merges key by key."""
     merged: dict[str, Any] = {}
     password: dict[str, Any] = {}
+    derived: dict[str, str | None] = {}
     for level in levels:
         for name in level.model_fields_set:
             value = getattr(level, name)
@@ -831,9 +875,12 @@ def _layer(*levels: SettingsModel) -> dict[str, Any]:
                 continue
             if name == "password":
                 password.update(value.model_dump(exclude_none=True))
+            elif name == "derived_keys":
+                derived.update(value)
             else:
                 merged[name] = value
     merged["password"] = password
+    merged["derived_keys"] = {k: v for k, v in derived.items() if v is not None}
     return merged
 
 
@@ -908,6 +955,9 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         databases=tuple(db.name for db in model.databases),
         secrets=tuple(specs),
         warnings=tuple(warnings),
+        derived_keys=tuple(
+            sorted((k, v) for k, v in (model.defaults.derived_keys or {}).items() if v is not None)
+        ),
     )
 
 
@@ -969,6 +1019,53 @@ def _parsed_part(
         except ValidationError as exc:
             left_out |= {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
     return None, frozenset(left_out)
+
+
+def _check_templates(data: dict[str, Any], located: _Located) -> None:
+    """Compile every derived key's template offline, against the keys a secret of each engine
+    it applies to may hold; report each problem at its line and column in the file.
+
+    A template on a secret or a database applies to that database's engine; one in
+    ``defaults`` to the engine of every database that does not set the same key itself. A
+    database that names no engine takes its engine from each secret: any installed engine's
+    keys are accepted there.
+    """
+    databases = data.get("databases")
+    databases = [db if isinstance(db, dict) else {} for db in databases or ()]
+    engines = [db.get("engine") if isinstance(db.get("engine"), str) else None for db in databases]
+    reported: set[tuple[int, int]] = set()  # one problem per place, for the first engine
+
+    def check(where: Path_, key: str, source: str, applies_to: list[str | None]) -> None:
+        for engine in dict.fromkeys(applies_to or [None]):
+            names = templates.secret_names(engine)
+            for problem in templates.problems(source, names, engine=engine or ""):
+                line, column = located.template_position((*where, key), problem)
+                if (line, column) not in reported:
+                    reported.add((line, column))
+                    reason = f"derived key {key!r}: {problem.reason}"
+                    located.errors.append(ConfigError(located.path, line, column, reason))
+
+    for key, source in _templates_in(data.get("defaults")):
+        applies = [e for db, e in zip(databases, engines, strict=True) if key not in _own(db)]
+        check(("defaults", "derived_keys"), key, source, applies)
+    for d, database in enumerate(databases):
+        for key, source in _templates_in(database):
+            check(("databases", d, "derived_keys"), key, source, [engines[d]])
+        secrets = database.get("secrets")
+        for s, secret in enumerate(secrets if isinstance(secrets, list) else ()):
+            where: Path_ = ("databases", d, "secrets", s, "derived_keys")
+            for key, source in _templates_in(secret):
+                check(where, key, source, [engines[d]])
+
+
+def _own(level: Any) -> dict[str, Any]:
+    """A level's ``derived_keys`` mapping, or an empty one when it has none (or not a mapping)."""
+    found = level.get("derived_keys") if isinstance(level, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _templates_in(level: Any) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in _own(level).items() if isinstance(k, str) and isinstance(v, str)]
 
 
 @dataclass(frozen=True)
@@ -1048,6 +1145,7 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
             _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
         ),
         nodes=tuple(_split_host_port(n, "a node", "") for n in database.nodes),
+        derived_keys=tuple(sorted(settings["derived_keys"].items())),
     )
     return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
 
