@@ -132,7 +132,7 @@ def test_validate_places_each_broken_template_at_its_line_and_column() -> None:
         "known keys: engine, host, masterarn, password, port, ssl, username",
         "inv.yaml:16:42: derived key 'jdbc': unknown filter 'hostify'; "
         "e.g. urlencode, default, lower, upper, replace, trim",
-        "inv.yaml:20:13: databases.1.secrets.0.derived_keys: 'password' is a key rotd reads "
+        "inv.yaml:20:11: databases.1.secrets.0.derived_keys: 'password' is a key rotd reads "
         "from the secret itself; a derived key may not replace it: choose another name "
         "(url, DATABASE_URL, dsn)",
     ]
