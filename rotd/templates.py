@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from rotd.engines import SECRET_KEYS
@@ -162,15 +162,15 @@ def render(key: str, source: str, keys: Mapping[str, Any]) -> str:
         template, needed = _compiled(source)
     except TemplateSyntaxError as exc:
         raise RenderError(key, f"template syntax error: {exc.message}") from None
-    missing = sorted(n for n in needed if keys.get(n) is None)
-    if missing:
-        raise RenderError(
-            key,
-            f"the template names {', '.join(repr(n) for n in missing)}, which this secret "
-            "does not hold; add the key to the secret or change the template",
-        )
     try:
         output = template.render({k: v for k, v in keys.items() if v is not None})
+    except UndefinedError as exc:  # its message names the name, never a value
+        what = redactor.scrub(exc.message or "a name is undefined")
+        raise RenderError(
+            key,
+            f"the template names a key this secret does not hold ({what}); add the key to the "
+            "secret, or give it a default in the template ({{ dbname | default('') }})",
+        ) from None
     except Exception as exc:  # anything a template can raise: the reason, scrubbed
         reason = redactor.scrub(f"{type(exc).__name__}: {exc}")
         raise RenderError(key, f"the template failed: {reason}") from None
