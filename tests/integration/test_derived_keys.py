@@ -9,9 +9,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
+from rotd.doctor import Check, Level, diagnose
 from rotd.errors import Category
 from rotd.inventory import Inventory
 from rotd.passwords import PUNCTUATION
+from rotd.secretstore import connection_for
 from rotd.testing.kit import rendered_logs
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
@@ -147,3 +149,28 @@ async def test_a_template_naming_a_key_the_secret_lacks_fails_before_anything_ch
     assert await secrets.version(name) == before
     assert list(await secrets.stages(name)) == [before], "no pending version was written"
     assert await db.logs_in(user, "Initial-pass-1")
+
+
+async def test_doctor_checks_the_templates_against_awscurrent(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    _, name = await make_login(db, secrets)
+    inv = derived_inventory(moto, name, "single_user")
+
+    def derived_check(checks: list[Check]) -> Check:
+        (found,) = [c for c in checks if c.name == "secret.derived_keys"]
+        return found
+
+    stale = derived_check(await diagnose(inv, inv.secrets, connection_for(inv)))
+    assert stale.level is Level.WARN, "the secret holds no url yet"
+    assert "url" in stale.detail
+
+    assert_ok(await rotd.rotate_one(inv))
+    fresh = derived_check(await diagnose(inv, inv.secrets, connection_for(inv)))
+    assert fresh.level is Level.OK
+
+    lacking = derived_inventory(moto, name, "single_user", derived={"dsn": "{{ masterarn }}"})
+    failed = derived_check(await diagnose(lacking, lacking.secrets, connection_for(lacking)))
+    assert failed.level is Level.FAIL
+    assert "'dsn'" in failed.detail
+    assert "masterarn" in failed.detail
