@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,13 +35,15 @@ from pydantic import (
     model_validator,
 )
 
-from rotd import templates
 from rotd.engines import SECRET_KEYS, Settings, Tls, TlsMode
 from rotd.engines import capabilities as engine_capabilities
 from rotd.engines.registry import installed
 from rotd.errors import ConfigError, ConfigErrors, EngineError
 from rotd.passwords import PasswordPolicy
 from rotd.schedule import Schedule, parse_duration, parse_schedule
+
+if TYPE_CHECKING:
+    from rotd.templates import TemplateProblem
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -681,9 +683,7 @@ class _Located:
                 todo.extend(node.value)
         return False
 
-    def template_position(
-        self, where: Path_, problem: templates.TemplateProblem
-    ) -> tuple[int, int]:
+    def template_position(self, where: Path_, problem: TemplateProblem) -> tuple[int, int]:
         """Where in the file a problem at a line and column of the template at ``where`` is.
 
         A literal block (``|``) keeps the template's lines; any other scalar is one line,
@@ -1034,6 +1034,10 @@ def _check_templates(data: dict[str, Any], located: _Located) -> None:
     databases = [db if isinstance(db, dict) else {} for db in databases or ()]
     engines = [db.get("engine") if isinstance(db.get("engine"), str) else None for db in databases]
     reported: set[tuple[int, int]] = set()  # one problem per place, for the first engine
+    if not any(_templates_in(level) for level in _levels(data, databases)):
+        return
+    # Only inventories with templates pay for importing Jinja2: validate stays quick.
+    from rotd import templates
 
     def check(where: Path_, key: str, source: str, applies_to: list[str | None]) -> None:
         for engine in dict.fromkeys(applies_to or [None]):
@@ -1056,6 +1060,15 @@ def _check_templates(data: dict[str, Any], located: _Located) -> None:
             where: Path_ = ("databases", d, "secrets", s, "derived_keys")
             for key, source in _templates_in(secret):
                 check(where, key, source, [engines[d]])
+
+
+def _levels(data: dict[str, Any], databases: list[dict[str, Any]]) -> Iterator[Any]:
+    """Every level that may hold settings: defaults, each database, each secret."""
+    yield data.get("defaults")
+    for database in databases:
+        yield database
+        secrets = database.get("secrets")
+        yield from secrets if isinstance(secrets, list) else ()
 
 
 def _own(level: Any) -> dict[str, Any]:
