@@ -3,15 +3,18 @@ from its own new login, whatever the strategy, and a resumed rotation writes the
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 from rotd.doctor import Check, Level, diagnose
 from rotd.errors import Category
 from rotd.inventory import Inventory
+from rotd.observability import REDACTED, redactor
 from rotd.passwords import PUNCTUATION
 from rotd.secretstore import connection_for
 from rotd.testing.kit import rendered_logs
@@ -174,3 +177,28 @@ async def test_doctor_checks_the_templates_against_awscurrent(
     assert failed.level is Level.FAIL
     assert "'dsn'" in failed.detail
     assert "masterarn" in failed.detail
+
+
+async def test_a_pending_url_written_by_another_rotator_is_redacted_and_finished_as_it_is(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    user, name = await make_login(db, secrets)
+    inv = derived_inventory(moto, name, "single_user")
+    # As another rotator leaves it, cut after createSecret, with a url of its own making (not
+    # what the template renders): this process never rendered it.
+    password = f"Other-{uuid.uuid4().hex}"
+    pending = db.secret(user, password, extra_key="kept")
+    pending["url"] = f"{db.engine}://{user}:{password}@{db.host}:{db.port}/?sslmode=prefer"
+    assert redactor.scrub(pending["url"]) != REDACTED, "not yet registered in this process"
+    token = await secrets.put_pending(name, pending)
+
+    with capture_logs() as logs:
+        outcome = await rotd.rotate_one(inv)
+
+    assert_ok(outcome)
+    assert outcome.resumed
+    assert outcome.version_id == token
+    assert (await secrets.value(name))["url"] == pending["url"], "a version is never rewritten"
+    assert redactor.scrub(pending["url"]) == REDACTED
+    (stale,) = [e for e in logs if e["event"] == "rotation.derived_keys_stale"]
+    assert stale["keys"] == ["url"]
