@@ -1025,7 +1025,9 @@ def _derived_keys(spec: SecretSpec, current: Credentials, found: _Findings) -> N
     stale = []
     for key, source in spec.derived_keys:
         try:
-            value = templates.render(key, source, current.template_keys())
+            value = templates.render(
+                source, current.template_keys(), what=templates.derived_key(key)
+            )
         except templates.RenderError as exc:
             found.fail(
                 "secret.derived_keys",

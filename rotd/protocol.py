@@ -849,7 +849,9 @@ class _Rotation:
         stale = []
         for key, source in self.spec.derived_keys:
             try:
-                value = templates.render(key, source, pending.template_keys())
+                value = templates.render(
+                    source, pending.template_keys(), what=templates.derived_key(key)
+                )
             except templates.RenderError:
                 value = None
             if pending.document.get(key) != value:

@@ -63,12 +63,14 @@ class TemplateProblem:
 
 
 class RenderError(ValueError):
-    """A template could not be rendered from a secret's keys. The message holds no value."""
+    """A template could not be rendered from a secret's keys. The message holds no value.
 
-    def __init__(self, key: str, reason: str) -> None:
-        self.key = key
+    ``what``: the template, as the operator knows it (``derived key 'url'``)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
         self.reason = reason
-        super().__init__(f"derived key {key!r}: {reason}")
+        super().__init__(f"{what}: {reason}")
 
 
 def secret_names(engine: str | None) -> frozenset[str] | None:
@@ -154,26 +156,26 @@ def _compiled(source: str) -> tuple[Template, frozenset[str]]:
     return ENVIRONMENT.from_string(tree), frozenset(meta.find_undeclared_variables(tree))
 
 
-def render(key: str, source: str, keys: Mapping[str, Any]) -> str:
+def render(source: str, keys: Mapping[str, Any], *, what: str = "template") -> str:
     """``source`` filled from a secret's ``keys``; raise :class:`RenderError` naming what is
     missing or wrong, never a value. An output made with the password is registered with the
     redactor (one without it, ``{{ host }}:{{ port }}``, is no secret)."""
     try:
         template, needed = _compiled(source)
     except TemplateSyntaxError as exc:
-        raise RenderError(key, f"template syntax error: {exc.message}") from None
+        raise RenderError(what, f"template syntax error: {exc.message}") from None
     try:
         output = template.render({k: v for k, v in keys.items() if v is not None})
     except UndefinedError as exc:  # its message names the name, never a value
-        what = redactor.scrub(exc.message or "a name is undefined")
+        undefined = redactor.scrub(exc.message or "a name is undefined")
         raise RenderError(
-            key,
-            f"the template names a key this secret does not hold ({what}); add the key to the "
+            what,
+            f"the template names a key this secret does not hold ({undefined}); add the key to the "
             "secret, or give it a default in the template ({{ dbname | default('') }})",
         ) from None
     except Exception as exc:  # anything a template can raise: the reason, scrubbed
         reason = redactor.scrub(f"{type(exc).__name__}: {exc}")
-        raise RenderError(key, f"the template failed: {reason}") from None
+        raise RenderError(what, f"the template failed: {reason}") from None
     if "password" in needed:
         redactor.add(output, fragments=False)  # its host and user are no secret; it is
     return output
@@ -182,7 +184,12 @@ def render(key: str, source: str, keys: Mapping[str, Any]) -> str:
 def render_keys(templates: Iterable[tuple[str, str]], keys: Mapping[str, Any]) -> dict[str, str]:
     """Each ``(key, template)`` rendered from the same ``keys``: the version's own, before any
     derived key is written, so that no template sees another's output or a stale value."""
-    return {key: render(key, source, keys) for key, source in templates}
+    return {key: render(source, keys, what=derived_key(key)) for key, source in templates}
+
+
+def derived_key(key: str) -> str:
+    """How errors name the template of derived key ``key``."""
+    return f"derived key {key!r}"
 
 
 def register(document: Mapping[str, Any], keys: Iterable[str]) -> None:

@@ -29,7 +29,7 @@ KEYS = {
 
 
 def test_a_url_survives_a_password_with_every_url_special_character() -> None:
-    url = templates.render("url", URL, KEYS)
+    url = templates.render(URL, KEYS)
 
     parts = urlsplit(url)
     assert unquote(parts.password or "") == KEYS["password"]
@@ -39,8 +39,8 @@ def test_a_url_survives_a_password_with_every_url_special_character() -> None:
 
 def test_a_rendered_value_with_the_password_never_reaches_a_log() -> None:
     keys = {**KEYS, "password": "Derived-Secret-x9"}
-    url = templates.render("url", URL, keys)
-    hostport = templates.render("where", "{{ host }}:{{ port }}", keys)
+    url = templates.render(URL, keys, what="derived key 'url'")
+    hostport = templates.render("{{ host }}:{{ port }}", keys)
 
     lines: list[str] = []
     with rendered_logs(lines):
@@ -56,16 +56,16 @@ def test_a_missing_name_fails_naming_it_and_never_a_value() -> None:
     keys = {k: v for k, v in KEYS.items() if k != "dbname"}
 
     with pytest.raises(templates.RenderError) as raised:
-        templates.render("url", URL, keys)
+        templates.render(URL, keys, what="derived key 'url'")
 
-    assert raised.value.key == "url"
+    assert str(raised.value).startswith("derived key 'url': ")
     assert "'dbname'" in str(raised.value)
     assert KEYS["password"] not in str(raised.value)
 
 
 def test_the_sandbox_refuses_reaching_into_python() -> None:
     with pytest.raises(templates.RenderError, match="unsafe"):
-        templates.render("x", "{{ password.__class__.__mro__ }}", KEYS)
+        templates.render("{{ password.__class__.__mro__ }}", KEYS)
 
 
 @pytest.mark.parametrize(
