@@ -4,8 +4,9 @@ A file is parsed into YAML nodes (which keep line and column), turned into plain
 validated by pydantic models that forbid unknown keys. Every problem becomes a
 :class:`rotd.errors.ConfigError` located at ``FILE:LINE:COL``; all of them are reported at once.
 Settings are layered: ``defaults`` < database < secret, the most specific wins (``password``
-merges key by key). The result, :class:`Inventory`, is immutable: a reload builds a new one.
-Loading is offline: it calls no AWS and no database.
+and ``derived_keys`` merge key by key). The result, :class:`Inventory`, is immutable: a reload
+builds a new one. Loading is offline: it calls no AWS and no database; derived keys' templates
+are compiled, never rendered.
 """
 
 from __future__ import annotations
@@ -864,7 +865,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _layer(*levels: SettingsModel) -> dict[str, Any]:
-    """The settings that apply, most specific last; ``password`` merges key by key."""
+    """The settings that apply, most specific last; ``password`` and ``derived_keys`` merge
+    key by key (a derived key set to null is removed)."""
     merged: dict[str, Any] = {}
     password: dict[str, Any] = {}
     derived: dict[str, str | None] = {}
