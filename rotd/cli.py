@@ -357,6 +357,14 @@ def _not_blank(value: str) -> str:
     callback=_option_value(lambda v: _onboarding().parse_tag(v)),
     help="A tag for the secret; repeatable.",
 )
+@click.option(
+    "--derive",
+    multiple=True,
+    metavar="KEY=TEMPLATE",
+    callback=_option_value(lambda v: _onboarding().parse_derive(v)),
+    help="A derived key rendered from the others (docs/inventory.md: Derived keys); "
+    "repeatable. With -c the inventory's derived_keys are added too.",
+)
 @click.option("--verify", is_flag=True, help="Log in with the login first; store nothing if not.")
 @click.option("--overwrite", is_flag=True, help="Store a new AWSCURRENT version if it exists.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -384,6 +392,7 @@ def secret_create(
     description: str | None,
     kms_key_id: str | None,
     tags: tuple[tuple[str, str], ...],
+    derive: tuple[tuple[str, str], ...],
     verify: bool,
     overwrite: bool,
     password_stdin: bool,
@@ -408,6 +417,10 @@ def secret_create(
     warning = onboarding.name_warning(name)
     if warning:
         click.echo(f"warning: {warning}", err=True)
+    derived = _derived_keys(loaded, name, derive)
+    problems = onboarding.derive_problems(engine, derived)
+    if problems:
+        raise click.BadParameter("; ".join(problems), param_hint="--derive")
     password = _read_password(password_stdin)
     login = onboarding.NewLogin(
         engine=engine,
@@ -418,6 +431,7 @@ def secret_create(
         dbname=dbname,
         masterarn=masterarn,
         ssl=ssl,
+        derived=derived,
     )
     request = onboarding.SecretRequest(
         name=name,
@@ -439,6 +453,19 @@ def secret_create(
     snippet = onboarding.inventory_snippet(name, Strategy(strategy), has_master=bool(masterarn))
     click.echo(snippet, nl=False)
     _exit(EXIT_OK)
+
+
+def _derived_keys(
+    loaded: Inventory | None, name: str, given: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """The derived keys to store: the inventory's for this secret (its layered ones when it
+    lists the secret, else its defaults'), then ``--derive``'s, which win key by key."""
+    keys: dict[str, str] = {}
+    if loaded is not None:
+        spec = loaded.find(name)
+        keys.update(spec.derived_keys if spec is not None else loaded.derived_keys)
+    keys.update(given)
+    return tuple(keys.items())
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -9,7 +9,9 @@ the inventory says nothing, and may raise the inventory's mode, never lower it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +185,20 @@ class Credentials:
             ssl=self.ssl,
             document=document,
         )
+
+    def template_keys(self) -> dict[str, Any]:
+        """The keys a derived key's template is rendered from: the secret's own JSON, with the
+        ``port`` and ``dbname`` the engine supplies where the secret leaves them out."""
+        keys = {k: v for k, v in self.document.items() if v is not None}
+        if self.port:
+            keys.setdefault("port", self.port)
+        if self.dbname is not None:
+            keys.setdefault("dbname", self.dbname)
+        return keys
+
+    def with_keys(self, values: Mapping[str, str]) -> Credentials:
+        """A copy whose JSON also holds ``values`` (derived keys), every other key untouched."""
+        return dataclasses.replace(self, document={**self.document, **values})
 
     def dumps(self) -> str:
         return json.dumps(self.document, ensure_ascii=False)

@@ -33,6 +33,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from rotd import templates
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
@@ -639,6 +640,7 @@ class _Doctor:
             f"engine {engine}, user {current.username!r}, host {current.host}:{current.port}",
         )
         _ssl(spec, current, found)
+        _derived_keys(spec, current, found)
         try:
             capabilities = engine_fits(
                 spec, endpoint_for(spec, current), self.engines
@@ -1098,6 +1100,39 @@ def _ssl(spec: SecretSpec, current: Credentials, found: _Findings) -> None:
     used = current.tls_under(spec.tls, chosen=spec.tls_set).mode
     whose = f"the inventory's tls: {mode}" if spec.tls_set else "the inventory sets no tls"
     found.ok("secret.ssl", f"ssl {current.ssl} ({whose}): rotd connects with {used}")
+
+
+def _derived_keys(spec: SecretSpec, current: Credentials, found: _Findings) -> None:
+    """The inventory's derived keys against AWSCURRENT: each template renders from its keys
+    (else every rotation fails at createSecret), and the stored values are what it renders."""
+    if not spec.derived_keys:
+        return
+    templates.register(current.document, (key for key, _ in spec.derived_keys))
+    stale = []
+    for key, source in spec.derived_keys:
+        try:
+            value = templates.render(
+                source, current.template_keys(), what=templates.derived_key(key)
+            )
+        except templates.RenderError as exc:
+            found.fail(
+                "secret.derived_keys",
+                f"{exc}; every rotation of this secret would fail at createSecret",
+                "add the missing key to the secret, or change the template in the inventory",
+            )
+            return
+        if current.document.get(key) != value:
+            stale.append(key)
+    if stale:
+        found.warn(
+            "secret.derived_keys",
+            f"AWSCURRENT's {', '.join(stale)} is not what its template renders from this "
+            "version's own keys (stale, or written by hand)",
+            "nothing to do: the next rotation writes it anew; rotate now if readers use it",
+        )
+        return
+    names = ", ".join(key for key, _ in spec.derived_keys)
+    found.ok("secret.derived_keys", f"{names}: rendered from AWSCURRENT as stored")
 
 
 def _said(endpoint: Endpoint, exc: DatabaseError) -> str:

@@ -4,8 +4,9 @@ A file is parsed into YAML nodes (which keep line and column), turned into plain
 validated by pydantic models that forbid unknown keys. Every problem becomes a
 :class:`rotd.errors.ConfigError` located at ``FILE:LINE:COL``; all of them are reported at once.
 Settings are layered: ``defaults`` < database < secret, the most specific wins (``password``
-merges key by key). The result, :class:`Inventory`, is immutable: a reload builds a new one.
-Loading is offline: it calls no AWS and no database.
+and ``derived_keys`` merge key by key). The result, :class:`Inventory`, is immutable: a reload
+builds a new one. Loading is offline: it calls no AWS and no database; derived keys' templates
+are compiled, never rendered.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,12 +36,15 @@ from pydantic import (
     model_validator,
 )
 
-from rotd.engines import Settings, Tls, TlsMode
+from rotd.engines import SECRET_KEYS, Settings, Tls, TlsMode
 from rotd.engines import capabilities as engine_capabilities
 from rotd.engines.registry import installed
 from rotd.errors import ConfigError, ConfigErrors, EngineError
 from rotd.passwords import PasswordPolicy
 from rotd.schedule import Schedule, parse_duration, parse_schedule
+
+if TYPE_CHECKING:
+    from rotd.templates import TemplateProblem
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -194,6 +198,22 @@ class SettingsModel(_Model):
     master_secret: str | None = Field(default=None, min_length=1)
     test_query: str | None = Field(default=None, min_length=1)
     on_rotated: list[HookModel] | None = None
+    # Keys rendered from each new version's own keys (docs/inventory.md: Derived keys); merged
+    # key by key, and a key set to null removes the one a broader level set.
+    derived_keys: dict[str, str | None] | None = None
+
+    @field_validator("derived_keys")
+    @classmethod
+    def _derived_names(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        for key in value or {}:
+            if not key.strip():
+                raise ValueError("a derived key's name must not be empty")
+            if key in SECRET_KEYS:
+                raise ValueError(
+                    f"{key!r} is a key rotd reads from the secret itself; a derived key may "
+                    "not replace it: choose another name (url, DATABASE_URL, dsn)"
+                )
+        return value
 
 
 class SecretModel(SettingsModel):
@@ -474,6 +494,8 @@ class SecretSpec:
     )  # the database's block for its engine (exec:)
     verify_endpoints: tuple[tuple[str, int], ...] = ()
     nodes: tuple[tuple[str, int], ...] = ()
+    # (key, template) pairs rendered into each new version before it is written.
+    derived_keys: tuple[tuple[str, str], ...] = ()
     line: int = field(default=0, compare=False)
 
     @property
@@ -515,6 +537,7 @@ class Inventory:
     warnings: tuple[str, ...] = ()
     renders: tuple[RenderSpec, ...] = ()
     eventbridge: EventBridge | None = None
+    derived_keys: tuple[tuple[str, str], ...] = ()  # the defaults', for `rotd secret create`
 
     def find(self, key: str) -> SecretSpec | None:
         """The secret named ``key`` as written in the inventory, by its ARN, or by its name."""
@@ -817,6 +840,26 @@ class _Located:
                 todo.extend(node.value)
         return False
 
+    def template_position(self, where: Path_, problem: TemplateProblem) -> tuple[int, int]:
+        """Where in the file a problem at a line and column of the template at ``where`` is.
+
+        A literal block (``|``) keeps the template's lines; any other scalar is one line,
+        shifted by its opening quote. Escapes in a double-quoted scalar are not counted.
+        """
+        node = self._node(where)
+        if not isinstance(node, yaml.ScalarNode):
+            return self.locate(where)
+        start = node.start_mark
+        if node.style in ("|", ">"):
+            line = start.line + 1 + problem.line
+            lines = self.text.splitlines()
+            text = lines[line - 1] if line <= len(lines) else ""
+            return line, len(text) - len(text.lstrip(" ")) + problem.column
+        quote = 1 if node.style in ("'", '"') else 0
+        if problem.line == 1:
+            return start.line + 1, start.column + quote + problem.column
+        return start.line + 1, start.column + 1
+
     def add(self, where: Path_, reason: str, *, key: bool = False) -> None:
         line, column = self.locate(where, key=key)
         self.errors.append(ConfigError(self.path, line, column, reason))
@@ -915,6 +958,7 @@ def _loads(text: str, path: str) -> Inventory:
             located.add((), "the inventory must be a mapping with aws, defaults, limits, databases")
         raise ConfigErrors(located.errors)
 
+    _check_templates(data, located)
     model: InventoryModel | None = None
     try:
         model = InventoryModel.model_validate(data)
@@ -977,9 +1021,11 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _layer(*levels: SettingsModel) -> dict[str, Any]:
-    """The settings that apply, most specific last; ``password`` merges key by key."""
+    """The settings that apply, most specific last; ``password`` and ``derived_keys`` merge
+    key by key (a derived key set to null is removed)."""
     merged: dict[str, Any] = {}
     password: dict[str, Any] = {}
+    derived: dict[str, str | None] = {}
     for level in levels:
         for name in level.model_fields_set:
             value = getattr(level, name)
@@ -987,9 +1033,12 @@ def _layer(*levels: SettingsModel) -> dict[str, Any]:
                 continue
             if name == "password":
                 password.update(value.model_dump(exclude_none=True))
+            elif name == "derived_keys":
+                derived.update(value)
             else:
                 merged[name] = value
     merged["password"] = password
+    merged["derived_keys"] = {k: v for k, v in derived.items() if v is not None}
     return merged
 
 
@@ -1067,6 +1116,9 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         warnings=tuple(warnings),
         renders=renders,
         eventbridge=_eventbridge(model),
+        derived_keys=tuple(
+            sorted((k, v) for k, v in (model.defaults.derived_keys or {}).items() if v is not None)
+        ),
     )
 
 
@@ -1188,6 +1240,66 @@ def _parsed_part(
     return None, frozenset(left_out)
 
 
+def _check_templates(data: dict[str, Any], located: _Located) -> None:
+    """Compile every derived key's template offline, against the keys a secret of each engine
+    it applies to may hold; report each problem at its line and column in the file.
+
+    A template on a secret or a database applies to that database's engine; one in
+    ``defaults`` to the engine of every database that does not set the same key itself. A
+    database that names no engine takes its engine from each secret: any installed engine's
+    keys are accepted there.
+    """
+    databases = data.get("databases")
+    databases = [db if isinstance(db, dict) else {} for db in databases or ()]
+    engines = [db.get("engine") if isinstance(db.get("engine"), str) else None for db in databases]
+    reported: set[tuple[int, int]] = set()  # one problem per place, for the first engine
+    if not any(_templates_in(level) for level in _levels(data, databases)):
+        return
+    # Only inventories with templates pay for importing Jinja2: validate stays quick.
+    from rotd import templates
+
+    def check(where: Path_, key: str, source: str, applies_to: list[str | None]) -> None:
+        for engine in dict.fromkeys(applies_to or [None]):
+            names = templates.secret_names(engine)
+            for problem in templates.problems(source, names, engine=engine or ""):
+                line, column = located.template_position((*where, key), problem)
+                if (line, column) not in reported:
+                    reported.add((line, column))
+                    reason = f"derived key {key!r}: {problem.reason}"
+                    located.errors.append(ConfigError(located.path, line, column, reason))
+
+    for key, source in _templates_in(data.get("defaults")):
+        applies = [e for db, e in zip(databases, engines, strict=True) if key not in _own(db)]
+        check(("defaults", "derived_keys"), key, source, applies)
+    for d, database in enumerate(databases):
+        for key, source in _templates_in(database):
+            check(("databases", d, "derived_keys"), key, source, [engines[d]])
+        secrets = database.get("secrets")
+        for s, secret in enumerate(secrets if isinstance(secrets, list) else ()):
+            where: Path_ = ("databases", d, "secrets", s, "derived_keys")
+            for key, source in _templates_in(secret):
+                check(where, key, source, [engines[d]])
+
+
+def _levels(data: dict[str, Any], databases: list[dict[str, Any]]) -> Iterator[Any]:
+    """Every level that may hold settings: defaults, each database, each secret."""
+    yield data.get("defaults")
+    for database in databases:
+        yield database
+        secrets = database.get("secrets")
+        yield from secrets if isinstance(secrets, list) else ()
+
+
+def _own(level: Any) -> dict[str, Any]:
+    """A level's ``derived_keys`` mapping, or an empty one when it has none (or not a mapping)."""
+    found = level.get("derived_keys") if isinstance(level, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _templates_in(level: Any) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in _own(level).items() if isinstance(k, str) and isinstance(v, str)]
+
+
 @dataclass(frozen=True)
 class _Settings:
     """What one combination of defaults, database and secret settings resolves to."""
@@ -1265,6 +1377,7 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
             _split_host_port(e, "a verify endpoint", "") for e in database.verify_endpoints
         ),
         nodes=tuple(_split_host_port(n, "a node", "") for n in database.nodes),
+        derived_keys=tuple(sorted(settings["derived_keys"].items())),
     )
     return _Settings(fields, tuple(problems), schedule.min_interval() < SHORT_SCHEDULE)
 

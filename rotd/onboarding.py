@@ -21,7 +21,9 @@ from typing import Any
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rotd import templates
 from rotd.engines import (
+    SECRET_KEYS,
     Endpoint,
     Engine,
     Login,
@@ -74,9 +76,13 @@ class NewLogin:
     dbname: str | None = None
     masterarn: str | None = None
     ssl: bool | None = None
+    # (key, template) pairs rendered into the JSON: --derive, or the inventory's derived_keys.
+    derived: tuple[tuple[str, str], ...] = ()
 
     def document(self) -> dict[str, Any]:
-        """The documented secret JSON, in its documented key order; unset keys are left out."""
+        """The documented secret JSON, in its documented key order; unset keys are left out.
+        Derived keys follow, rendered from the others as a rotation renders them; raise
+        :class:`rotd.templates.RenderError` when a template names a key the login lacks."""
         document: dict[str, Any] = {
             "engine": self.engine,
             "host": self.host,
@@ -86,6 +92,11 @@ class NewLogin:
         }
         optional = {"dbname": self.dbname, "masterarn": self.masterarn, "ssl": self.ssl}
         document.update({k: v for k, v in optional.items() if v is not None})
+        if self.derived:
+            keys = dict(document)
+            if self.dbname is None:
+                keys["dbname"] = installed()[self.engine].info.default_dbname
+            document.update(templates.render_keys(self.derived, keys))
         return document
 
     def login(self) -> Login:
@@ -175,6 +186,27 @@ def connection_for(
     )
 
 
+def parse_derive(value: str) -> tuple[str, str]:
+    """``KEY=TEMPLATE`` of ``--derive``; raise ValueError when it is not one."""
+    key, sep, source = value.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError("write KEY=TEMPLATE, e.g. url=postgresql://{{ username }}@{{ host }}/")
+    if key in SECRET_KEYS:
+        raise ValueError(f"{key!r} is a key of the secret itself; a derived key may not replace it")
+    return key, source
+
+
+def derive_problems(engine: str, derived: Sequence[tuple[str, str]]) -> list[str]:
+    """What is wrong with ``--derive``'s templates for a secret of ``engine``, one line each."""
+    names = templates.secret_names(engine)
+    return [
+        f"{key}: {p.line}:{p.column}: {p.reason}"
+        for key, source in derived
+        for p in templates.problems(source, names, engine=engine)
+    ]
+
+
 def inventory_snippet(name: str, strategy: Strategy, *, has_master: bool) -> str:
     """The YAML lines to add to a database's ``secrets`` in the inventory."""
     lines = ["# add to the inventory, under the database's secrets:"]
@@ -194,8 +226,11 @@ async def create(
     replaces the value (description, KMS key and tags are updated when given), unless a
     rotation is unfinished. With ``verify``, the login must work before anything is written.
     """
-    secret_string = json.dumps(request.login.document())
     redactor.add(request.login.password)
+    try:
+        secret_string = json.dumps(request.login.document())
+    except templates.RenderError as exc:
+        raise Refused(request.name, f"{exc}; nothing was stored") from None
     redactor.add(secret_string, fragments=False)  # its keys and host are no secret
     name = request.name
     async with AsyncExitStack() as stack:

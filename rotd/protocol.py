@@ -31,7 +31,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NoReturn, Protocol
 
-from rotd import passwords, strategies
+from rotd import passwords, strategies, templates
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
@@ -181,6 +181,19 @@ def endpoint_for(spec: SecretSpec, credentials: Credentials) -> Endpoint:
         settings=spec.engine_settings,
         nodes=spec.nodes,
     )
+
+
+def with_derived_keys(spec: SecretSpec, credentials: Credentials) -> Credentials:
+    """``credentials`` with the inventory's derived keys rendered from its own keys (the new
+    username and password, the secret's host), so the version is consistent once written;
+    raise :class:`BadSecret` naming the key and what it lacks, before anything is written."""
+    if not spec.derived_keys:
+        return credentials
+    try:
+        values = templates.render_keys(spec.derived_keys, credentials.template_keys())
+    except templates.RenderError as exc:
+        raise BadSecret(str(exc)) from None
+    return credentials.with_keys(values)
 
 
 def engine_fits(spec: SecretSpec, endpoint: Endpoint, engines: Mapping[str, Engine]) -> Engine:
@@ -370,7 +383,7 @@ class _Rotation:
             async with self._step(Step.CREATE):
                 self.current_version = current_version
                 current_value = await self.store.get_value(spec.id, version_id=current_version)
-                current = self.current = Credentials.parse(current_value.string, engine=spec.engine)
+                current = self.current = self._parse(current_value.string)
                 self.engine = spec.engine or current.engine
                 endpoint = endpoint_for(spec, current)
                 engine = engine_fits(spec, endpoint, self.deps.engines)
@@ -471,7 +484,9 @@ class _Rotation:
                 self.token = version_token(self.arn, self.current_version, n)
                 self.log = self.log.bind(version_id=self.token)
             assert self.token is not None
-            fresh = current.with_login(username, passwords.generate(spec.password))
+            fresh = with_derived_keys(
+                spec, current.with_login(username, passwords.generate(spec.password))
+            )
             await self._hold_lock(session)
             if await self.store.put_pending(spec.id, self.token, fresh.dumps()):
                 return fresh
@@ -682,7 +697,7 @@ class _Rotation:
             assert self.token is not None
             try:
                 value = await self.store.get_value(self.spec.id, version_id=self.token)
-                return Credentials.parse(value.string, engine=self.spec.engine)
+                return self._parse(value.string)
             except BadSecret:
                 return None  # unusable: _recover decides what to do with it
             except StoreError as exc:
@@ -747,7 +762,7 @@ class _Rotation:
             async def read(version_id: str = version_id) -> Credentials | None:
                 try:
                     value = await self.store.get_value(self.spec.id, version_id=version_id)
-                    found = Credentials.parse(value.string, engine=self.spec.engine)
+                    found = self._parse(value.string)
                 except BadSecret:
                     return None
                 except StoreError as exc:
@@ -779,7 +794,7 @@ class _Rotation:
             return None
         problem = None
         try:
-            pending: Credentials | None = Credentials.parse(value.string, engine=self.spec.engine)
+            pending: Credentials | None = self._parse(value.string)
         except BadSecret as exc:
             pending, problem = None, f"its value is unusable: {exc}"
         alternating = self.spec.strategy is Strategy.ALTERNATING_USERS
@@ -788,6 +803,8 @@ class _Rotation:
                 "it has the same username as AWSCURRENT, so finishing it as alternating users "
                 "would change the password applications use now"
             )
+        if pending is not None and problem is None:
+            self._check_derived(pending)
         if problem is None and alternating:
             self.log.info("rotation.recovering", case="the master sets the pending user's password")
             return pending
@@ -854,6 +871,35 @@ class _Rotation:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 8.0)
 
+    def _check_derived(self, pending: Credentials) -> None:
+        """Warn when a pending version being finished does not hold the derived keys its
+        templates render from its own keys (written by AWS's function, or before the
+        templates changed): a version cannot be changed, so it is finished as it is, and the
+        next rotation writes them right."""
+        stale = []
+        for key, source in self.spec.derived_keys:
+            try:
+                value = templates.render(
+                    source, pending.template_keys(), what=templates.derived_key(key)
+                )
+            except templates.RenderError:
+                value = None
+            if pending.document.get(key) != value:
+                stale.append(key)
+        if stale:
+            self.log.warning(
+                "rotation.derived_keys_stale",
+                keys=stale,
+                plan="finishing the pending version as written; the next rotation renders them",
+            )
+
+    def _parse(self, text: str) -> Credentials:
+        """A version of the rotated secret, its derived keys registered with the redactor as
+        its password is: they hold it, as written by this process or another one."""
+        credentials = Credentials.parse(text, engine=self.spec.engine)
+        templates.register(credentials.document, (key for key, _ in self.spec.derived_keys))
+        return credentials
+
     def _master_id(self, current: Credentials) -> str | None:
         return self.spec.master_secret or current.masterarn
 
@@ -918,7 +964,7 @@ class _Rotation:
                 return None
             raise
         try:
-            previous = Credentials.parse(value.string, engine=self.spec.engine)
+            previous = self._parse(value.string)
         except BadSecret:
             return None
         return previous if previous.username == current.username else None

@@ -27,10 +27,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from rotd.commands import run_command
 from rotd.errors import RotdError
@@ -78,31 +76,13 @@ class RenderResult:
 # --- templates ----------------------------------------------------------------------------------
 
 
-def _urlencode(value: Any) -> str:
-    """Percent-encode everything but letters, digits and ``-._~``: a password inside a URL."""
-    return quote(str(value), safe="")
-
-
-@cache
-def _environment() -> Any:
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-
-    env = SandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
-    )
-    env.filters["urlencode"] = _urlencode
-    return env
-
-
 def check_template(text: str) -> None:
-    """Raise ValueError, saying where and what, unless ``text`` compiles as a template."""
-    from jinja2 import TemplateSyntaxError
+    """Raise ValueError, saying where and what, unless ``text`` compiles as a template (the
+    sandbox and filters of :mod:`rotd.templates`, as derived keys)."""
+    from rotd import templates
 
-    try:
-        _environment().from_string(text)
-    except TemplateSyntaxError as exc:
-        raise ValueError(f"template line {exc.lineno}: {exc.message}") from None
+    for problem in templates.problems(text):
+        raise ValueError(f"template line {problem.line}: {problem.reason}")
 
 
 def fill(spec: RenderSpec, string: str) -> bytes:
@@ -114,7 +94,7 @@ def fill(spec: RenderSpec, string: str) -> bytes:
     _register(string)
     if spec.template is None:
         return string.encode()
-    from jinja2 import TemplateError
+    from rotd import templates
 
     try:
         document = json.loads(string)
@@ -124,18 +104,10 @@ def fill(spec: RenderSpec, string: str) -> bytes:
     if isinstance(document, dict):
         context.update({k: v for k, v in document.items() if isinstance(k, str)})
     try:
-        text: str = _environment().from_string(spec.template).render(context)
-    except TemplateError as exc:
-        raise RenderError(spec.path, "template", redactor.scrub(_template_problem(exc))) from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise RenderError(spec.path, "template", redactor.scrub(reason)) from None
+        text = templates.render(spec.template, context)
+    except templates.RenderError as exc:
+        raise RenderError(spec.path, "template", exc.reason) from None
     return text.encode()
-
-
-def _template_problem(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return f"{type(exc).__name__}: {message}"
 
 
 def _register(string: str) -> None:

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 # ``EngineInfo.api_version``; rotd refuses an engine written for another version.
 API_VERSION = 1
 
+# The keys of AWS's documented secret JSON for database credentials.
+SECRET_KEYS = frozenset(
+    ("engine", "host", "port", "username", "password", "dbname", "masterarn", "ssl")
+)
+
 
 class Family(StrEnum):
     """The built-in engines' own names; nothing outside an engine's module switches on them."""
@@ -85,12 +90,15 @@ class EngineInfo:
     """What an engine is, as data: its capabilities, the port a secret without ``port``
     means, the database a secret without ``dbname`` means, the longest user name any server
     of the engine accepts (a session's :meth:`Session.check_username` knows its own server's
-    limit), and the contract version it was written for."""
+    limit), the keys a secret of the engine may hold (``None``: any, as the exec engine's
+    secrets hold whatever their system needs), which the inventory's derived key templates
+    may name, and the contract version it was written for."""
 
     capabilities: Capabilities
     default_port: int
     default_dbname: str | None = None
     max_username_length: int | None = None
+    secret_keys: frozenset[str] | None = SECRET_KEYS
     api_version: int = API_VERSION
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from contextlib import AbstractAsyncContextManager
 
-from rotd.engines import Capabilities, Engine, EngineInfo, Login, Session
+from rotd.engines import SECRET_KEYS, Capabilities, Engine, EngineInfo, Login, Session
 
 POSTGRES = EngineInfo(
     Capabilities(
@@ -48,6 +48,7 @@ REDIS = EngineInfo(
         permission_checks=True,
     ),
     default_port=6379,
+    secret_keys=SECRET_KEYS - {"dbname"},  # docs/redis.md: dbname is not used
 )
 
 

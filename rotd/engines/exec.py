@@ -52,6 +52,7 @@ INFO = EngineInfo(
     # mirror_user only where the database configures its command: see capabilities_for.
     Capabilities(single_user=True),
     default_port=0,  # nothing is dialled: host and port only name the system in logs
+    secret_keys=None,  # a secret holds whatever its system needs (a vhost, a tenant)
 )
 
 

@@ -209,3 +209,33 @@ async def test_rotate_reports_a_rotation_that_raised_and_rotates_the_others(
     (failed,) = process.named("rotation.failed")
     assert (failed["secret_id"], failed["category"]) == (faulty_renamed, "internal")
     assert await db.logs_in(faulty_user, (await secrets.value(faulty_renamed))["password"])
+
+
+async def test_validate_rejects_broken_templates_at_their_position(
+    tmp_path: Path, rotd_process: Start
+) -> None:
+    broken = tmp_path / "derived.yaml"
+    broken.write_text(
+        "defaults:\n"
+        "  derived_keys:\n"
+        '    url: "postgresql://{{ username }}:{{ pasword }}@{{ host }}/"\n'
+        "databases:\n"
+        "  - name: pg\n"
+        "    engine: postgres\n"
+        "    derived_keys:\n"
+        "      dsn: |\n"
+        "        host={{ host }}\n"
+        "        password={{ password | urlencod }}\n"
+        "      jdbc: 'jdbc:postgresql://{{ host }'\n"
+        "    secrets:\n"
+        "      - id: app\n"
+    )
+
+    code, out, err = run(rotd_process, "validate", "-c", str(broken))
+
+    assert code == 78
+    assert out == ""
+    assert f"{broken}:3:42: derived key 'url': 'pasword' is not a key a postgres secret" in err
+    assert f"{broken}:10:32: derived key 'dsn': unknown filter 'urlencod'" in err
+    assert f"{broken}:11:14: derived key 'jdbc': template syntax error" in err
+    assert "3 error(s)" in err

@@ -355,3 +355,63 @@ async def test_the_region_comes_from_aws_region_before_aws_default_region(
     assert "AWS_REGION or AWS_DEFAULT_REGION" in result.err
     assert await describe(secrets, again) is None
     result.assert_never_shows("Region-pw-2")
+
+
+async def test_derived_keys_are_rendered_at_creation_from_derive_and_the_inventory(
+    secrets: Secrets, moto: MotoServer, tmp_path: Path
+) -> None:
+    password = "Deriv/ed@pw:1"
+    url = (
+        "postgresql://{{ username }}:{{ password | urlencode }}@{{ host }}:{{ port }}/{{ dbname }}"
+    )
+    name = secrets.name("app")
+    secrets.created.append(name)
+    base = ("--engine", "postgres", "--host", "db.internal", "--username", "app")
+
+    result = create(moto, "--name", name, *base, "--derive", f"url={url}", password=password)
+
+    assert result.code == 0, result.err
+    value = await secrets.value(name)
+    assert value["url"] == "postgresql://app:Deriv%2Fed%40pw%3A1@db.internal:5432/postgres"
+    result.assert_never_shows(password, value["url"])
+
+    # From the inventory (-c): its defaults' derived keys, and --derive wins key by key.
+    config = write_inventory(
+        tmp_path / "inv.yaml",
+        moto,
+        databases=[],
+        defaults={"derived_keys": {"url": url, "dsn": "host={{ host }} user={{ username }}"}},
+    )
+    other = secrets.name("other")
+    secrets.created.append(other)
+    result = create(
+        moto,
+        *("--name", other, *base, "-c", str(config), "--derive", "dsn=host={{ host }}"),
+        password=password,
+    )
+    assert result.code == 0, result.err
+    value = await secrets.value(other)
+    assert value["url"] == "postgresql://app:Deriv%2Fed%40pw%3A1@db.internal:5432/postgres"
+    assert value["dsn"] == "host=db.internal"
+
+
+@pytest.mark.parametrize(
+    ("derive", "shown"),
+    [
+        ("url={{ host }}/{{ dbnam }}", "'dbnam' is not a key a postgres secret has"),
+        ("url={{ host | hostify }}", "unknown filter 'hostify'"),
+        ("password={{ host }}", "a key of the secret itself"),
+        ("no-equals-sign", "KEY=TEMPLATE"),
+    ],
+)
+async def test_a_broken_derive_is_a_usage_error_and_stores_nothing(
+    secrets: Secrets, moto: MotoServer, derive: str, shown: str
+) -> None:
+    name = secrets.name("app")
+    base = ("--engine", "postgres", "--host", "db.internal", "--username", "app")
+
+    result = create(moto, "--name", name, *base, "--derive", derive, password="Never-pw-1")
+
+    assert result.code == 2, result.err
+    assert shown in result.err
+    assert await describe(secrets, name) is None
