@@ -21,6 +21,7 @@ from rotd.inventory import Inventory, SecretSpec, Strategy
 from rotd.observability import configure_logging, get_logger, redactor
 
 if TYPE_CHECKING:
+    from rotd.accounts import Stores
     from rotd.protocol import Outcome
     from rotd.secretstore import AwsSecretStore
 
@@ -133,10 +134,10 @@ def status(config_path: str, as_json: bool, log_level: str) -> None:
     loaded = load_or_exit(config_path)
 
     async def read() -> list[Any]:
-        from rotd.secretstore import AwsSecretStore, connection_for
+        from rotd.accounts import Stores
         from rotd.status import survey
 
-        async with AwsSecretStore(connection_for(loaded)) as store:
+        async with Stores(loaded) as store:
             return await survey(loaded, store)
 
     reports = asyncio.run(read())
@@ -397,14 +398,14 @@ def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec
 
 
 async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
-    from rotd.secretstore import AwsSecretStore, connection_for
+    from rotd.accounts import Stores
 
-    async with AwsSecretStore(connection_for(loaded)) as store:
+    async with Stores(loaded) as store:
         return await rotate_batch(store, loaded, specs)
 
 
 async def rotate_batch(
-    store: AwsSecretStore, loaded: Inventory, specs: list[SecretSpec]
+    store: Stores | AwsSecretStore, loaded: Inventory, specs: list[SecretSpec]
 ) -> list[Outcome]:
     """``rotd rotate``: refuse the secrets that share a login, rotate the others."""
     from rotd.logins import shared_logins

@@ -27,6 +27,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rotd import inventory as inventory_module
+from rotd.accounts import Stores
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
 from rotd.inventory import Inventory, SecretSpec
@@ -36,7 +37,7 @@ from rotd.observability import Metrics, SecretStatus, get_logger, log_unexpected
 from rotd.protocol import Outcome, inspect
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
-from rotd.secretstore import AwsSecretStore, SecretStore, connection_for
+from rotd.secretstore import SecretStore
 
 log = get_logger("rotd.daemon")
 
@@ -179,9 +180,7 @@ class Daemon:
                 stack.callback(self._remove_signal_handlers, loop)
             store = self._store
             if store is None:
-                store = await stack.enter_async_context(
-                    AwsSecretStore(connection_for(self.inventory))
-                )
+                store = await stack.enter_async_context(Stores(self.inventory))
             self.store = store
             self._runner = Runner(
                 store,
@@ -351,12 +350,19 @@ class Daemon:
             self.secrets[spec.id].status.database = spec.database
         if self._runner is not None:
             self._runner.resize(new.max_concurrent, new.max_concurrent_per_host)
-        if (new.region, new.endpoint_url, new.profile) != (
+        if (new.region, new.endpoint_url, new.profile, new.role_arn) != (
             self.inventory.region,
             self.inventory.endpoint_url,
             self.inventory.profile,
+            self.inventory.role_arn,
         ):
-            log.warning("reload.aws_unchanged", reason="aws settings take effect at restart")
+            log.warning(
+                "reload.aws_unchanged",
+                reason="the top-level aws settings take effect at restart; a database's own "
+                "aws: block takes effect now",
+            )
+        if isinstance(self.store, Stores):
+            self.store.update(new)
         self.inventory = new
         await self._track([*added, *changed, *retry])
         self.metrics.reloads.labels("applied").inc()

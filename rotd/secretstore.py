@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
@@ -30,9 +30,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from rotd.errors import Category, Missing, StoreError
-from rotd.inventory import Inventory, aws_region
+from rotd.errors import AwsError, Category, Missing, StoreError
+from rotd.inventory import AwsAccess, Inventory, aws_region
 from rotd.observability import redactor
+from rotd.roles import assumed_session
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
@@ -108,7 +109,8 @@ class SecretStore(Protocol):
 
 @dataclass(frozen=True)
 class AwsConnection:
-    """How to reach Secrets Manager: region, optional endpoint and profile, limits."""
+    """How to reach Secrets Manager: region, optional endpoint and profile, the role to
+    assume (from the profile's or environment's credentials), limits."""
 
     region: str | None = None
     endpoint_url: str | None = None
@@ -118,20 +120,49 @@ class AwsConnection:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     max_attempts: int = 5
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    session_name: str | None = None
+
+    @property
+    def access(self) -> AwsAccess:
+        return AwsAccess(
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            profile=self.profile,
+            role_arn=self.role_arn,
+            external_id=self.external_id,
+            session_name=self.session_name,
+        )
+
+    def to(self, access: AwsAccess) -> AwsConnection:
+        """This connection's limits, for the account, region and identity of ``access``."""
+        return replace(
+            self,
+            region=access.region,
+            endpoint_url=access.endpoint_url,
+            profile=access.profile,
+            role_arn=access.role_arn,
+            external_id=access.external_id,
+            session_name=access.session_name,
+        )
 
 
 def connection_for(inventory: Inventory) -> AwsConnection:
-    """How the inventory says to reach Secrets Manager."""
+    """How the inventory says to reach Secrets Manager (its top-level ``aws:`` block)."""
     return AwsConnection(
         region=inventory.region,
         endpoint_url=inventory.endpoint_url,
         profile=inventory.profile,
         max_write_tps=inventory.max_write_tps,
         max_pool_connections=max(10, inventory.max_concurrent * 2),
+        role_arn=inventory.role_arn,
+        external_id=inventory.external_id,
+        session_name=inventory.session_name,
     )
 
 
-class _RateLimit:
+class RateLimit:
     """Spaces calls at least ``1 / rate`` seconds apart: never more than ``rate`` in any
     one-second window, so there is no burst above the rate either."""
 
@@ -157,9 +188,18 @@ async def open_client(
     Every AWS client rotd makes comes from here, so that no call goes without a deadline. The
     inventory's ``endpoint_url`` applies to every service (an emulator serves them all).
     """
-    session = aioboto3.Session(
-        profile_name=connection.profile, region_name=aws_region(connection.region)
-    )
+    region = aws_region(connection.region)
+    if connection.role_arn is not None:
+        base = replace(connection, role_arn=None, external_id=None, session_name=None)
+        session = assumed_session(
+            connection.role_arn,
+            region,
+            lambda: open_client("sts", base, retry_mode="standard"),
+            external_id=connection.external_id,
+            session_name=connection.session_name,
+        )
+    else:
+        session = aioboto3.Session(profile_name=connection.profile, region_name=region)
     config = Config(
         retries={"mode": retry_mode, "max_attempts": connection.max_attempts},
         connect_timeout=connection.connect_timeout_s,
@@ -192,10 +232,12 @@ class AwsClients:
 class AwsSecretStore(AwsClients):
     """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
 
-    def __init__(self, connection: AwsConnection) -> None:
+    def __init__(self, connection: AwsConnection, *, writes: RateLimit | None = None) -> None:
+        """``writes`` paces this store's writes together with other stores' (those of one
+        account and region); by default the store has a limiter of its own."""
         super().__init__(connection)
         self._client: Any = None
-        self._writes = _RateLimit(connection.max_write_tps)
+        self._writes = writes or RateLimit(connection.max_write_tps)
         self.calls: dict[str, int] = {}
         self._kept: dict[tuple[str, str], SecretValue] | None = None
 
@@ -235,6 +277,8 @@ class AwsSecretStore(AwsClients):
             result: dict[str, Any] = await method(SecretId=secret_id, **kwargs)
         except (BotoCoreError, ClientError) as exc:
             raise translate(exc, secret_id, operation) from None
+        except AwsError as exc:  # the role could not be assumed
+            raise StoreError(secret_id, operation, exc.category, exc.reason) from None
         return result
 
     async def _what_is_missing(
@@ -333,6 +377,8 @@ class AwsSecretStore(AwsClients):
             raise translate(exc, secret_id, "put_secret_value") from None
         except BotoCoreError as exc:
             raise translate(exc, secret_id, "put_secret_value") from None
+        except AwsError as exc:
+            raise StoreError(secret_id, "put_secret_value", exc.category, exc.reason) from None
         return True
 
     async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
