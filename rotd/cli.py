@@ -198,15 +198,22 @@ def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
     """Print the least-privilege IAM policy (JSON) that rotating the inventory needs.
 
     Names are resolved to ARNs, and KMS keys found, when AWS can be reached; otherwise ARN
-    patterns are used and a warning says so on standard error.
+    patterns are used and a warning says so on standard error. An inventory that assumes
+    roles (aws.role_arn) gets one policy per identity: a JSON object keyed "base" (rotd's own
+    identity, with sts:AssumeRole on each role) and by role ARN.
     """
-    from rotd.iampolicy import build_policy
+    from rotd.iampolicy import Policy, build_policy
+    from rotd.rolepolicies import Policies, build_policies, uses_roles
 
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
     if not loaded.secrets:
         raise click.ClickException(f"{loaded.path}: no secrets, so no policy to print")
-    policy = asyncio.run(build_policy(loaded, offline=offline))
+    policy: Policy | Policies
+    if uses_roles(loaded):
+        policy = asyncio.run(build_policies(loaded, offline=offline))
+    else:
+        policy = asyncio.run(build_policy(loaded, offline=offline))
     for warning in policy.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(policy.text())

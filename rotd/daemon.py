@@ -385,9 +385,12 @@ class Daemon:
         for spec in specs:
             secret = self.secrets.get(spec.id)
             if secret is None:
-                secret = self.secrets[spec.id] = _Secret(spec, SecretStatus(spec.id, spec.database))
+                status = SecretStatus(spec.id, spec.database)
+                secret = self.secrets[spec.id] = _Secret(spec, status)
                 self.metrics.secrets[spec.id] = secret.status
             databases.add(spec.database)
+            secret.status.account = spec.aws.account or "base"
+            secret.status.region = spec.aws.region or ""
             secret.parked = False
             tasks.append(self._spawn_planning(secret))
         for database in databases:

@@ -33,6 +33,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from rotd.accounts import Stores
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
@@ -59,7 +60,6 @@ from rotd.secretstore import (
     NO_REGION,
     AwsClients,
     AwsConnection,
-    AwsSecretStore,
     SecretDescription,
     open_client,
 )
@@ -351,7 +351,7 @@ class _Master:
 class _Masters:
     """Master secrets, each read once and shared by every secret that names it."""
 
-    def __init__(self, store: AwsSecretStore) -> None:
+    def __init__(self, store: Stores) -> None:
         self._store = store
         self._reads: dict[str, asyncio.Task[_Master]] = {}
 
@@ -391,7 +391,7 @@ async def diagnose(
     connection = replace(connection, max_attempts=2)
     async with AsyncExitStack() as stack:
         try:
-            store = await stack.enter_async_context(AwsSecretStore(connection))
+            store = await stack.enter_async_context(Stores(inventory, connection))
         except StoreError as exc:
             head.fail("aws.identity", exc.reason, "fix the aws settings of the inventory")
             return _finish(head.checks, started)
@@ -404,6 +404,11 @@ async def diagnose(
             head.fail("aws.identity", exc.reason, _identity_fix(exc))
         if identity is not None:
             head.ok("aws.identity", f"{identity.arn} (account {identity.account})")
+        who: dict[str | None, tuple[Identity | None, _Simulator]] = {
+            None: (identity, _Simulator(account, None if account else UNKNOWN_ACCOUNT))
+        }
+        for role_arn, role_connection in _roles(inventory, connection).items():
+            who[role_arn] = await _assume(stack, role_arn, role_connection, head)
         if inventory.region:
             endpoint = connection.endpoint_url or "AWS's endpoint"
             head.ok("aws.region", f"{inventory.region}, Secrets Manager at {endpoint}")
@@ -417,8 +422,7 @@ async def diagnose(
         doctor = _Doctor(
             inventory,
             store,
-            identity,
-            _Simulator(account, None if account else "STS and IAM could not be reached"),
+            who,
             engines,
             db_timeout_s,
             # Against the whole inventory, whichever secrets are checked.
@@ -442,6 +446,38 @@ def _finish(checks: list[Check], started: float) -> list[Check]:
     return checks
 
 
+UNKNOWN_ACCOUNT = "STS and IAM could not be reached"
+
+
+def _roles(inventory: Inventory, connection: AwsConnection) -> dict[str, AwsConnection]:
+    """Each role the inventory assumes, and how to reach its account (its first database's)."""
+    roles: dict[str, AwsConnection] = {}
+    for access in inventory.accesses:
+        if access.role_arn is not None and access.role_arn not in roles:
+            roles[access.role_arn] = connection.to(access)
+    return roles
+
+
+async def _assume(
+    stack: AsyncExitStack, role_arn: str, connection: AwsConnection, head: _Findings
+) -> tuple[Identity | None, _Simulator]:
+    """Assume ``role_arn`` (proving its trust policy) and learn who that makes rotd."""
+    try:
+        account = await stack.enter_async_context(AwsAccount(connection))
+        identity = await account.identity()
+    except AwsError as exc:
+        head.fail(
+            "aws.role",
+            f"{role_arn}: {exc.reason}",
+            "let rotd's identity assume the role: the role's trust policy names it as "
+            "principal and its own policy allows sts:AssumeRole on the role "
+            "(docs/accounts.md)",
+        )
+        return None, _Simulator(None, f"{role_arn} could not be assumed")
+    head.ok("aws.role", f"{role_arn} assumed as {identity.arn} (account {identity.account})")
+    return identity, _Simulator(account)
+
+
 def _identity_fix(exc: AwsError) -> str:
     if exc.category is Category.AUTH:
         return "give rotd valid AWS credentials (aws.profile, environment, or a role)"
@@ -454,9 +490,8 @@ class _Doctor:
     def __init__(
         self,
         inventory: Inventory,
-        store: AwsSecretStore,
-        identity: Identity | None,
-        simulator: _Simulator,
+        store: Stores,
+        who: Mapping[str | None, tuple[Identity | None, _Simulator]],
         engines: Mapping[str, Engine],
         db_timeout_s: float,
         shared: Mapping[str, SharedLogin],
@@ -464,8 +499,9 @@ class _Doctor:
         self.inventory = inventory
         self.shared = shared
         self.store = store
-        self.identity = identity
-        self.simulator = simulator
+        self.who = who
+        # rotd's own identity; a secret reached through a role is checked as that role.
+        self.identity = who[None][0]
         self.engines = engines
         self.db_timeout_s = db_timeout_s
         self.masters = _Masters(store)
@@ -486,7 +522,7 @@ class _Doctor:
             permissions = _Findings(spec.id)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._database(spec, current, master, database))
-                group.create_task(self._permissions(description, permissions))
+                group.create_task(self._permissions(spec, description, permissions))
         return found.checks + database.checks + permissions.checks
 
     # Secrets Manager.
@@ -928,10 +964,12 @@ class _Doctor:
 
     # IAM.
 
-    async def _permissions(self, description: SecretDescription, found: _Findings) -> None:
+    async def _permissions(
+        self, spec: SecretSpec, description: SecretDescription, found: _Findings
+    ) -> None:
         name = "iam.permissions"
         actions = ", ".join(WRITE_ACTIONS)
-        identity = self.identity
+        identity, simulator = self.who[spec.aws.role_arn]
         if identity is None:
             found.warn(name, f"not checked ({actions}): the AWS identity is unknown")
             return
@@ -950,7 +988,7 @@ class _Doctor:
                 "simulated (only IAM users and roles can)",
             )
             return
-        result = await self.simulator.decide(principal, WRITE_ACTIONS, description.arn)
+        result = await simulator.decide(principal, WRITE_ACTIONS, description.arn)
         if isinstance(result, str):
             fix = None
             if f"may not call {SIMULATE}" in result:

@@ -312,6 +312,8 @@ class SecretStatus:
 
     secret_id: str
     database: str
+    account: str = "base"  # the role's account, or base: rotd's own identity
+    region: str = ""
     created: float | None = None  # epoch seconds of AWSCURRENT's CreatedDate
     next_due: float | None = None
     last_success: float | None = None
@@ -426,9 +428,17 @@ class _SecretCollector(Collector):
             "1 while the secret has a problem no retry can fix, by category.",
             labels=[*labels, "category"],
         )
+        # Where each secret lives, as an info metric to join on: adding account and region to
+        # every series would have changed the label sets that dashboards and alerts match.
+        info = GaugeMetricFamily(
+            "rotd_secret_info",
+            "1 per secret, with the AWS account (base: rotd's own identity) and region it is in.",
+            labels=[*labels, "account", "region"],
+        )
         now = time.time()
         for status in list(self._secrets.values()):
             key = [status.secret_id, status.database]
+            info.add_metric([*key, status.account, status.region], 1)
             if status.last_success is not None:
                 last.add_metric(key, status.last_success)
             if status.next_due is not None:
@@ -438,7 +448,7 @@ class _SecretCollector(Collector):
             failures.add_metric(key, status.consecutive_failures)
             if status.problem is not None:
                 problem.add_metric([*key, status.problem], 1)
-        yield from (last, due, age, failures, problem)
+        yield from (last, due, age, failures, problem, info)
 
 
 @asynccontextmanager

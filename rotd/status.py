@@ -27,6 +27,8 @@ class SecretReport:
     secret_id: str
     database: str
     strategy: str
+    account: str = "base"  # the account of the role it is reached through; base: rotd's own
+    region: str | None = None
     engine: str | None = None
     username: str | None = None
     last_rotated: str | None = None
@@ -45,7 +47,8 @@ class SecretReport:
             if self.unfinished_case:
                 state = f"unfinished rotation {self.unfinished}: {self.unfinished_case}"
         return (
-            f"{self.secret_id}  db={self.database} engine={self.engine or '-'} "
+            f"{self.secret_id}  db={self.database} aws={self.account}/{self.region or '-'} "
+            f"engine={self.engine or '-'} "
             f"strategy={self.strategy} user={self.username or '-'} "
             f"last={self.last_rotated or '-'} next={self.next_due or '-'}  {state}"
         )
@@ -63,7 +66,13 @@ async def survey(inventory: Inventory, store: SecretStore) -> list[SecretReport]
 
 
 async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
-    base = {"secret_id": spec.id, "database": spec.database, "strategy": str(spec.strategy)}
+    base: dict[str, Any] = {
+        "secret_id": spec.id,
+        "database": spec.database,
+        "strategy": str(spec.strategy),
+        "account": spec.aws.account or "base",
+        "region": spec.aws.region,
+    }
     try:
         state = await inspect(spec, store)
     except StoreError as exc:

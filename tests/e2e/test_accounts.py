@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,67 @@ async def test_one_rotate_all_rotates_secrets_in_two_accounts_and_two_regions(
     assert await db.logs_in(decoy_user, "Initial-pass-1")
     assumed = [json.loads(line) for line in err.splitlines() if "credentials_refreshed" in line]
     assert {e["role_arn"] for e in assumed} == {role_a, role_b}
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_status_doctor_and_iam_policy_speak_for_each_account(
+    db: Database, accounts: Accounts, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    role_a, role_b = role(ACCOUNT_A), role(ACCOUNT_B)
+    user_a, user_b, own_user = db.unique("a"), db.unique("b"), db.unique("o")
+    for user in (user_a, user_b, own_user):
+        await db.create_login(user, "Initial-pass-1")
+    arn_a = await accounts.create(role_a, moto.region, "a", db.secret(user_a, "Initial-pass-1"))
+    arn_b = await accounts.create(role_b, OTHER_REGION, "b", db.secret(user_b, "Initial-pass-1"))
+    own = await accounts.create(None, moto.region, "own", db.secret(own_user, "Initial-pass-1"))
+    name_a, name_b, name_own = (accounts.name(x) for x in ("a", "b", "own"))
+    path = write_inventory(
+        tmp_path / "inv.yaml",
+        moto,
+        databases=[
+            {"name": "in-a", "aws": {"role_arn": role_a}, "secrets": [{"id": name_a}]},
+            {
+                "name": "in-b",
+                "aws": {"role_arn": role_b, "region": OTHER_REGION},
+                "secrets": [{"id": name_b}],
+            },
+            {"name": "own", "secrets": [{"id": name_own}]},
+        ],
+    )
+
+    code, out, err = run(rotd_process, "status", "-c", str(path), "--json")
+    assert code == 0, err
+    reports = {r["secret_id"]: r for r in map(json.loads, out.splitlines())}
+    assert [(reports[n]["account"], reports[n]["region"]) for n in (name_a, name_b, name_own)] == [
+        (ACCOUNT_A, moto.region),
+        (ACCOUNT_B, OTHER_REGION),
+        ("base", moto.region),
+    ]
+
+    code, out, err = run(rotd_process, "iam-policy", "-c", str(path))
+    assert code == 0, err
+    policies = json.loads(out)
+    assert list(policies) == ["base", role_a, role_b]
+
+    def resources(document: dict[str, Any], sid: str) -> list[str]:
+        (statement,) = [s for s in document["Statement"] if s["Sid"] == sid]
+        return list(statement["Resource"])
+
+    assert resources(policies["base"], "AssumeRotationRoles") == [role_a, role_b]
+    assert resources(policies["base"], "RotateSecrets") == [own]
+    assert resources(policies[role_a], "RotateSecrets") == [arn_a]
+    assert resources(policies[role_b], "RotateSecrets") == [arn_b]
+
+    code, out, err = run(rotd_process, "doctor", "-c", str(path), "--json")
+    checks = [json.loads(line) for line in out.splitlines()]
+    roles_checked = [c for c in checks if c["check"] == "aws.role"]
+    assert [c["level"] for c in roles_checked] == ["ok", "ok"], roles_checked
+    assert (
+        f"{role_a} assumed as arn:aws:sts::{ACCOUNT_A}:assumed-role/" in roles_checked[0]["detail"]
+    )
+    described = {c["secret_id"]: c for c in checks if c["check"] == "secret.describe"}
+    assert {n: described[n]["detail"] for n in (name_a, name_b, name_own)} == {
+        name_a: arn_a,
+        name_b: arn_b,
+        name_own: own,
+    }
