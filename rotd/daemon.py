@@ -35,6 +35,7 @@ from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
 from rotd.observability import Metrics, SecretStatus, get_logger, log_unexpected, serve_http
 from rotd.protocol import Outcome, inspect
+from rotd.replication import ReplicaCheck
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
 from rotd.secretstore import SecretStore
@@ -195,6 +196,7 @@ class Daemon:
             self._runner.on_fault = self.metrics.unexpected_error
             self._runner.hooks.on_result = self.metrics.hook_finished
             self._runner.hooks.on_fault = self.metrics.unexpected_error
+            self._runner.replication.on_result = self._replicated
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(serve_http(host, port, self.metrics, self.healthy))
@@ -310,6 +312,11 @@ class Daemon:
             self.metrics.reloads.labels("failed").inc()
             log_unexpected(log, "reload", exc, path=str(self.inventory.path))
             self.notifier.ready(self.status_line())
+
+    def _replicated(self, check: ReplicaCheck) -> None:
+        secret = self.secrets.get(check.secret_id)
+        if secret is not None:
+            secret.status.replicas[check.region] = (check.in_sync, check.lag_s)
 
     async def reload(self) -> None:
         """Re-read the inventory; keep the old one untouched if the new one is invalid."""

@@ -700,6 +700,8 @@ class _Doctor:
         return master
 
     def _store_fix(self, exc: StoreError, secret_id: str, action: str) -> str:
+        if exc.category is Category.REPLICA:
+            return "list the primary secret instead: aws.region of its primary on the database"
         if exc.category is Category.NOT_FOUND:
             where = f"region {self.inventory.region or '(none)'}"
             if self.identity is not None:

@@ -17,7 +17,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -287,7 +287,7 @@ def get_logger(name: str) -> Any:
 
 UNEXPECTED_ERROR = "unexpected_error.caught"
 # Where in one secret's life a fault can be caught: the stages of ``rotd_unexpected_errors``.
-FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics")
+FAULT_STAGES = ("rotation", "hooks", "replication", "planning", "scheduling", "metrics")
 
 
 def log_unexpected(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
@@ -319,6 +319,9 @@ class SecretStatus:
     last_success: float | None = None
     consecutive_failures: int = 0
     problem: str | None = None  # the category of a failure no retry can fix
+    # Replica region -> (in sync after the last rotation, seconds until it was), for a
+    # multi-region secret.
+    replicas: dict[str, tuple[bool, float | None]] = field(default_factory=dict)
 
 
 class Metrics:
@@ -435,10 +438,25 @@ class _SecretCollector(Collector):
             "1 per secret, with the AWS account (base: rotd's own identity) and region it is in.",
             labels=[*labels, "account", "region"],
         )
+        in_sync = GaugeMetricFamily(
+            "rotd_secret_replication_in_sync",
+            "1 when the replica region had the secret's last rotation within the bound, else 0 "
+            "(multi-region secrets only).",
+            labels=[*labels, "region"],
+        )
+        lag = GaugeMetricFamily(
+            "rotd_secret_replication_lag_seconds",
+            "Seconds from the end of the last rotation until the replica region was in sync.",
+            labels=[*labels, "region"],
+        )
         now = time.time()
         for status in list(self._secrets.values()):
             key = [status.secret_id, status.database]
             info.add_metric([*key, status.account, status.region], 1)
+            for region, (synced, lag_s) in list(status.replicas.items()):
+                in_sync.add_metric([*key, region], 1 if synced else 0)
+                if lag_s is not None:
+                    lag.add_metric([*key, region], lag_s)
             if status.last_success is not None:
                 last.add_metric(key, status.last_success)
             if status.next_due is not None:
@@ -448,7 +466,7 @@ class _SecretCollector(Collector):
             failures.add_metric(key, status.consecutive_failures)
             if status.problem is not None:
                 problem.add_metric([*key, status.problem], 1)
-        yield from (last, due, age, failures, problem, info)
+        yield from (last, due, age, failures, problem, info, in_sync, lag)
 
 
 @asynccontextmanager

@@ -33,6 +33,7 @@ from rotd.inventory import SecretSpec
 from rotd.logins import SharedLogin
 from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Dependencies, Outcome, Step, rotate
+from rotd.replication import Replication
 from rotd.secretstore import CURRENT, SecretStore
 
 log = get_logger("rotd.runner")
@@ -312,6 +313,7 @@ class Runner:
         )
         self.masters = MasterCache(store)
         self.hooks = HookRunner(store)
+        self.replication = Replication(store)
         self._global = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
         self._busy: set[str] = set()
@@ -397,6 +399,9 @@ class Runner:
             # A failing hook undoes nothing: the rotation stays succeeded whatever happens here.
             with self.contained(spec, "hooks"):
                 await self.hooks.run(spec, outcome)
+        if outcome.ok and outcome.replica_regions:
+            with self.contained(spec, "replication"):
+                await self.replication.check(spec, outcome)
         return outcome
 
     def caught(self, spec: SecretSpec, stage: str, exc: Exception) -> None:

@@ -45,6 +45,15 @@ NO_REGION = (
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One region a multi-region secret is replicated to, as its primary reports it."""
+
+    region: str
+    status: str  # InSync, InProgress or Failed
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class SecretDescription:
     arn: str
     name: str
@@ -53,6 +62,7 @@ class SecretDescription:
     kms_key_id: str | None
     # Only versions that carry at least one label (moto also lists unlabelled ones).
     versions: Mapping[str, frozenset[str]]
+    replicas: tuple[Replica, ...] = ()
 
     def version_with(self, stage: str) -> str | None:
         for version_id, stages in self.versions.items():
@@ -307,7 +317,12 @@ class AwsSecretStore(AwsClients):
         return StoreError(secret_id, exc.operation, Category.NOT_FOUND, reason, missing=missing)
 
     async def describe(self, secret_id: str) -> SecretDescription:
+        """Refused (REPLICA) for a read-only replica: only the primary can be rotated."""
         r = await self._call("describe_secret", secret_id)
+        primary = r.get("PrimaryRegion")
+        region = self._client.meta.region_name
+        if primary and primary != region:
+            raise replica_refused(secret_id, str(r["ARN"]), region, str(primary))
         versions = {
             vid: frozenset(stages)
             for vid, stages in (r.get("VersionIdsToStages") or {}).items()
@@ -320,6 +335,10 @@ class AwsSecretStore(AwsClients):
             rotation_lambda=r.get("RotationLambdaARN") or None,
             kms_key_id=r.get("KmsKeyId") or None,
             versions=versions,
+            replicas=tuple(
+                Replica(str(x["Region"]), str(x.get("Status", "")), str(x.get("StatusMessage", "")))
+                for x in r.get("ReplicationStatus") or ()
+            ),
         )
 
     async def get_value(
@@ -403,6 +422,22 @@ class AwsSecretStore(AwsClients):
             VersionStage=stage,
             RemoveFromVersionId=version_id,
         )
+
+
+def replica_refused(secret_id: str, arn: str, region: str, primary: str) -> StoreError:
+    """Why rotd will not rotate the replica ``arn`` (in ``region``) of a secret whose primary
+    is in ``primary``: Secrets Manager makes replicas read-only and copies the primary's
+    versions to them, so the primary is what to rotate."""
+    primary_arn = arn.replace(f":secretsmanager:{region}:", f":secretsmanager:{primary}:", 1)
+    return StoreError(
+        secret_id,
+        "describe_secret",
+        Category.REPLICA,
+        f"this is a read-only replica in {region} of a secret whose primary is {primary_arn}; "
+        f"nothing was changed. Rotate the primary: set aws.region: {primary} on its database "
+        "(or name it by the primary's ARN); Secrets Manager copies each new version to the "
+        "replicas",
+    )
 
 
 # The calls aws.max_write_tps limits (the rotation protocol's only writes).

@@ -36,6 +36,8 @@ class SecretReport:
     unfinished: str | None = None
     unfinished_case: str | None = None  # what the unfinished rotation is, when not plain
     problem: str | None = None
+    # A multi-region secret's replica regions and their ReplicationStatus (InSync, ...).
+    replicas: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +48,8 @@ class SecretReport:
             state = f"unfinished rotation {self.unfinished} (resumes at the next run)"
             if self.unfinished_case:
                 state = f"unfinished rotation {self.unfinished}: {self.unfinished_case}"
+        if self.replicas:
+            state += " replicas=" + ",".join(f"{r}:{s}" for r, s in sorted(self.replicas.items()))
         return (
             f"{self.secret_id}  db={self.database} aws={self.account}/{self.region or '-'} "
             f"engine={self.engine or '-'} "
@@ -79,6 +83,9 @@ async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
         return SecretReport(**base, problem=f"{exc.category}: {exc.reason}")
     due = spec.schedule.next_after(state.created, spec.timezone)
     problem = state.conflict
+    failed = [r for r in state.replicas if r.status == "Failed"]
+    if failed and problem is None:
+        problem = "replication failed to " + ", ".join(f"{r.region} ({r.message})" for r in failed)
     if state.username is None and problem is None:
         problem = "bad_secret: the AWSCURRENT value is not usable database credentials JSON"
     return SecretReport(
@@ -92,6 +99,7 @@ async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
         if state.unwritten
         else None,
         problem=problem,
+        replicas={r.region: r.status for r in state.replicas} or None,
     )
 
 

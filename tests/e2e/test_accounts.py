@@ -130,3 +130,49 @@ async def test_status_doctor_and_iam_policy_speak_for_each_account(
         name_b: arn_b,
         name_own: own,
     }
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_replica_is_refused_unchanged_and_a_primary_rotates_and_checks_replication(
+    db: Database, accounts: Accounts, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    user = db.unique("r")
+    await db.create_login(user, "Initial-pass-1")
+    primary = await accounts.create(
+        None, moto.region, "multi", db.secret(user, "Initial-pass-1"), replicas=(OTHER_REGION,)
+    )
+    name = accounts.name("multi")
+    before = await accounts.version(None, moto.region, name)
+    replica_db = {"name": "replica", "aws": {"region": OTHER_REGION}, "secrets": [{"id": name}]}
+    path = write_inventory(tmp_path / "replica.yaml", moto, databases=[replica_db])
+
+    code, out, err = run(rotd_process, "rotate", "-c", str(path), "--all", "--json")
+    assert code == 1, err
+    (result,) = map(json.loads, out.splitlines())
+    assert result["outcome"] == "failed"
+    assert result["category"] == "replica"
+    assert primary in result["error"]
+    assert f"set aws.region: {moto.region}" in result["error"]
+    assert await accounts.version(None, moto.region, name) == before
+    assert await db.logs_in(user, "Initial-pass-1")
+
+    code, out, err = run(rotd_process, "doctor", "-c", str(path), "--json")
+    assert code == 1
+    (described,) = [c for c in map(json.loads, out.splitlines()) if c["check"] == "secret.describe"]
+    assert described["level"] == "FAIL"
+    assert "read-only replica" in described["detail"]
+
+    path = write_inventory(tmp_path / "primary.yaml", moto, [{"id": name}])
+    code, out, err = run(rotd_process, "rotate", "-c", str(path), "--all", "--json")
+    assert code == 0, err
+    assert await accounts.version(None, moto.region, name) != before
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (synced,) = [e for e in events if e["event"] == "replication.in_sync"]
+    assert synced["region"] == OTHER_REGION
+    assert synced["secret_id"] == name
+    assert synced["lag_s"] >= 0
+
+    code, out, err = run(rotd_process, "status", "-c", str(path), "--json")
+    assert code == 0, err
+    (report,) = map(json.loads, out.splitlines())
+    assert report["replicas"] == {OTHER_REGION: "InSync"}
