@@ -35,9 +35,18 @@ from rotd.secretstore import (
 _LimitKey = tuple[str, str | None]
 
 
+def _by_account(inventory: Inventory) -> dict[str, AwsAccess]:
+    """The first role of the inventory in each account it reaches through a role."""
+    found: dict[str, AwsAccess] = {}
+    for access in inventory.accesses:
+        if access.account is not None:
+            found.setdefault(access.account, access)
+    return found
+
+
 def routes(inventory: Inventory) -> dict[str, AwsAccess]:
     """Where each secret and master of ``inventory`` lives, by every id rotd calls it by."""
-    by_account = {a.account: a for a in inventory.accesses if a.account is not None}
+    by_account = _by_account(inventory)
     found: dict[str, AwsAccess] = {}
     for spec in inventory.secrets:
         found[spec.id] = found[spec.name] = spec.aws
@@ -58,10 +67,11 @@ def master_access(
     if located is None:
         return database
     account, region = located
-    if database.account in (None, account):
+    if database.account == account:
         return database.in_region(region)
-    other = by_account.get(account)
-    return (other or database).in_region(region)
+    # Another account: its role if the inventory has one, else the same identity (a resource
+    # policy on the master may allow that; the inventory refuses it for a role's database).
+    return by_account.get(account, database).in_region(region)
 
 
 def limit_key(access: AwsAccess) -> _LimitKey:
@@ -80,6 +90,7 @@ class Stores:
         self._connection = connection or connection_for(inventory)
         self._default = self._connection.access
         self._routes = routes(inventory)
+        self._by_account = _by_account(inventory)
         self._stores: dict[AwsAccess, AwsSecretStore] = {}
         self._limits: dict[_LimitKey, RateLimit] = {}
         self._stack = AsyncExitStack()
@@ -99,13 +110,15 @@ class Stores:
 
     def update(self, inventory: Inventory) -> None:
         self._routes = routes(inventory)
+        self._by_account = _by_account(inventory)
 
     def access_of(self, secret_id: str) -> AwsAccess:
         """The account, region and identity ``secret_id`` is reached with."""
         access = self._routes.get(secret_id)
         if access is not None:
             return access
-        return master_access(secret_id, self._default, {})
+        # An id the inventory does not name: a secret's masterarn, read at rotation time.
+        return master_access(secret_id, self._default, self._by_account)
 
     def keep_versions(self) -> None:
         """See :meth:`AwsSecretStore.keep_versions`; applies to every store."""

@@ -115,6 +115,11 @@ def test_masters_resolve_where_their_database_lives_or_are_refused() -> None:
     assert found[MASTER_B] == AwsAccess("eu-west-1", role_arn=ROLE_B)
     assert found["master-two"] == found["b"] == AwsAccess("eu-west-1", role_arn=ROLE_B)
     assert found["a"] == AwsAccess("us-east-1", role_arn=ROLE_A)
+    # A masterarn read from a secret at rotation time: the role of its account, in its region.
+    masterarn = "arn:aws:secretsmanager:ap-south-1:111111111111:secret:m-AbCdEf"
+    assert Stores(inventory).access_of(masterarn) == AwsAccess("ap-south-1", role_arn=ROLE_A)
+    elsewhere = "arn:aws:secretsmanager:us-east-2:999999999999:secret:m-AbCdEf"
+    assert Stores(inventory).access_of(elsewhere) == AwsAccess("us-east-2")
 
     refused = errors(
         f"""
