@@ -19,7 +19,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -61,6 +60,7 @@ from rotd.secretstore import (
     AwsClients,
     AwsConnection,
     SecretDescription,
+    account_endpoint,
     open_client,
 )
 from rotd.strategies import CLONE_SUFFIX, login
@@ -183,17 +183,6 @@ class Decision:
     action: str
     decision: str  # allowed, explicitDeny, implicitDeny
     missing_context: tuple[str, ...] = ()
-
-
-def account_endpoint(endpoint_url: str | None) -> str | None:
-    """Where to ask STS and IAM: an emulator's endpoint serves every service, while an AWS
-    endpoint for Secrets Manager (a VPC endpoint) serves only that one."""
-    if endpoint_url is None:
-        return None
-    host = (urlsplit(endpoint_url).hostname or "").lower()
-    if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
-        return None
-    return endpoint_url
 
 
 class AwsAccount(AwsClients):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aioboto3
 from botocore.config import Config
@@ -189,6 +190,17 @@ class RateLimit:
             self._next = max(self._next, time.monotonic()) + self._interval_s
 
 
+def account_endpoint(endpoint_url: str | None) -> str | None:
+    """Where to ask STS and IAM: an emulator's endpoint serves every service, while an AWS
+    endpoint for Secrets Manager (a VPC endpoint) serves only that one."""
+    if endpoint_url is None:
+        return None
+    host = (urlsplit(endpoint_url).hostname or "").lower()
+    if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
+        return None
+    return endpoint_url
+
+
 @asynccontextmanager
 async def open_client(
     service: str, connection: AwsConnection, *, retry_mode: str = "adaptive"
@@ -200,7 +212,13 @@ async def open_client(
     """
     region = aws_region(connection.region)
     if connection.role_arn is not None:
-        base = replace(connection, role_arn=None, external_id=None, session_name=None)
+        base = replace(
+            connection,
+            role_arn=None,
+            external_id=None,
+            session_name=None,
+            endpoint_url=account_endpoint(connection.endpoint_url),
+        )
         session = assumed_session(
             connection.role_arn,
             region,
