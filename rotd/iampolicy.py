@@ -192,10 +192,13 @@ class _Resolver:
         partitions = {m.group("partition") for m in matches}
         regions = {m.group("region") for m in matches}
         accounts = {m.group("account") for m in matches}
+        # Names resolve in the account of the role rotd assumes for them, when it assumes one.
+        role = self.inventory.role_arn
+        role_account = role.split(":")[4] if role and role.count(":") >= 5 else None
         return Scope(
             partition=partitions.pop() if len(partitions) == 1 else "aws",
             region=self.inventory.region or (regions.pop() if len(regions) == 1 else "*"),
-            account=accounts.pop() if len(accounts) == 1 else "*",
+            account=role_account or (accounts.pop() if len(accounts) == 1 else "*"),
         )
 
     def patterns(self, why: str) -> tuple[list[Grant], list[Grant]]:

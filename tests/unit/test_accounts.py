@@ -8,7 +8,9 @@ import pytest
 
 from rotd.accounts import Stores, limit_key, routes
 from rotd.errors import ConfigErrors
+from rotd.iampolicy import Grant, policy_document
 from rotd.inventory import AwsAccess, Inventory, loads
+from rotd.rolepolicies import build_policies, merge
 
 ROLE_A = "arn:aws:iam::111111111111:role/rotd"
 ROLE_B = "arn:aws:iam::222222222222:role/rotd"
@@ -168,3 +170,56 @@ async def test_stores_of_one_account_and_region_share_one_write_limiter() -> Non
         assert a is not b
         assert a._writes is b._writes
         assert a._writes is not c._writes
+
+
+async def test_offline_policies_name_each_roles_secrets_in_its_account() -> None:
+    inventory = parse(
+        f"""
+        aws: {{region: us-east-1}}
+        databases:
+          - name: one
+            aws: {{role_arn: {ROLE_A}}}
+            secrets: [{{id: app-a}}]
+          - name: two
+            aws: {{role_arn: {ROLE_A}, region: eu-west-1}}
+            secrets: [{{id: app-a2}}]
+          - name: three
+            aws: {{role_arn: {ROLE_B}}}
+            secrets: [{{id: app-b}}]
+        """
+    )
+    policies = await build_policies(inventory, offline=True)
+    assert list(policies.documents) == ["base", ROLE_A, ROLE_B]
+    (assume,) = policies.documents["base"]["Statement"]
+    assert assume["Action"] == "sts:AssumeRole"
+    assert assume["Resource"] == [ROLE_A, ROLE_B]
+    (rotate_a,) = policies.documents[ROLE_A]["Statement"]
+    assert rotate_a["Resource"] == [
+        "arn:aws:secretsmanager:eu-west-1:111111111111:secret:app-a2-??????",
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:app-a-??????",
+    ]
+    (rotate_b,) = policies.documents[ROLE_B]["Statement"]
+    assert rotate_b["Resource"] == [
+        "arn:aws:secretsmanager:us-east-1:222222222222:secret:app-b-??????"
+    ]
+    assert all("--offline" in w for w in policies.warnings)
+
+
+def test_merged_policies_join_resources_and_kms_conditions() -> None:
+    eu = "arn:aws:secretsmanager:eu-west-1:111111111111:secret:a-AbCdEf"
+    us = "arn:aws:secretsmanager:us-east-1:111111111111:secret:b-AbCdEf"
+    key_eu = "arn:aws:kms:eu-west-1:111111111111:key/k1"
+    key_us = "arn:aws:kms:us-east-1:111111111111:key/k2"
+    one = policy_document([Grant(eu, key_eu)], [])
+    two = policy_document([Grant(us, key_us)], [])
+    rotate, keys = merge([one, two])["Statement"]
+    assert rotate["Resource"] == [eu, us]
+    assert keys["Resource"] == [key_eu, key_us]
+    assert keys["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": [
+                "secretsmanager.eu-west-1.amazonaws.com",
+                "secretsmanager.us-east-1.amazonaws.com",
+            ]
+        }
+    }
