@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from tests.fixtures.accounts import ACCOUNT_A, ACCOUNT_B, Accounts, role
 from tests.fixtures.aws import MotoServer
 from tests.fixtures.databases import Database
 from tests.fixtures.inventory import write_inventory
-from tests.fixtures.process import RotdProcess, run
+from tests.fixtures.process import RotdProcess, injected_env, run
 
 Start = Callable[..., RotdProcess]
 OTHER_REGION = "eu-west-1"
@@ -176,3 +177,48 @@ async def test_a_replica_is_refused_unchanged_and_a_primary_rotates_and_checks_r
     assert code == 0, err
     (report,) = map(json.loads, out.splitlines())
     assert report["replicas"] == {OTHER_REGION: "InSync"}
+
+
+# Every call finds the role's credentials within the margin of their expiry, as a daemon does
+# about once an hour: it must assume the role again and go on.
+EXPIRING = """
+import rotd.roles
+
+rotd.roles.REFRESH_MARGIN_S = rotd.roles.DURATION_S + 60
+"""
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_rotd_run_assumes_a_role_again_as_its_credentials_expire(
+    db: Database, accounts: Accounts, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    role_a = role(ACCOUNT_A)
+
+    async def pending(label: str) -> tuple[str, str]:
+        user = db.unique(label)
+        await db.create_login(user, "Initial-pass-1")
+        await accounts.create(role_a, moto.region, label, db.secret(user, "Initial-pass-1"))
+        name = accounts.name(label)
+        await accounts.put_pending(role_a, moto.region, name, db.secret(user, "Pending-pass-5"))
+        return user, name
+
+    first_user, first = await pending("first")
+    database = {"name": "in-a", "aws": {"role_arn": role_a}, "secrets": [{"id": first}]}
+    path = write_inventory(tmp_path / "inv.yaml", moto, databases=[database])
+
+    process = rotd_process("run", "-c", str(path), env=injected_env(tmp_path, EXPIRING))
+    process.wait_for_event("rotation.resumed", 60)
+    refreshed = len(process.named("aws.credentials_refreshed"))
+    second_user, second = await pending("second")
+    database["secrets"] = [{"id": first}, {"id": second}]
+    write_inventory(path, moto, databases=[database])
+    process.send(signal.SIGHUP)
+    process.wait_for_event("rotation.resumed", 60, count=2)
+    process.send(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+    assert refreshed > 1
+    assert len(process.named("aws.credentials_refreshed")) > refreshed
+    assert process.named("rotation.failed") == []
+    for user in (first_user, second_user):
+        assert await db.logs_in(user, "Pending-pass-5")
