@@ -22,6 +22,7 @@ from rotd.inventory import Inventory, SecretSpec, Strategy
 from rotd.observability import configure_logging, get_logger, redactor
 
 if TYPE_CHECKING:
+    from rotd.accounts import Stores
     from rotd.events import EventPublisher
     from rotd.protocol import Outcome
     from rotd.secretstore import AwsSecretStore
@@ -187,11 +188,11 @@ def status(config_path: str | None, daemon_url: str | None, as_json: bool, log_l
     loaded = load_or_exit(config_path)
 
     async def read() -> list[Any]:
+        from rotd.accounts import Stores
         from rotd.render import file_report
-        from rotd.secretstore import AwsSecretStore, connection_for
         from rotd.status import survey
 
-        async with AwsSecretStore(connection_for(loaded)) as store:
+        async with Stores(loaded) as store:
             files = await asyncio.gather(*(file_report(r, store) for r in loaded.renders))
             return [*await survey(loaded, store), *files]
 
@@ -279,15 +280,22 @@ def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
     """Print the least-privilege IAM policy (JSON) that rotating the inventory needs.
 
     Names are resolved to ARNs, and KMS keys found, when AWS can be reached; otherwise ARN
-    patterns are used and a warning says so on standard error.
+    patterns are used and a warning says so on standard error. An inventory that assumes
+    roles (aws.role_arn) gets one policy per identity: a JSON object keyed "base" (rotd's own
+    identity, with sts:AssumeRole on each role) and by role ARN.
     """
-    from rotd.iampolicy import build_policy
+    from rotd.iampolicy import Policy, build_policy
+    from rotd.rolepolicies import Policies, build_policies, uses_roles
 
     configure_logging(level=log_level)
     loaded = load_or_exit(config_path)
     if not loaded.secrets and not loaded.renders:
         raise click.ClickException(f"{loaded.path}: no secrets, so no policy to print")
-    policy = asyncio.run(build_policy(loaded, offline=offline))
+    policy: Policy | Policies
+    if uses_roles(loaded):
+        policy = asyncio.run(build_policies(loaded, offline=offline))
+    else:
+        policy = asyncio.run(build_policy(loaded, offline=offline))
     for warning in policy.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(policy.text())
@@ -506,10 +514,10 @@ def select(loaded: Inventory, ids: Sequence[str], all_: bool) -> list[SecretSpec
 
 
 async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
-    from rotd.secretstore import AwsSecretStore, connection_for
+    from rotd.accounts import Stores
 
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(AwsSecretStore(connection_for(loaded)))
+        store = await stack.enter_async_context(Stores(loaded))
         events = None
         if loaded.eventbridge is not None:
             from rotd.events import FLUSH_S, EventPublisher
@@ -523,7 +531,7 @@ async def _rotate(loaded: Inventory, specs: list[SecretSpec]) -> list[Outcome]:
 
 
 async def rotate_batch(
-    store: AwsSecretStore,
+    store: Stores | AwsSecretStore,
     loaded: Inventory,
     specs: list[SecretSpec],
     *,

@@ -28,6 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rotd import daemonstatus
 from rotd import inventory as inventory_module
+from rotd.accounts import Stores
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
 from rotd.events import EventPublisher
@@ -44,9 +45,10 @@ from rotd.observability import (
 )
 from rotd.protocol import Outcome, inspect
 from rotd.render import Renderer
+from rotd.replication import ReplicaCheck
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
-from rotd.secretstore import AwsSecretStore, SecretStore, connection_for
+from rotd.secretstore import SecretStore
 
 log = get_logger("rotd.daemon")
 
@@ -202,9 +204,7 @@ class Daemon:
                 stack.callback(self._remove_signal_handlers, loop)
             store = self._store
             if store is None:
-                store = await stack.enter_async_context(
-                    AwsSecretStore(connection_for(self.inventory))
-                )
+                store = await stack.enter_async_context(Stores(self.inventory))
             self.store = store
             self._runner = Runner(
                 store,
@@ -232,6 +232,7 @@ class Daemon:
                 )
                 self._events.on_result = self.metrics.events_result
                 self._runner.events = self._events
+            self._runner.replication.on_result = self._replicated
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(
@@ -386,6 +387,11 @@ class Daemon:
             log_unexpected(log, "reload", exc, path=str(self.inventory.path))
             self.notifier.ready(self.status_line())
 
+    def _replicated(self, check: ReplicaCheck) -> None:
+        secret = self.secrets.get(check.secret_id)
+        if secret is not None:
+            secret.status.replicas[check.region] = (check.in_sync, check.lag_s)
+
     async def reload(self) -> None:
         """Re-read the inventory; keep the old one untouched if the new one is invalid."""
         self.notifier.reloading()
@@ -428,12 +434,19 @@ class Daemon:
             self._runner.resize(new.max_concurrent, new.max_concurrent_per_host)
         if new.eventbridge != self.inventory.eventbridge:
             log.warning("reload.events_unchanged", reason="events settings take effect at restart")
-        if (new.region, new.endpoint_url, new.profile) != (
+        if (new.region, new.endpoint_url, new.profile, new.role_arn) != (
             self.inventory.region,
             self.inventory.endpoint_url,
             self.inventory.profile,
+            self.inventory.role_arn,
         ):
-            log.warning("reload.aws_unchanged", reason="aws settings take effect at restart")
+            log.warning(
+                "reload.aws_unchanged",
+                reason="the top-level aws settings take effect at restart; a database's own "
+                "aws: block takes effect now",
+            )
+        if isinstance(self.store, Stores):
+            self.store.update(new)
         self.inventory = new
         if self.renderer is not None:
             self.renderer.replace(new.renders)
@@ -459,11 +472,14 @@ class Daemon:
         for spec in specs:
             secret = self.secrets.get(spec.id)
             if secret is None:
-                secret = self.secrets[spec.id] = _Secret(spec, SecretStatus(spec.id, spec.database))
+                status = SecretStatus(spec.id, spec.database)
+                secret = self.secrets[spec.id] = _Secret(spec, status)
                 self.metrics.secrets[spec.id] = secret.status
             databases.setdefault(spec.database, set()).update(
                 "exec" if hook.argv is not None else "webhook" for hook in spec.hooks
             )
+            secret.status.account = spec.aws.account or "base"
+            secret.status.region = spec.aws.region or ""
             secret.parked = False
             tasks.append(self._spawn_planning(secret))
         for database, hook_kinds in databases.items():

@@ -34,6 +34,7 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from rotd import templates
+from rotd.accounts import Stores
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
@@ -71,8 +72,8 @@ from rotd.secretstore import (
     NO_REGION,
     AwsClients,
     AwsConnection,
-    AwsSecretStore,
     SecretDescription,
+    SecretStore,
     open_client,
 )
 from rotd.strategies import CLONE_SUFFIX, login
@@ -197,12 +198,6 @@ class Decision:
     missing_context: tuple[str, ...] = ()
 
 
-def account_endpoint(endpoint_url: str | None) -> str | None:
-    """Where to ask STS and IAM: an emulator's endpoint serves every service, while an AWS
-    endpoint for Secrets Manager (a VPC endpoint) serves only that one."""
-    return every_service_endpoint(endpoint_url)
-
-
 class AwsAccount(AwsClients):
     """STS and IAM over aioboto3. Use as ``async with AwsAccount(conn) as account``."""
 
@@ -213,7 +208,7 @@ class AwsAccount(AwsClients):
 
     async def __aenter__(self) -> AwsAccount:
         conn = replace(
-            self._connection, endpoint_url=account_endpoint(self._connection.endpoint_url)
+            self._connection, endpoint_url=every_service_endpoint(self._connection.endpoint_url)
         )
         try:
             self._sts = await self._stack.enter_async_context(
@@ -358,7 +353,7 @@ class _Master:
 class _Masters:
     """Master secrets, each read once and shared by every secret that names it."""
 
-    def __init__(self, store: AwsSecretStore) -> None:
+    def __init__(self, store: Stores) -> None:
         self._store = store
         self._reads: dict[str, asyncio.Task[_Master]] = {}
 
@@ -398,7 +393,7 @@ async def diagnose(
     connection = replace(connection, max_attempts=2)
     async with AsyncExitStack() as stack:
         try:
-            store = await stack.enter_async_context(AwsSecretStore(connection))
+            store = await stack.enter_async_context(Stores(inventory, connection))
         except StoreError as exc:
             head.fail("aws.identity", exc.reason, "fix the aws settings of the inventory")
             return _finish(head.checks, started)
@@ -411,6 +406,11 @@ async def diagnose(
             head.fail("aws.identity", exc.reason, _identity_fix(exc))
         if identity is not None:
             head.ok("aws.identity", f"{identity.arn} (account {identity.account})")
+        who: dict[str | None, tuple[Identity | None, _Simulator]] = {
+            None: (identity, _Simulator(account, None if account else UNKNOWN_ACCOUNT))
+        }
+        for role_arn, role_connection in _roles(inventory, connection).items():
+            who[role_arn] = await _assume(stack, role_arn, role_connection, head)
         if inventory.region:
             endpoint = connection.endpoint_url or "AWS's endpoint"
             head.ok("aws.region", f"{inventory.region}, Secrets Manager at {endpoint}")
@@ -427,8 +427,7 @@ async def diagnose(
         doctor = _Doctor(
             inventory,
             store,
-            identity,
-            simulator,
+            who,
             engines,
             db_timeout_s,
             # Against the whole inventory, whichever secrets are checked.
@@ -451,7 +450,7 @@ def _renders_of(inventory: Inventory, specs: Sequence[SecretSpec]) -> list[Rende
     return [r for r in inventory.renders if any(reads(r, spec.id) for spec in specs)]
 
 
-async def _render(store: AwsSecretStore, entry: RenderSpec) -> list[Check]:
+async def _render(store: SecretStore, entry: RenderSpec) -> list[Check]:
     found = _Findings(entry.path)
     for finding in await examine(entry, store):
         found.add(Level.OK if finding.ok else Level.FAIL, finding.name, finding.detail, finding.fix)
@@ -529,6 +528,38 @@ def _account(identity: Identity | None) -> str:
     return identity.account if identity is not None else "*"
 
 
+UNKNOWN_ACCOUNT = "STS and IAM could not be reached"
+
+
+def _roles(inventory: Inventory, connection: AwsConnection) -> dict[str, AwsConnection]:
+    """Each role the inventory assumes, and how to reach its account (its first database's)."""
+    roles: dict[str, AwsConnection] = {}
+    for access in inventory.accesses:
+        if access.role_arn is not None and access.role_arn not in roles:
+            roles[access.role_arn] = connection.to(access)
+    return roles
+
+
+async def _assume(
+    stack: AsyncExitStack, role_arn: str, connection: AwsConnection, head: _Findings
+) -> tuple[Identity | None, _Simulator]:
+    """Assume ``role_arn`` (proving its trust policy) and learn who that makes rotd."""
+    try:
+        account = await stack.enter_async_context(AwsAccount(connection))
+        identity = await account.identity()
+    except AwsError as exc:
+        head.fail(
+            "aws.role",
+            f"{role_arn}: {exc.reason}",
+            "let rotd's identity assume the role: the role's trust policy names it as "
+            "principal and its own policy allows sts:AssumeRole on the role "
+            "(docs/accounts.md)",
+        )
+        return None, _Simulator(None, f"{role_arn} could not be assumed")
+    head.ok("aws.role", f"{role_arn} assumed as {identity.arn} (account {identity.account})")
+    return identity, _Simulator(account)
+
+
 def _identity_fix(exc: AwsError) -> str:
     if exc.category is Category.AUTH:
         return "give rotd valid AWS credentials (aws.profile, environment, or a role)"
@@ -541,9 +572,8 @@ class _Doctor:
     def __init__(
         self,
         inventory: Inventory,
-        store: AwsSecretStore,
-        identity: Identity | None,
-        simulator: _Simulator,
+        store: Stores,
+        who: Mapping[str | None, tuple[Identity | None, _Simulator]],
         engines: Mapping[str, Engine],
         db_timeout_s: float,
         shared: Mapping[str, SharedLogin],
@@ -551,8 +581,9 @@ class _Doctor:
         self.inventory = inventory
         self.shared = shared
         self.store = store
-        self.identity = identity
-        self.simulator = simulator
+        self.who = who
+        # rotd's own identity; a secret reached through a role is checked as that role.
+        self.identity = who[None][0]
         self.engines = engines
         self.db_timeout_s = db_timeout_s
         self.masters = _Masters(store)
@@ -573,7 +604,7 @@ class _Doctor:
             permissions = _Findings(spec.id)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._database(spec, current, master, database))
-                group.create_task(self._permissions(description, permissions))
+                group.create_task(self._permissions(spec, description, permissions))
         return found.checks + database.checks + permissions.checks
 
     # Secrets Manager.
@@ -752,6 +783,8 @@ class _Doctor:
         return master
 
     def _store_fix(self, exc: StoreError, secret_id: str, action: str) -> str:
+        if exc.category is Category.REPLICA:
+            return "list the primary secret instead: aws.region of its primary on the database"
         if exc.category is Category.NOT_FOUND:
             where = f"region {self.inventory.region or '(none)'}"
             if self.identity is not None:
@@ -1016,10 +1049,12 @@ class _Doctor:
 
     # IAM.
 
-    async def _permissions(self, description: SecretDescription, found: _Findings) -> None:
+    async def _permissions(
+        self, spec: SecretSpec, description: SecretDescription, found: _Findings
+    ) -> None:
         name = "iam.permissions"
         actions = ", ".join(WRITE_ACTIONS)
-        identity = self.identity
+        identity, simulator = self.who[spec.aws.role_arn]
         if identity is None:
             found.warn(name, f"not checked ({actions}): the AWS identity is unknown")
             return
@@ -1038,7 +1073,7 @@ class _Doctor:
                 "simulated (only IAM users and roles can)",
             )
             return
-        result = await self.simulator.decide(principal, WRITE_ACTIONS, description.arn)
+        result = await simulator.decide(principal, WRITE_ACTIONS, description.arn)
         if isinstance(result, str):
             fix = None
             if f"may not call {SIMULATE}" in result:

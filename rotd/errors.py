@@ -26,6 +26,7 @@ class Category(StrEnum):
     NAME_TOO_LONG = "name_too_long"  # the clone's name does not fit the server's limit
     CONFLICT = "conflict"  # another rotator owns this secret (native rotation enabled)
     SHARED_LOGIN = "shared_login"  # another secret of the inventory holds the same login
+    REPLICA = "replica"  # a read-only replica of a multi-region secret, not its primary
     LOCKED = "locked"  # another rotd process is rotating it right now
     UNSUPPORTED = "unsupported"  # an engine or feature rotd does not handle
     TEST_FAILED = "test_failed"  # the new login works but the test query failed

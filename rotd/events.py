@@ -22,16 +22,15 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rotd.errors import AwsError, Category
-from rotd.inventory import EventBridge, Inventory, SecretSpec, every_service_endpoint
+from rotd.inventory import EventBridge, Inventory, SecretSpec
 from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Outcome
 from rotd.secretstore import AwsConnection, open_client
@@ -173,40 +172,16 @@ def events_connection(inventory: Inventory, bridge: EventBridge) -> AwsConnectio
         connect_timeout_s=3.0,
         read_timeout_s=10.0,
         max_attempts=2,
+        role_arn=bridge.role_arn,
+        session_name="rotd-events",
     )
-
-
-def role_credentials(role_arn: str, connection: AwsConnection) -> AioDeferredRefreshableCredentials:
-    """Credentials of ``role_arn``, assumed through STS on first use and again before they
-    expire; the secret parts are registered with the redactor."""
-    sts = replace(connection, endpoint_url=every_service_endpoint(connection.endpoint_url))
-
-    async def assume() -> dict[str, str]:
-        async with open_client("sts", sts, retry_mode="standard") as client:
-            r = await client.assume_role(RoleArn=role_arn, RoleSessionName="rotd-events")
-        c = r["Credentials"]
-        redactor.add(c["SecretAccessKey"], c["SessionToken"], fragments=False)
-        expiration = c["Expiration"]
-        return {
-            "access_key": c["AccessKeyId"],
-            "secret_key": c["SecretAccessKey"],
-            "token": c["SessionToken"],
-            "expiry_time": expiration.isoformat()
-            if isinstance(expiration, datetime)
-            else str(expiration),
-        }
-
-    return AioDeferredRefreshableCredentials(refresh_using=assume, method="assume-role")
 
 
 @asynccontextmanager
 async def events_client(inventory: Inventory, bridge: EventBridge) -> AsyncIterator[Any]:
     """An EventBridge client for ``bridge``, as the role it names if it names one."""
     connection = events_connection(inventory, bridge)
-    credentials = role_credentials(bridge.role_arn, connection) if bridge.role_arn else None
-    async with open_client(
-        "events", connection, retry_mode="standard", credentials=credentials
-    ) as client:
+    async with open_client("events", connection, retry_mode="standard") as client:
         yield client
 
 

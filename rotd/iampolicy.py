@@ -245,10 +245,13 @@ class _Resolver:
         partitions = {m.group("partition") for m in matches}
         regions = {m.group("region") for m in matches}
         accounts = {m.group("account") for m in matches}
+        # Names resolve in the account of the role rotd assumes for them, when it assumes one.
+        role = self.inventory.role_arn
+        role_account = role.split(":")[4] if role and role.count(":") >= 5 else None
         return Scope(
             partition=partitions.pop() if len(partitions) == 1 else "aws",
             region=self.inventory.region or (regions.pop() if len(regions) == 1 else "*"),
-            account=accounts.pop() if len(accounts) == 1 else "*",
+            account=role_account or (accounts.pop() if len(accounts) == 1 else "*"),
         )
 
     def patterns(self, why: str) -> tuple[list[Grant], list[Grant]]:
@@ -312,6 +315,9 @@ class _Resolver:
             region=self.inventory.region,
             endpoint_url=self.inventory.endpoint_url,
             profile=self.inventory.profile,
+            role_arn=self.inventory.role_arn,
+            external_id=self.inventory.external_id,
+            session_name=self.inventory.session_name,
             max_attempts=2,
             connect_timeout_s=3.0,
             read_timeout_s=10.0,

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Set
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -220,8 +220,58 @@ class SecretModel(SettingsModel):
     id: str = Field(min_length=1)
 
 
+class AccessModel(_Model):
+    """Where and as whom one database's secrets live: the ``aws:`` block of ``defaults`` and of
+    a database (the top-level ``aws:`` holds the same keys and the process-wide limits)."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = Field(default=None, pattern=r"^[\w+=,.@:/-]{2,}$", max_length=1224)
+    session_name: str | None = Field(default=None, pattern=r"^[\w+=,.@-]{2,}$", max_length=64)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("endpoint_url must be an http:// or https:// URL")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not _REGION.match(value):
+            raise ValueError(
+                f"{value!r} is not an AWS region name; regions look like eu-west-1 or us-east-2"
+            )
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.match(value):
+            raise ValueError(
+                f"{value!r} is not an IAM role ARN; it looks like "
+                "arn:aws:iam::123456789012:role/rotd-rotator"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _role_options(self) -> AccessModel:
+        for key in ("external_id", "session_name"):
+            if getattr(self, key) is not None and self.role_arn is None:
+                raise ValueError(f"{key} applies only with role_arn (the role rotd assumes)")
+        return self
+
+
+class DefaultsModel(SettingsModel):
+    aws: AccessModel | None = None
+
+
 class DatabaseModel(SettingsModel):
     name: str = Field(min_length=1)
+    aws: AccessModel | None = None
     host: str | None = Field(default=None, min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
     dbname: str | None = None
@@ -276,18 +326,9 @@ class DatabaseModel(SettingsModel):
         return value
 
 
-class AwsModel(_Model):
-    region: str | None = None
-    endpoint_url: str | None = None
-    profile: str | None = None
+class AwsModel(AccessModel):
+    # Per account and region: Secrets Manager's write quota is counted per pair.
     max_write_tps: float = Field(default=40.0, gt=0, le=50)
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("endpoint_url must be an http:// or https:// URL")
-        return value
 
 
 class LimitsModel(_Model):
@@ -373,7 +414,6 @@ class RenderModel(_Model):
 
 _EVENT_BUS_ARN = re.compile(r"^arn:aws[\w-]*:events:(?P<region>[\w-]+):\d{12}:event-bus/[\w./-]+$")
 _EVENT_BUS_NAME = re.compile(r"^[\w./-]{1,256}$")
-_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 
 
 class EventBridgeModel(_Model):
@@ -427,7 +467,7 @@ class EventsModel(_Model):
 
 class InventoryModel(_Model):
     aws: AwsModel = AwsModel()
-    defaults: SettingsModel = SettingsModel()
+    defaults: DefaultsModel = DefaultsModel()
     limits: LimitsModel = LimitsModel()
     daemon: DaemonModel = DaemonModel()
     events: EventsModel = EventsModel()
@@ -470,6 +510,33 @@ class EventBridge:
 
 
 @dataclass(frozen=True)
+class AwsAccess:
+    """Where one secret lives and as whom rotd reaches it: a region, and either the process's
+    own credentials (its environment or ``profile``) or a role assumed from them."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    session_name: str | None = None
+
+    @property
+    def account(self) -> str | None:
+        """The role's account; None for the process's own identity (unknown offline)."""
+        match = _ROLE_ARN.match(self.role_arn or "")
+        return match.group("account") if match else None
+
+    @property
+    def label(self) -> str:
+        """``account/region`` for logs, status and metrics; ``base`` for the own identity."""
+        return f"{self.account or 'base'}/{self.region or '-'}"
+
+    def in_region(self, region: str) -> AwsAccess:
+        return replace(self, region=region)
+
+
+@dataclass(frozen=True)
 class SecretSpec:
     """Everything known about one secret before AWS is asked: its settings, fully layered."""
 
@@ -496,6 +563,7 @@ class SecretSpec:
     nodes: tuple[tuple[str, int], ...] = ()
     # (key, template) pairs rendered into each new version before it is written.
     derived_keys: tuple[tuple[str, str], ...] = ()
+    aws: AwsAccess = field(default_factory=AwsAccess)
     line: int = field(default=0, compare=False)
 
     @property
@@ -538,6 +606,9 @@ class Inventory:
     renders: tuple[RenderSpec, ...] = ()
     eventbridge: EventBridge | None = None
     derived_keys: tuple[tuple[str, str], ...] = ()  # the defaults', for `rotd secret create`
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    session_name: str | None = None
 
     def find(self, key: str) -> SecretSpec | None:
         """The secret named ``key`` as written in the inventory, by its ARN, or by its name."""
@@ -545,6 +616,11 @@ class Inventory:
             if key in (spec.id, spec.name) or secret_name(key) == spec.name:
                 return spec
         return None
+
+    @property
+    def accesses(self) -> tuple[AwsAccess, ...]:
+        """Each distinct account, region and identity the inventory's secrets live in."""
+        return tuple(dict.fromkeys(spec.aws for spec in self.secrets))
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -558,7 +634,19 @@ class Inventory:
         )
 
 
-_ARN = re.compile(r"^arn:aws[\w-]*:secretsmanager:[\w-]+:\d{12}:secret:(?P<name>.+)$")
+_ARN = re.compile(
+    r"^arn:aws[\w-]*:secretsmanager:(?P<region>[\w-]+):(?P<account>\d{12}):secret:(?P<name>.+)$"
+)
+_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::(?P<account>\d{12}):role/[\w+=,.@/-]{1,512}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+
+
+def secret_location(secret_id: str) -> tuple[str, str] | None:
+    """(account, region) named by a secret ARN; None for a name."""
+    match = _ARN.match(secret_id)
+    return (match.group("account"), match.group("region")) if match else None
+
+
 _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
@@ -1079,9 +1167,11 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
     warnings: list[str] = []
     names = _Names(located)
     resolved: _SettingsCache = {}
+    wheres: dict[str, Path_] = {}
     for d, database in enumerate(model.databases):
         where_db: Path_ = ("databases", d)
         names.database(database.name, d)
+        access = _access(model.aws, model.defaults.aws, database.aws)
         for s, secret in enumerate(database.secrets):
             where: Path_ = (*where_db, "secrets", s)
             if not names.secret(secret.id, where):
@@ -1091,14 +1181,21 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
                 located.add((*where, "id"), f"secret {secret.id!r}: {problem}")
             if settings.problems:
                 continue
+            unreachable = _access_problem(secret.id, access)
+            if unreachable:
+                located.add((*where, "id"), f"secret {secret.id!r}: {unreachable}")
+                continue
             line, column = located.locate((*where, "id"))
-            specs.append(SecretSpec(id=secret.id, line=line, **settings.fields))
+            specs.append(SecretSpec(id=secret.id, line=line, aws=access, **settings.fields))
+            wheres[secret.id] = where
             if settings.short:
                 warnings.append(
                     f"{located.path}:{line}:{column}: secret {secret.id!r} rotates more often "
                     "than every 10 minutes; Secrets Manager advises against that, since "
                     "every rotation adds a version"
                 )
+    for secret_id, problem in _master_problems(specs):
+        located.add((*wheres[secret_id], "id"), problem)
     listen = _split_listen(model.daemon.listen) if model.daemon.listen else None
     renders = _renders(model.render, located)
     return Inventory(
@@ -1107,6 +1204,9 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         endpoint_url=model.aws.endpoint_url,
         profile=model.aws.profile,
         max_write_tps=model.aws.max_write_tps,
+        role_arn=model.aws.role_arn,
+        external_id=model.aws.external_id,
+        session_name=model.aws.session_name,
         max_concurrent=model.limits.max_concurrent,
         max_concurrent_per_host=model.limits.max_concurrent_per_host,
         shutdown_grace=parse_duration(model.daemon.shutdown_grace),
@@ -1180,6 +1280,73 @@ def every_service_endpoint(endpoint_url: str | None) -> str | None:
     return endpoint_url
 
 
+def _access(*levels: AccessModel | None) -> AwsAccess:
+    """The ``aws:`` settings that apply to a database, key by key (top level < defaults <
+    database); a key set to null on a level (``role_arn: null``) undoes the one below."""
+    merged: dict[str, Any] = {}
+    for level in levels:
+        if level is not None:
+            merged.update({name: getattr(level, name) for name in level.model_fields_set})
+    keys = {f for f in AccessModel.model_fields if f in merged}
+    access = AwsAccess(**{k: merged[k] for k in keys})
+    return replace(access, region=aws_region(access.region))
+
+
+def _access_problem(secret_id: str, access: AwsAccess) -> str | None:
+    """Why a secret named by ARN cannot be reached with its database's ``aws:`` settings."""
+    located = secret_location(secret_id)
+    if located is None:
+        return None
+    account, region = located
+    if access.region is not None and region != access.region:
+        return (
+            f"its ARN is in region {region} but the database's aws.region is {access.region}; "
+            f"set aws.region: {region} on the database"
+        )
+    if access.account is not None and account != access.account:
+        return (
+            f"its ARN is in account {account} but the database's aws.role_arn is in account "
+            f"{access.account}; set aws.role_arn on the database to a role in {account}"
+        )
+    return None
+
+
+def _master_problems(specs: list[SecretSpec]) -> list[tuple[str, str]]:
+    """Masters that cannot be resolved in one place: a name read by databases in different
+    accounts or regions, or an ARN in an account no role of the inventory reaches."""
+    roles = {spec.aws.account for spec in specs if spec.aws.account is not None}
+    where: dict[str, dict[AwsAccess, str]] = {}
+    problems: list[tuple[str, str]] = []
+    for spec in specs:
+        master = spec.master_secret
+        if master is None:
+            continue
+        located = secret_location(master)
+        if located is None:
+            where.setdefault(master, {}).setdefault(spec.aws, spec.id)
+        elif spec.aws.account is not None and located[0] not in roles | {spec.aws.account}:
+            problems.append(
+                (
+                    spec.id,
+                    f"master_secret {master!r} is in account {located[0]}, which no "
+                    f"aws.role_arn of the inventory reaches; give a database (or this one) an "
+                    f"aws.role_arn in account {located[0]}, or copy the master into account "
+                    f"{spec.aws.account}",
+                )
+            )
+    for master, accesses in where.items():
+        if len(accesses) > 1:
+            labels = ", ".join(sorted(a.label for a in accesses))
+            problems.append(
+                (
+                    list(accesses.values())[-1],
+                    f"master_secret {master!r} is named by databases in several accounts or "
+                    f"regions ({labels}); name each database's master by its full ARN",
+                )
+            )
+    return list(dict.fromkeys(problems))
+
+
 _Part = TypeVar("_Part", bound=BaseModel)
 
 
@@ -1195,7 +1362,7 @@ def _check_what_parsed(data: Any, located: _Located) -> None:
     if not isinstance(data, dict):
         return
     defaults, unknown_defaults = _parsed_part(
-        SettingsModel, data.get("defaults", {}), ("defaults",), located
+        DefaultsModel, data.get("defaults", {}), ("defaults",), located
     )
     databases = data.get("databases")
     if not isinstance(databases, list):

@@ -17,7 +17,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -287,7 +287,7 @@ def get_logger(name: str) -> Any:
 
 UNEXPECTED_ERROR = "unexpected_error.caught"
 # Where in one secret's life a fault can be caught: the stages of ``rotd_unexpected_errors``.
-FAULT_STAGES = ("rotation", "hooks", "planning", "scheduling", "metrics", "events")
+FAULT_STAGES = ("rotation", "hooks", "replication", "planning", "scheduling", "metrics", "events")
 
 
 def log_unexpected(logger: Any, stage: str, exc: BaseException, **fields: Any) -> None:
@@ -312,11 +312,16 @@ class SecretStatus:
 
     secret_id: str
     database: str
+    account: str = "base"  # the role's account, or base: rotd's own identity
+    region: str = ""
     created: float | None = None  # epoch seconds of AWSCURRENT's CreatedDate
     next_due: float | None = None
     last_success: float | None = None
     consecutive_failures: int = 0
     problem: str | None = None  # the category of a failure no retry can fix
+    # Replica region -> (in sync after the last rotation, seconds until it was), for a
+    # multi-region secret.
+    replicas: dict[str, tuple[bool, float | None]] = field(default_factory=dict)
     # The credential age past which the rotation is overdue: from AWSCURRENT's creation to its
     # due time by the schedule, plus the window the rotation may start in.
     max_age: float | None = None
@@ -513,9 +518,32 @@ class _SecretCollector(Collector):
             "1 while the secret has a problem no retry can fix, by category.",
             labels=[*labels, "category"],
         )
+        # Where each secret lives, as an info metric to join on: adding account and region to
+        # every series would have changed the label sets that dashboards and alerts match.
+        info = GaugeMetricFamily(
+            "rotd_secret_info",
+            "1 per secret, with the AWS account (base: rotd's own identity) and region it is in.",
+            labels=[*labels, "account", "region"],
+        )
+        in_sync = GaugeMetricFamily(
+            "rotd_secret_replication_in_sync",
+            "1 when the replica region had the secret's last rotation within the bound, else 0 "
+            "(multi-region secrets only).",
+            labels=[*labels, "region"],
+        )
+        lag = GaugeMetricFamily(
+            "rotd_secret_replication_lag_seconds",
+            "Seconds from the end of the last rotation until the replica region was in sync.",
+            labels=[*labels, "region"],
+        )
         now = time.time()
         for status in list(self._secrets.values()):
             key = [status.secret_id, status.database]
+            info.add_metric([*key, status.account, status.region], 1)
+            for region, (synced, lag_s) in list(status.replicas.items()):
+                in_sync.add_metric([*key, region], 1 if synced else 0)
+                if lag_s is not None:
+                    lag.add_metric([*key, region], lag_s)
             if status.last_success is not None:
                 last.add_metric(key, status.last_success)
             if status.next_due is not None:
@@ -527,7 +555,7 @@ class _SecretCollector(Collector):
             failures.add_metric(key, status.consecutive_failures)
             if status.problem is not None:
                 problem.add_metric([*key, status.problem], 1)
-        yield from (last, due, age, max_age, failures, problem)
+        yield from (last, due, age, max_age, failures, problem, info, in_sync, lag)
 
 
 class _DaemonCollector(Collector):

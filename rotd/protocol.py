@@ -54,7 +54,14 @@ from rotd.errors import (
 )
 from rotd.inventory import SecretSpec, Strategy
 from rotd.observability import get_logger
-from rotd.secretstore import CURRENT, PENDING, PREVIOUS, SecretDescription, SecretStore
+from rotd.secretstore import (
+    CURRENT,
+    PENDING,
+    PREVIOUS,
+    Replica,
+    SecretDescription,
+    SecretStore,
+)
 
 log = get_logger("rotd.rotation")
 
@@ -152,6 +159,8 @@ class Outcome:
     skip_reason: str | None = None
     # Verify endpoints (replicas, poolers) that never took the new login: replication broken.
     unreplicated: tuple[str, ...] = ()
+    # The regions Secrets Manager replicates the secret to (a multi-region secret's primary).
+    replica_regions: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -224,6 +233,7 @@ class Inspection:
     unfinished: str | None  # the token of an unfinished rotation
     conflict: str | None  # why rotd must not rotate it (native rotation enabled)
     unwritten: bool = False  # the unfinished rotation's pending version was never given a value
+    replicas: tuple[Replica, ...] = ()  # of a multi-region secret, as its primary reports them
 
 
 async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
@@ -252,6 +262,7 @@ async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
         unfinished=unfinished,
         unwritten=unwritten,
         conflict=conflict,
+        replicas=description.replicas,
     )
 
 
@@ -288,6 +299,7 @@ class _Rotation:
             secret_id=spec.id, database=spec.database, strategy=str(spec.strategy), attempt=attempt
         )
         self.arn: str | None = None
+        self.replica_regions: tuple[str, ...] = ()
         self.engine: str | None = None
         self.current: Credentials | None = None
         self.pending: Credentials | None = None
@@ -331,6 +343,7 @@ class _Rotation:
             skipped=self.skipped,
             skip_reason=self.skip_reason,
             unreplicated=tuple(self.unreplicated),
+            replica_regions=self.replica_regions,
         )
 
     @asynccontextmanager
@@ -375,6 +388,7 @@ class _Rotation:
         async with self._step(Step.GUARD):
             description = await self.store.describe(spec.id)
             self.arn = description.arn
+            self.replica_regions = tuple(r.region for r in description.replicas)
             current_version = self._guard(description)
             if current_version is None:
                 return

@@ -33,6 +33,7 @@ from rotd.inventory import SecretSpec
 from rotd.logins import SharedLogin
 from rotd.observability import get_logger, log_unexpected, redactor
 from rotd.protocol import Dependencies, Outcome, Progress, Step, rotate
+from rotd.replication import Replication
 from rotd.secretstore import CURRENT, SecretStore
 
 if TYPE_CHECKING:
@@ -337,6 +338,7 @@ class Runner:
         )
         self.masters = MasterCache(store)
         self.hooks = HookRunner(store)
+        self.replication = Replication(store)
         self._global = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
         self._busy: set[str] = set()
@@ -443,6 +445,9 @@ class Runner:
                                 attempts=failed.attempts,
                                 error=failed.error,
                             )
+        if outcome.ok and outcome.replica_regions:
+            with self.contained(spec, "replication"):
+                await self.replication.check(spec, outcome)
         return outcome
 
     def _publish(self, spec: SecretSpec, outcome: Outcome, attempt: int) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
@@ -30,9 +30,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from rotd.errors import Category, Missing, StoreError
-from rotd.inventory import Inventory, aws_region
+from rotd.errors import AwsError, Category, Missing, StoreError
+from rotd.inventory import AwsAccess, Inventory, aws_region, every_service_endpoint
 from rotd.observability import redactor
+from rotd.roles import assumed_session
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
@@ -44,6 +45,15 @@ NO_REGION = (
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One region a multi-region secret is replicated to, as its primary reports it."""
+
+    region: str
+    status: str  # InSync, InProgress or Failed
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class SecretDescription:
     arn: str
     name: str
@@ -52,6 +62,7 @@ class SecretDescription:
     kms_key_id: str | None
     # Only versions that carry at least one label (moto also lists unlabelled ones).
     versions: Mapping[str, frozenset[str]]
+    replicas: tuple[Replica, ...] = ()
 
     def version_with(self, stage: str) -> str | None:
         for version_id, stages in self.versions.items():
@@ -108,7 +119,8 @@ class SecretStore(Protocol):
 
 @dataclass(frozen=True)
 class AwsConnection:
-    """How to reach Secrets Manager: region, optional endpoint and profile, limits."""
+    """How to reach Secrets Manager: region, optional endpoint and profile, the role to
+    assume (from the profile's or environment's credentials), limits."""
 
     region: str | None = None
     endpoint_url: str | None = None
@@ -118,20 +130,49 @@ class AwsConnection:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     max_attempts: int = 5
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    session_name: str | None = None
+
+    @property
+    def access(self) -> AwsAccess:
+        return AwsAccess(
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            profile=self.profile,
+            role_arn=self.role_arn,
+            external_id=self.external_id,
+            session_name=self.session_name,
+        )
+
+    def to(self, access: AwsAccess) -> AwsConnection:
+        """This connection's limits, for the account, region and identity of ``access``."""
+        return replace(
+            self,
+            region=access.region,
+            endpoint_url=access.endpoint_url,
+            profile=access.profile,
+            role_arn=access.role_arn,
+            external_id=access.external_id,
+            session_name=access.session_name,
+        )
 
 
 def connection_for(inventory: Inventory) -> AwsConnection:
-    """How the inventory says to reach Secrets Manager."""
+    """How the inventory says to reach Secrets Manager (its top-level ``aws:`` block)."""
     return AwsConnection(
         region=inventory.region,
         endpoint_url=inventory.endpoint_url,
         profile=inventory.profile,
         max_write_tps=inventory.max_write_tps,
         max_pool_connections=max(10, inventory.max_concurrent * 2),
+        role_arn=inventory.role_arn,
+        external_id=inventory.external_id,
+        session_name=inventory.session_name,
     )
 
 
-class _RateLimit:
+class RateLimit:
     """Spaces calls at least ``1 / rate`` seconds apart: never more than ``rate`` in any
     one-second window, so there is no burst above the rate either."""
 
@@ -154,19 +195,31 @@ async def open_client(
     connection: AwsConnection,
     *,
     retry_mode: str = "adaptive",
-    credentials: Any = None,
 ) -> AsyncIterator[Any]:
     """An aioboto3 client of ``service`` with rotd's deadlines and retries.
 
     Every AWS client rotd makes comes from here, so that no call goes without a deadline. The
-    inventory's ``endpoint_url`` applies to every service (an emulator serves them all).
-    ``credentials`` (aiobotocore credentials, e.g. a role's) replace the default chain's.
+    inventory's ``endpoint_url`` applies to every service (an emulator serves them all). With
+    ``role_arn``, the client acts as that role, assumed again before its credentials expire.
     """
-    session = aioboto3.Session(
-        profile_name=connection.profile, region_name=aws_region(connection.region)
-    )
-    if credentials is not None:
-        session._session._credentials = credentials  # the one place aioboto3 looks first
+    region = aws_region(connection.region)
+    if connection.role_arn is not None:
+        base = replace(
+            connection,
+            role_arn=None,
+            external_id=None,
+            session_name=None,
+            endpoint_url=every_service_endpoint(connection.endpoint_url),
+        )
+        session = assumed_session(
+            connection.role_arn,
+            region,
+            lambda: open_client("sts", base, retry_mode="standard"),
+            external_id=connection.external_id,
+            session_name=connection.session_name,
+        )
+    else:
+        session = aioboto3.Session(profile_name=connection.profile, region_name=region)
     config = Config(
         retries={"mode": retry_mode, "max_attempts": connection.max_attempts},
         connect_timeout=connection.connect_timeout_s,
@@ -199,10 +252,12 @@ class AwsClients:
 class AwsSecretStore(AwsClients):
     """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
 
-    def __init__(self, connection: AwsConnection) -> None:
+    def __init__(self, connection: AwsConnection, *, writes: RateLimit | None = None) -> None:
+        """``writes`` paces this store's writes together with other stores' (those of one
+        account and region); by default the store has a limiter of its own."""
         super().__init__(connection)
         self._client: Any = None
-        self._writes = _RateLimit(connection.max_write_tps)
+        self._writes = writes or RateLimit(connection.max_write_tps)
         self.calls: dict[str, int] = {}
         self._kept: dict[tuple[str, str], SecretValue] | None = None
 
@@ -242,6 +297,8 @@ class AwsSecretStore(AwsClients):
             result: dict[str, Any] = await method(SecretId=secret_id, **kwargs)
         except (BotoCoreError, ClientError) as exc:
             raise translate(exc, secret_id, operation) from None
+        except AwsError as exc:  # the role could not be assumed
+            raise StoreError(secret_id, operation, exc.category, exc.reason) from None
         return result
 
     async def _what_is_missing(
@@ -270,7 +327,12 @@ class AwsSecretStore(AwsClients):
         return StoreError(secret_id, exc.operation, Category.NOT_FOUND, reason, missing=missing)
 
     async def describe(self, secret_id: str) -> SecretDescription:
+        """Refused (REPLICA) for a read-only replica: only the primary can be rotated."""
         r = await self._call("describe_secret", secret_id)
+        primary = r.get("PrimaryRegion")
+        region = self._client.meta.region_name
+        if primary and primary != region:
+            raise replica_refused(secret_id, str(r["ARN"]), region, str(primary))
         versions = {
             vid: frozenset(stages)
             for vid, stages in (r.get("VersionIdsToStages") or {}).items()
@@ -283,6 +345,10 @@ class AwsSecretStore(AwsClients):
             rotation_lambda=r.get("RotationLambdaARN") or None,
             kms_key_id=r.get("KmsKeyId") or None,
             versions=versions,
+            replicas=tuple(
+                Replica(str(x["Region"]), str(x.get("Status", "")), str(x.get("StatusMessage", "")))
+                for x in r.get("ReplicationStatus") or ()
+            ),
         )
 
     async def get_value(
@@ -340,6 +406,8 @@ class AwsSecretStore(AwsClients):
             raise translate(exc, secret_id, "put_secret_value") from None
         except BotoCoreError as exc:
             raise translate(exc, secret_id, "put_secret_value") from None
+        except AwsError as exc:
+            raise StoreError(secret_id, "put_secret_value", exc.category, exc.reason) from None
         return True
 
     async def move_current(self, secret_id: str, token: str, from_version: str) -> None:
@@ -364,6 +432,22 @@ class AwsSecretStore(AwsClients):
             VersionStage=stage,
             RemoveFromVersionId=version_id,
         )
+
+
+def replica_refused(secret_id: str, arn: str, region: str, primary: str) -> StoreError:
+    """Why rotd will not rotate the replica ``arn`` (in ``region``) of a secret whose primary
+    is in ``primary``: Secrets Manager makes replicas read-only and copies the primary's
+    versions to them, so the primary is what to rotate."""
+    primary_arn = arn.replace(f":secretsmanager:{region}:", f":secretsmanager:{primary}:", 1)
+    return StoreError(
+        secret_id,
+        "describe_secret",
+        Category.REPLICA,
+        f"this is a read-only replica in {region} of a secret whose primary is {primary_arn}; "
+        f"nothing was changed. Rotate the primary: set aws.region: {primary} on its database "
+        "(or name it by the primary's ARN); Secrets Manager copies each new version to the "
+        "replicas",
+    )
 
 
 # The calls aws.max_write_tps limits (the rotation protocol's only writes).

@@ -27,6 +27,8 @@ class SecretReport:
     secret_id: str
     database: str
     strategy: str
+    account: str = "base"  # the account of the role it is reached through; base: rotd's own
+    region: str | None = None
     engine: str | None = None
     username: str | None = None
     last_rotated: str | None = None
@@ -36,6 +38,8 @@ class SecretReport:
     problem: str | None = None
     # What a running daemon is doing about it (rotating, retrying): ``rotd status --daemon``.
     activity: str | None = None
+    # A multi-region secret's replica regions and their ReplicationStatus (InSync, ...).
+    replicas: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,8 +52,11 @@ class SecretReport:
                 state = f"unfinished rotation {self.unfinished}: {self.unfinished_case}"
         if self.activity:
             state = f"{state}; {self.activity}"
+        if self.replicas:
+            state += " replicas=" + ",".join(f"{r}:{s}" for r, s in sorted(self.replicas.items()))
         return (
-            f"{self.secret_id}  db={self.database} engine={self.engine or '-'} "
+            f"{self.secret_id}  db={self.database} aws={self.account}/{self.region or '-'} "
+            f"engine={self.engine or '-'} "
             f"strategy={self.strategy} user={self.username or '-'} "
             f"last={self.last_rotated or '-'} next={self.next_due or '-'}  {state}"
         )
@@ -67,13 +74,22 @@ async def survey(inventory: Inventory, store: SecretStore) -> list[SecretReport]
 
 
 async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
-    base = {"secret_id": spec.id, "database": spec.database, "strategy": str(spec.strategy)}
+    base: dict[str, Any] = {
+        "secret_id": spec.id,
+        "database": spec.database,
+        "strategy": str(spec.strategy),
+        "account": spec.aws.account or "base",
+        "region": spec.aws.region,
+    }
     try:
         state = await inspect(spec, store)
     except StoreError as exc:
         return SecretReport(**base, problem=f"{exc.category}: {exc.reason}")
     due = spec.schedule.next_after(state.created, spec.timezone)
     problem = state.conflict
+    failed = [r for r in state.replicas if r.status == "Failed"]
+    if failed and problem is None:
+        problem = "replication failed to " + ", ".join(f"{r.region} ({r.message})" for r in failed)
     if state.username is None and problem is None:
         problem = "bad_secret: the AWSCURRENT value is not usable database credentials JSON"
     return SecretReport(
@@ -87,6 +103,7 @@ async def _report(spec: SecretSpec, store: SecretStore) -> SecretReport:
         if state.unwritten
         else None,
         problem=problem,
+        replicas={r.region: r.status for r in state.replicas} or None,
     )
 
 

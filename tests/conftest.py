@@ -1,5 +1,6 @@
 """Fixtures shared by every test: real servers, each started or checked once per session."""
 
+from tests.fixtures.accounts import *  # noqa: F403
 from tests.fixtures.aws import *  # noqa: F403
 from tests.fixtures.databases import *  # noqa: F403
 from tests.fixtures.iam import *  # noqa: F403

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.accounts import Accounts
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
 from tests.fixtures.inventory import write_inventory
@@ -62,10 +63,29 @@ async def pending(db: Database, secrets: Secrets) -> tuple[str, str]:
 
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
 async def test_every_documented_metric_is_served_with_its_labels(
-    db: Database, secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+    db: Database,
+    secrets: Secrets,
+    accounts: Accounts,
+    moto: MotoServer,
+    tmp_path: Path,
+    rotd_process: Start,
 ) -> None:
     _, rotated = await pending(db, secrets)  # succeeds (resumed) and runs a hook
     _, stranded = await pending(db, secrets)  # its host is down: a transient failure
+    # A multi-region secret: its replication is checked after its rotation.
+    replicated_user = db.unique("r")
+    await db.create_login(replicated_user, "Initial-pass-1")
+    await accounts.create(
+        None,
+        moto.region,
+        "multi",
+        db.secret(replicated_user, "Initial-pass-1"),
+        replicas=("eu-west-1",),
+    )
+    replicated = accounts.name("multi")
+    await accounts.put_pending(
+        None, moto.region, replicated, db.secret(replicated_user, PENDING_PASSWORD)
+    )
     missing = secrets.name("missing")  # not found: a problem no retry fixes
     listen = free_tcp_port()
     path = write_inventory(
@@ -74,7 +94,11 @@ async def test_every_documented_metric_is_served_with_its_labels(
         databases=[
             {
                 "name": "testdb",
-                "secrets": [{"id": rotated, "on_rotated": [{"exec": ["true"]}]}, {"id": missing}],
+                "secrets": [
+                    {"id": rotated, "on_rotated": [{"exec": ["true"]}]},
+                    {"id": missing},
+                    {"id": replicated},
+                ],
             },
             {
                 "name": "downdb",
@@ -92,8 +116,9 @@ async def test_every_documented_metric_is_served_with_its_labels(
     assert len(documented) >= 11, documented
 
     process = rotd_process("run", "-c", str(path))
-    process.wait_for_event("rotation.resumed", 60)
+    process.wait_for_event("rotation.resumed", 60, count=2)
     process.wait_for_event("hook.finished", 30)
+    process.wait_for_event("replication.in_sync", 30)
     process.wait_for_event("rotation.parked", 30)
     process.wait_for_event("rotation.retry_scheduled", 30)
     process.send(signal.SIGHUP)

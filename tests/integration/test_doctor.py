@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from rotd.doctor import Check, Identity, Level, account_endpoint, diagnose
+from rotd.doctor import Check, Identity, Level, diagnose
 from rotd.engines import Tls, TlsMode
 from rotd.engines.mysql import MysqlEngine
 from rotd.engines.postgres import PostgresEngine
 from rotd.errors import DatabaseError
-from rotd.inventory import Inventory
+from rotd.inventory import Inventory, every_service_endpoint
 from rotd.passwords import mysql_native_hash
 from rotd.secretstore import connection_for
 from tests.fixtures.aws import REGION, MotoServer, Secrets, free_port
@@ -605,10 +605,10 @@ def test_the_principal_to_simulate_and_the_endpoint_for_sts_and_iam() -> None:
     )
     assert Identity("arn:aws:iam::123456789012:root", "123456789012").root
     assert Identity("arn:aws:sts::123456789012:federated-user/bob", "1").principal() is None
-    assert account_endpoint("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert every_service_endpoint("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     vpce = "https://vpce-1a2b.secretsmanager.eu-west-1.vpce.amazonaws.com"
-    assert account_endpoint(vpce) is None
-    assert account_endpoint(None) is None
+    assert every_service_endpoint(vpce) is None
+    assert every_service_endpoint(None) is None
 
 
 @pytest.fixture

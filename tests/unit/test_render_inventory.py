@@ -76,8 +76,8 @@ def test_every_mistake_is_located() -> None:
         "and /_+=.@-, at most 512) nor a Secrets Manager ARN",
         "inv.yaml:3:11: render.0.path: path must be an absolute file path such as "
         "/run/rotd/app.env",
-        "inv.yaml:4:15: render.0.template: template line 1: template syntax error: unexpected end of template, expected "
-        "'end of print statement'.",
+        "inv.yaml:4:15: render.0.template: template line 1: template syntax error: "
+        "unexpected end of template, expected 'end of print statement'.",
         'inv.yaml:5:11: render.0.mode: mode must be a quoted octal string such as "0600" '
         "(unquoted, YAML reads 0600 as a number)",
         "inv.yaml:6:14: render.0.refresh: must be at least 1s",

@@ -6,11 +6,11 @@ import asyncio
 import itertools
 import time
 
-from rotd.secretstore import _RateLimit
+from rotd.secretstore import RateLimit
 
 
 async def test_writes_are_spaced_one_interval_apart_from_the_first() -> None:
-    limit = _RateLimit(20)
+    limit = RateLimit(20)
     stamps: list[float] = []
 
     async def write() -> None:
