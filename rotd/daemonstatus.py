@@ -155,6 +155,8 @@ def _secret(
     return {
         "secret_id": spec.id,
         "database": spec.database,
+        "account": spec.aws.account or "base",
+        "region": spec.aws.region,
         "strategy": str(spec.strategy),
         "engine": secret.engine,
         "username": secret.username,
@@ -258,6 +260,8 @@ def reports(status: Mapping[str, Any]) -> list[SecretReport]:
             SecretReport(
                 secret_id=row["secret_id"],
                 database=row["database"],
+                account=row.get("account") or "base",
+                region=row.get("region"),
                 strategy=row["strategy"],
                 engine=row["engine"],
                 username=row["username"],

@@ -154,7 +154,9 @@ async def test_status_shows_rotations_in_flight_retries_parked_secrets_and_open_
     code, out, err = run(rotd_process, "status", "--daemon", f"http://127.0.0.1:{listen}")
     assert code == 1, err
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(secrets.prefix)}
-    assert "db=held engine=exec strategy=single_user user=app" in lines[held]
+    assert (
+        f"db=held aws=base/{moto.region} engine=exec strategy=single_user user=app" in lines[held]
+    )
     assert "rotating: setSecret since" in lines[held]
     assert "PROBLEM: not_found:" in lines[missing]
     assert "retry at " in lines[stranded]

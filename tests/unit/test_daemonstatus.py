@@ -32,6 +32,8 @@ def row(secret_id: str, **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "secret_id": secret_id,
         "database": "orders",
+        "account": "111111111111",
+        "region": "eu-west-1",
         "strategy": "single_user",
         "engine": "postgres",
         "username": "app",
@@ -71,4 +73,6 @@ def test_each_row_says_what_the_daemon_is_doing_about_the_secret() -> None:
     assert lines[4].endswith(
         "ok; OVERDUE: credential older than its schedule and window allow (31 days)"
     )
-    assert lines[0].startswith("a  db=orders engine=postgres strategy=single_user user=app ")
+    assert lines[0].startswith(
+        "a  db=orders aws=111111111111/eu-west-1 engine=postgres strategy=single_user user=app "
+    )

@@ -132,7 +132,8 @@ def test_each_outcome_has_its_detail_type_and_the_fields_of_its_log_line() -> No
         "error": "the login is locked",
         "attempt": 3,
     }
-    spec = parse(f"databases:\n  - name: orders\n    secrets:\n      - id: {ARN}\n").secrets[0]
+    inventory = f"aws: {{region: eu-west-1}}\ndatabases:\n  - name: orders\n    secrets:\n      - id: {ARN}\n"
+    spec = parse(inventory).secrets[0]
     when = datetime(2026, 12, 1, tzinfo=UTC)
     parked = parked_event(spec, None, Category.AUTH, "refused", failures=2, next_attempt=when)
     assert parked.detail_type == "Rotation Parked"
