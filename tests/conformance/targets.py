@@ -6,7 +6,11 @@ under test."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
+import os
 import struct
 import uuid
 from pathlib import Path
@@ -136,8 +140,9 @@ AMQP_PORT = 5672
 
 class RabbitmqTarget:
     """The RabbitMQ on this host through the exec engine and the shipped script
-    (config/exec/rabbitmq). Users and vhosts are made with ``rabbitmqctl`` (root, the node's
-    cookie); logins are checked with an AMQP 0-9-1 login of the target's own."""
+    (config/exec/rabbitmq). Users, vhosts and permissions are made with ``rabbitmqctl`` (root,
+    the node's cookie), each in one ``import_definitions`` run (every run starts an Erlang VM,
+    a second or more); logins are checked with an AMQP 0-9-1 login of the target's own."""
 
     engine = "exec"
 
@@ -160,18 +165,31 @@ class RabbitmqTarget:
         self.users.add(username)
         if self.mirror:
             self.users.add(username + "_clone")
-        await rabbitmqctl("add_user", username, stdin=password)
-        await rabbitmqctl("set_permissions", "-p", "/", username, f"^{username}-.*", ".*", ".*")
+        await self._add_user(username, password, f"^{username}-.*", ".*", ".*")
 
     async def create_master(self, username: str, password: str) -> None:
-        # rabbitmqctl acts with the node's cookie: the master only has to log in.
-        await self.create_login(username, password)
+        # rabbitmqctl acts with the node's cookie: the master only has to log in (opening
+        # "/"). It is never mirrored, so it has no clone to delete.
+        self.users.add(username)
+        await self._add_user(username, password, "^$", "^$", "^$")
+
+    async def _add_user(self, username: str, password: str, *rights: str) -> None:
+        """The user with its password, and ``rights`` (configure, write, read) on "/"."""
+        user = {
+            "name": username,
+            "password_hash": rabbitmq_password_hash(password),
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": [],
+        }
+        await import_definitions(
+            {"users": [user], "permissions": [permission(username, "/", *rights)]}
+        )
 
     async def grant_access(self, username: str) -> str:
         vhost = f"rkv{uuid.uuid4().hex[:10]}"
         self.vhosts.append(vhost)
-        await rabbitmqctl("add_vhost", vhost)
-        await rabbitmqctl("set_permissions", "-p", vhost, username, ".*", ".*", ".*")
+        everything = permission(username, vhost, ".*", ".*", ".*")
+        await import_definitions({"vhosts": [{"name": vhost}], "permissions": [everything]})
         return vhost
 
     async def has_access(self, username: str, password: str, thing: str) -> bool:
@@ -215,6 +233,21 @@ async def rabbitmqctl(*args: str, stdin: str | None = None, check: bool = True) 
     if check and proc.returncode != 0:
         raise AssertionError(f"rabbitmqctl {args[0]} exited {proc.returncode}: {err.decode()}")
     return out.decode()
+
+
+async def import_definitions(definitions: dict[str, Any]) -> None:
+    """Users, vhosts and permissions in one ``rabbitmqctl import_definitions``, on its stdin."""
+    await rabbitmqctl("import_definitions", "--format", "json", stdin=json.dumps(definitions))
+
+
+def permission(user: str, vhost: str, configure: str, write: str, read: str) -> dict[str, str]:
+    return {"user": user, "vhost": vhost, "configure": configure, "write": write, "read": read}
+
+
+def rabbitmq_password_hash(password: str) -> str:
+    """RabbitMQ's default password hash: a 32-bit salt, then SHA-256 of salt and password."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
 def _shortstr(text: str) -> bytes:

@@ -66,14 +66,12 @@ class TestRedisReplica(Conformance):
 
 
 class TestExecRabbitmq(Conformance):
-    """The exec engine running config/exec/rabbitmq's set and test on this host's RabbitMQ.
-
-    Without its mirror command, so alternating users are checked as refused: each mirror runs
-    rabbitmqctl seven times (over a second each), which would make these tests take minutes;
-    tests/integration/test_exec_rabbitmq.py rotates alternating users through it."""
+    """The exec engine running config/exec/rabbitmq's set, test and mirror on this host's
+    RabbitMQ: single user and alternating users. Each rabbitmqctl run starts an Erlang VM
+    (a second or more), so the script's mirror runs it twice, whatever the grants."""
 
     @pytest.fixture
     async def target(self) -> AsyncIterator[RabbitmqTarget]:
-        target = RabbitmqTarget(mirror=False)
+        target = RabbitmqTarget()
         yield target
         await target.cleanup()  # the vhosts grant_access made

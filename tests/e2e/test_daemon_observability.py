@@ -12,46 +12,22 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.accounts import Accounts
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.databases import Database
 from tests.fixtures.inventory import write_inventory
+from tests.fixtures.metrics import documented_metrics, scraped
 from tests.fixtures.process import NotifySocket, RotdProcess, free_tcp_port
 from tests.fixtures.rotation import make_login
 
 Start = Callable[..., RotdProcess]
-OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
 PENDING_PASSWORD = "Pending-pass-5"
-
-
-def documented_metrics() -> dict[str, set[str]]:
-    """The metrics table of docs/operations.md: metric name -> its labels."""
-    text = OPERATIONS.read_text()
-    table = text[text.index("| metric | labels | meaning |") :].split("\n\n")[0]
-    metrics = {}
-    for row in table.splitlines()[2:]:
-        name, labels = (cell.strip() for cell in row.strip("|").split("|")[:2])
-        metrics[name.strip("`")] = {label.strip() for label in labels.split(",") if label.strip()}
-    return metrics
-
-
-def scraped(port: int) -> dict[str, list[dict[str, str]]]:
-    """Sample name -> the label sets of its samples, from ``/metrics``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, list[dict[str, str]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(dict(sample.labels))
-    return samples
 
 
 async def pending(db: Database, secrets: Secrets) -> tuple[str, str]:

@@ -185,6 +185,63 @@ async def test_alternating_users_mirror_the_user_and_switch_between_the_pair(
     assert broker.logs_in(clone, first["password"])
 
 
+def topic_permissions(user: str) -> list[tuple[str, str, str, str]]:
+    found = json.loads(ctl("list_user_topic_permissions", user, "--formatter", "json").stdout)
+    return sorted((p["vhost"], p["exchange"], p["write"], p["read"]) for p in found)
+
+
+def mirror(original: str, password: str) -> subprocess.CompletedProcess[str]:
+    payload = {"secret_id": "s", "acting": {}, "original": original, "clone": original + "_clone"}
+    return subprocess.run(
+        [str(SCRIPT), "mirror"],
+        input=json.dumps({**payload, "password": password}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_mirror_brings_the_clone_in_line_with_the_original_removals_too(broker: Broker) -> None:
+    user = broker.create("mirror", "Initial-" + uuid.uuid4().hex, "monitoring")
+    clone = user + "_clone"
+    vhost = f"rotd_vh_{uuid.uuid4().hex[:8]}"
+    assert ctl("add_vhost", vhost).returncode == 0
+    try:
+        assert ctl("set_permissions", "-p", vhost, user, "^q-.*", "^x$", ".*").returncode == 0
+        topic = ("set_topic_permissions", "-p", vhost, user, "amq.topic", "^a", "^b")
+        assert ctl(*topic).returncode == 0
+        first = "First-" + uuid.uuid4().hex
+
+        done = mirror(user, first)
+
+        assert done.returncode == 0, done.stderr
+        assert broker.logs_in(clone, first)
+        assert broker.tags(clone) == ["monitoring"]
+        assert broker.permissions(clone) == [
+            ("/", f"^{user}-.*", ".*", ".*"),
+            (vhost, "^q-.*", "^x$", ".*"),
+        ]
+        assert topic_permissions(clone) == [(vhost, "amq.topic", "^a", "^b")]
+
+        # Taken from the original since: taken from the clone at the next mirror.
+        assert ctl("clear_permissions", "-p", vhost, user).returncode == 0
+        assert ctl("clear_topic_permissions", "-p", vhost, user).returncode == 0
+        assert ctl("set_user_tags", user).returncode == 0
+        second = "Second-" + uuid.uuid4().hex
+
+        done = mirror(user, second)
+
+        assert done.returncode == 0, done.stderr
+        assert broker.logs_in(clone, second)
+        assert not broker.logs_in(clone, first)
+        assert broker.tags(clone) == []
+        assert broker.permissions(clone) == [("/", f"^{user}-.*", ".*", ".*")]
+        assert topic_permissions(clone) == []
+        assert first not in done.stdout + done.stderr
+    finally:
+        ctl("delete_vhost", vhost)
+
+
 async def test_doctor_logs_in_through_test_login_and_warns_what_it_cannot_check(
     broker: Broker, secrets: Secrets, moto: MotoServer
 ) -> None:

@@ -132,7 +132,13 @@ def test_each_outcome_has_its_detail_type_and_the_fields_of_its_log_line() -> No
         "error": "the login is locked",
         "attempt": 3,
     }
-    inventory = f"aws: {{region: eu-west-1}}\ndatabases:\n  - name: orders\n    secrets:\n      - id: {ARN}\n"
+    inventory = f"""
+        aws: {{region: eu-west-1}}
+        databases:
+          - name: orders
+            secrets:
+              - id: {ARN}
+    """
     spec = parse(inventory).secrets[0]
     when = datetime(2026, 12, 1, tzinfo=UTC)
     parked = parked_event(spec, None, Category.AUTH, "refused", failures=2, next_attempt=when)
