@@ -93,6 +93,34 @@ DurationText = Annotated[str | int, BeforeValidator(_check_duration)]
 TimezoneText = Annotated[str, BeforeValidator(_check_timezone)]
 
 
+def _check_region(value: Any) -> Any:
+    if isinstance(value, str) and not _REGION.match(value):
+        raise ValueError(
+            f"{value!r} is not an AWS region name; regions look like eu-west-1 or us-east-2"
+        )
+    return value
+
+
+def _check_role_arn(value: Any) -> Any:
+    if isinstance(value, str) and not _ROLE_ARN.match(value):
+        raise ValueError(
+            f"{value!r} is not an IAM role ARN; it looks like "
+            "arn:aws:iam::123456789012:role/rotd-rotator"
+        )
+    return value
+
+
+def _check_endpoint_url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("endpoint_url must be an http:// or https:// URL")
+    return value
+
+
+RegionText = Annotated[str, BeforeValidator(_check_region)]
+RoleArnText = Annotated[str, BeforeValidator(_check_role_arn)]
+EndpointUrlText = Annotated[str, BeforeValidator(_check_endpoint_url)]
+
+
 class PasswordModel(_Model):
     length: int | None = Field(default=None, ge=8, le=4096)
     exclude_characters: str | None = None
@@ -224,38 +252,12 @@ class AccessModel(_Model):
     """Where and as whom one database's secrets live: the ``aws:`` block of ``defaults`` and of
     a database (the top-level ``aws:`` holds the same keys and the process-wide limits)."""
 
-    region: str | None = None
-    endpoint_url: str | None = None
+    region: RegionText | None = None
+    endpoint_url: EndpointUrlText | None = None
     profile: str | None = None
-    role_arn: str | None = None
+    role_arn: RoleArnText | None = None
     external_id: str | None = Field(default=None, pattern=r"^[\w+=,.@:/-]{2,}$", max_length=1224)
     session_name: str | None = Field(default=None, pattern=r"^[\w+=,.@-]{2,}$", max_length=64)
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("endpoint_url must be an http:// or https:// URL")
-        return value
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION.match(value):
-            raise ValueError(
-                f"{value!r} is not an AWS region name; regions look like eu-west-1 or us-east-2"
-            )
-        return value
-
-    @field_validator("role_arn")
-    @classmethod
-    def _role(cls, value: str | None) -> str | None:
-        if value is not None and not _ROLE_ARN.match(value):
-            raise ValueError(
-                f"{value!r} is not an IAM role ARN; it looks like "
-                "arn:aws:iam::123456789012:role/rotd-rotator"
-            )
-        return value
 
     @model_validator(mode="after")
     def _role_options(self) -> AccessModel:
@@ -418,9 +420,9 @@ _EVENT_BUS_NAME = re.compile(r"^[\w./-]{1,256}$")
 
 class EventBridgeModel(_Model):
     bus: str
-    region: str | None = None
-    role_arn: str | None = None
-    endpoint_url: str | None = None
+    region: RegionText | None = None
+    role_arn: RoleArnText | None = None
+    endpoint_url: EndpointUrlText | None = None
     source: str = Field(default="rotd", min_length=1, max_length=256)
 
     @field_validator("bus")
@@ -434,23 +436,6 @@ class EventBridgeModel(_Model):
                 )
         elif not _EVENT_BUS_NAME.match(value):
             raise ValueError("bus must be an event bus name (letters, digits, . _ / -) or its ARN")
-        return value
-
-    @field_validator("role_arn")
-    @classmethod
-    def _role(cls, value: str | None) -> str | None:
-        if value is not None and not _ROLE_ARN.match(value):
-            raise ValueError(
-                "role_arn must be an IAM role's ARN, "
-                "e.g. arn:aws:iam::123456789012:role/rotd-events"
-            )
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("endpoint_url must be an http:// or https:// URL")
         return value
 
     @field_validator("source")

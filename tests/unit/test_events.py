@@ -75,7 +75,9 @@ def test_a_wrong_events_section_is_located_and_says_what_to_write() -> None:
         """
     )
     assert found[0].startswith("inv.yaml:3:10: events.eventbridge.bus: bus must be an event bus")
-    assert found[1].startswith("inv.yaml:4:15: events.eventbridge.role_arn: role_arn must be")
+    assert found[1].startswith(
+        "inv.yaml:4:15: events.eventbridge.role_arn: 'rotd-events' is not an IAM role ARN"
+    )
     assert found[2].startswith("inv.yaml:5:13: events.eventbridge.source: source may not start")
     assert found[3].startswith("inv.yaml:6:5: unknown key 'buss'; allowed here: bus, region,")
     assert errors("events:\n  eventbridge: {region: us-east-1}\n") == [
