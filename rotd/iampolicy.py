@@ -298,17 +298,10 @@ class _Resolver:
                 key_arns = await self._key_arns(keys, found)
         except StoreError:
             return [Grant(secret_resource(i, scope)) for i in ids]
-        grants = []
-        for secret_id, described in zip(ids, found, strict=True):
-            if isinstance(described, SecretDescription):
-                grants.append(Grant(described.arn, key_arns.get(described.kms_key_id or "")))
-            else:
-                self.warnings.append(
-                    f"rendered secret {secret_id!r}: {described.reason}; it is named by an ARN "
-                    "pattern, and its KMS key, if customer-managed, is not in this policy"
-                )
-                grants.append(Grant(secret_resource(secret_id, scope)))
-        return grants
+        return [
+            self._grant("rendered secret", secret_id, described, key_arns, scope)
+            for secret_id, described in zip(ids, found, strict=True)
+        ]
 
     async def resolve(self) -> tuple[list[Grant], list[Grant]]:
         connection = AwsConnection(
@@ -368,17 +361,29 @@ class _Resolver:
             else:
                 description = item.description
                 rotated.append(Grant(description.arn, key_arns.get(description.kms_key_id or "")))
-        master_grants: list[Grant] = []
-        for master_id, master in zip(ordered_masters, masters, strict=True):
-            if isinstance(master, SecretDescription):
-                master_grants.append(Grant(master.arn, key_arns.get(master.kms_key_id or "")))
-            else:
-                self.warnings.append(
-                    f"master secret {master_id!r}: {master.reason}; it is named by an ARN "
-                    "pattern, and its KMS key, if customer-managed, is not in this policy"
-                )
-                master_grants.append(Grant(secret_resource(master_id, scope)))
+        master_grants = [
+            self._grant("master secret", master_id, master, key_arns, scope)
+            for master_id, master in zip(ordered_masters, masters, strict=True)
+        ]
         return rotated, master_grants
+
+    def _grant(
+        self,
+        kind: str,
+        secret_id: str,
+        described: SecretDescription | StoreError,
+        key_arns: dict[str, str],
+        scope: Scope,
+    ) -> Grant:
+        """The grant of a secret only read; one AWS could not describe is named by an ARN
+        pattern, with a warning."""
+        if isinstance(described, SecretDescription):
+            return Grant(described.arn, key_arns.get(described.kms_key_id or ""))
+        self.warnings.append(
+            f"{kind} {secret_id!r}: {described.reason}; it is named by an ARN pattern, and its "
+            "KMS key, if customer-managed, is not in this policy"
+        )
+        return Grant(secret_resource(secret_id, scope))
 
     async def _key_arns(
         self, keys: AwsKeys, items: Sequence[_Found | SecretDescription | StoreError]

@@ -11,6 +11,7 @@ are compiled, never rendered.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
@@ -519,6 +520,10 @@ class AwsAccess:
 
     def in_region(self, region: str) -> AwsAccess:
         return replace(self, region=region)
+
+    def fields(self) -> dict[str, Any]:
+        """These settings by name, to set on a connection or an inventory with ``replace``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)

@@ -77,16 +77,8 @@ def trust_policy(base_identity_arn: str) -> dict[str, Any]:
 
 def _part(inventory: Inventory, access: AwsAccess) -> Inventory:
     """The inventory's secrets reached through ``access``, as if it were the top-level one."""
-    return replace(
-        inventory,
-        region=access.region,
-        endpoint_url=access.endpoint_url,
-        profile=access.profile,
-        role_arn=access.role_arn,
-        external_id=access.external_id,
-        session_name=access.session_name,
-        secrets=tuple(s for s in inventory.secrets if s.aws == access),
-    )
+    secrets = tuple(s for s in inventory.secrets if s.aws == access)
+    return replace(inventory, **access.fields(), secrets=secrets)
 
 
 def merge(documents: Iterable[dict[str, Any]]) -> dict[str, Any]:

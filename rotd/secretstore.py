@@ -147,15 +147,7 @@ class AwsConnection:
 
     def to(self, access: AwsAccess) -> AwsConnection:
         """This connection's limits, for the account, region and identity of ``access``."""
-        return replace(
-            self,
-            region=access.region,
-            endpoint_url=access.endpoint_url,
-            profile=access.profile,
-            role_arn=access.role_arn,
-            external_id=access.external_id,
-            session_name=access.session_name,
-        )
+        return replace(self, **access.fields())
 
 
 def connection_for(inventory: Inventory) -> AwsConnection:
