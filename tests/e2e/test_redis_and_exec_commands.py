@@ -197,10 +197,11 @@ async def test_status_metrics_and_hooks_follow_redis_and_exec_rotations(
     code, out, _ = run(rotd_process, "status", "-c", str(path))
     assert code == 0, out
     lines = out.splitlines()
-    assert f"db=cache engine=redis strategy=single_user user={redis_user}" in lines[0]
+    where = f"aws=base/{moto.region}"
+    assert f"db=cache {where} engine=redis strategy=single_user user={redis_user}" in lines[0]
     assert f"unfinished rotation {pending[redis_secret]}" in lines[0]
-    assert f"db=broker engine=exec strategy=single_user user={broker_user}" in lines[1]
-    assert f"db=broker engine=exec strategy=alternating_users user={alt_user}" in lines[2]
+    assert f"db=broker {where} engine=exec strategy=single_user user={broker_user}" in lines[1]
+    assert f"db=broker {where} engine=exec strategy=alternating_users user={alt_user}" in lines[2]
     assert lines[2].endswith("  ok")
 
     process = rotd_process("run", "-c", str(path))
