@@ -23,12 +23,12 @@ from types import TracebackType
 
 from rotd.inventory import AwsAccess, Inventory, secret_location
 from rotd.secretstore import (
-    BATCH_READS_TPS,
     AwsConnection,
     AwsSecretStore,
     RateLimit,
     SecretDescription,
     SecretValue,
+    batch_read_limits,
     connection_for,
 )
 
@@ -95,7 +95,7 @@ class Stores:
         self._by_account = _by_account(inventory)
         self._stores: dict[AwsAccess, AwsSecretStore] = {}
         self._limits: dict[_LimitKey, RateLimit] = {}
-        self._read_limits: dict[_LimitKey, RateLimit] = {}
+        self._read_limits: dict[_LimitKey, dict[str, RateLimit]] = {}
         self._stack = AsyncExitStack()
         self._lock = asyncio.Lock()
         self._keep = False
@@ -149,7 +149,7 @@ class Stores:
                 connection = self._connection.to(access)
                 key = limit_key(access)
                 writes = self._limits.setdefault(key, RateLimit(connection.max_write_tps))
-                reads = self._read_limits.setdefault(key, RateLimit(BATCH_READS_TPS))
+                reads = self._read_limits.setdefault(key, batch_read_limits())
                 store = AwsSecretStore(connection, writes=writes, reads=reads)
                 await self._stack.enter_async_context(store)
                 if self._keep:

@@ -18,7 +18,7 @@ import asyncio
 import random
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -473,8 +473,8 @@ class Daemon:
         The secrets' state is read in batches first where there are enough of them
         (:mod:`rotd.survey`); each secret's planning reads alone what the batches left out."""
         specs = list(specs)
-        known = await self._survey(specs)
         tasks = []
+        unplanned: dict[str, _Secret] = {}
         databases: dict[str, set[str]] = {}  # database -> the kinds of hooks its secrets run
         for spec in specs:
             secret = self.secrets.get(spec.id)
@@ -488,12 +488,22 @@ class Daemon:
             secret.status.account = spec.aws.account or "base"
             secret.status.region = spec.aws.region or ""
             secret.parked = False
-            tasks.append(self._spawn_planning(secret, known.get(spec.id)))
+            unplanned[spec.id] = secret
         for database, hook_kinds in databases.items():
             self.metrics.watch_database(database, hook_kinds)
         self._tracking += 1
         self._settled.clear()
+
+        def plan(secret_id: str, known: Known | None) -> None:
+            secret = unplanned.pop(secret_id, None)
+            if secret is not None:
+                tasks.append(self._spawn_planning(secret, known))
+
         try:
+            # Each secret the batch reads found is planned as its batch arrives, then the rest.
+            await self._survey(specs, plan)
+            for secret_id in list(unplanned):
+                plan(secret_id, None)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -526,17 +536,19 @@ class Daemon:
         if self._scheduler is not None and self._scheduler.get_job(secret_id) is not None:
             self._scheduler.remove_job(secret_id)
 
-    async def _survey(self, specs: list[SecretSpec]) -> dict[str, Known]:
-        """The batch reads' head start; nothing (each secret read alone) if they fail."""
+    async def _survey(
+        self, specs: list[SecretSpec], plan: Callable[[str, Known | None], None]
+    ) -> None:
+        """The batch reads' head start, handed to ``plan`` secret by secret; when they fail,
+        the secrets they did not reach are read alone."""
         if not isinstance(self.store, Stores):
-            return {}
+            return
         if self._survey_reader is None:
             self._survey_reader = Survey(self.store)
         try:
-            return await self._survey_reader.read(specs)
+            await self._survey_reader.stream(specs, plan)
         except Exception as exc:
             log_unexpected(log, "survey", exc, secrets=len(specs))
-            return {}
 
     def _spawn_planning(self, secret: _Secret, known: Known | None = None) -> asyncio.Task[None]:
         task = asyncio.create_task(self._plan(secret, known), name=f"plan:{secret.spec.id}")

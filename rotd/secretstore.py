@@ -249,15 +249,15 @@ class AwsSecretStore(AwsClients):
         connection: AwsConnection,
         *,
         writes: RateLimit | None = None,
-        reads: RateLimit | None = None,
+        reads: Mapping[str, RateLimit] | None = None,
     ) -> None:
         """``writes`` paces this store's writes together with other stores' (those of one
-        account and region), and ``reads`` its batch reads; by default the store has limiters
-        of its own."""
+        account and region), and ``reads`` its batch reads (a limiter per operation); by
+        default the store has limiters of its own."""
         super().__init__(connection)
         self._client: Any = None
         self._writes = writes or RateLimit(connection.max_write_tps)
-        self._reads = reads or RateLimit(BATCH_READS_TPS)
+        self._reads = reads or batch_read_limits()
         self.calls: dict[str, int] = {}
         self._kept: dict[tuple[str, str], SecretValue] | None = None
 
@@ -288,8 +288,8 @@ class AwsSecretStore(AwsClients):
         operation = event_name.rpartition(".")[2]
         if operation in _WRITES:
             await self._writes.acquire()
-        elif operation in _BATCH_READS:
-            await self._reads.acquire()
+        elif operation in self._reads:
+            await self._reads[operation].acquire()
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] = self.calls.get(model.name, 0) + 1
@@ -502,11 +502,17 @@ def replica_refused(secret_id: str, arn: str, region: str, primary: str) -> Stor
 
 # The calls aws.max_write_tps limits (the rotation protocol's only writes).
 _WRITES = frozenset({"PutSecretValue", "UpdateSecretVersionStage"})
-# The batch reads of start-up and reload (rotd.survey), paced together per account and region
-# at BATCH_READS_TPS: BatchGetSecretValue's quota is 100 per second, far below the 10,000 of
-# DescribeSecret and GetSecretValue, and a burst must not trip it for the applications.
-_BATCH_READS = frozenset({"ListSecrets", "BatchGetSecretValue"})
+# The batch reads of start-up and reload (rotd.survey), each paced per account and region at
+# BATCH_READS_TPS: their quotas (100 per second each) are far below the 10,000 of DescribeSecret
+# and GetSecretValue, and a burst must not trip them for the applications.
+BATCH_READS = ("ListSecrets", "BatchGetSecretValue")
 BATCH_READS_TPS = 80.0
+
+
+def batch_read_limits() -> dict[str, RateLimit]:
+    """A limiter for each batch read, for one account and region."""
+    return {operation: RateLimit(BATCH_READS_TPS) for operation in BATCH_READS}
+
 
 _ACCESS_CODES = frozenset(
     {

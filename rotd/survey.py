@@ -4,10 +4,10 @@ Planning a secret needs its description (versions and labels, native rotation) a
 its AWSCURRENT version. Read one secret at a time that is two calls per secret; a
 :class:`Survey` reads them for many secrets at once, for each account, region and identity
 (:class:`rotd.accounts.Stores`) that plans at least :data:`FEWEST` secrets: ``ListSecrets``
-(100 secrets a page, filtered on the longest name prefix the secrets share) for the
-descriptions, and ``BatchGetSecretValue`` (20 secrets a call, :data:`BATCH_CONCURRENCY` calls
-in flight per store, paced per account and region by the store) for the values, as the pages
-arrive.
+(100 secrets a page, filtered on the longest name prefix that each 100 of the sorted names
+share) for the descriptions, and ``BatchGetSecretValue`` (20 secrets a call,
+:data:`BATCH_CONCURRENCY` calls in flight per store) for the values, as the pages arrive. Both
+are paced per account and region by the store, and retried by botocore's adaptive mode.
 
 What it hands back is only a head start: the daemon builds each secret's
 :class:`rotd.protocol.Inspection` with :func:`rotd.protocol.inspection_of`, the same code that
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from rotd.accounts import Stores
@@ -71,21 +71,35 @@ class Survey:
 
     async def read(self, specs: Iterable[SecretSpec]) -> dict[str, Known]:
         """What the batch reads found, by secret id; a secret they did not find is absent."""
+        found: dict[str, Known] = {}
+        await self.stream(specs, found.__setitem__)
+        return found
+
+    async def stream(
+        self, specs: Iterable[SecretSpec], deliver: Callable[[str, Known], None]
+    ) -> None:
+        """Hand each secret the batch reads found to ``deliver`` (its id, what was found) as
+        soon as its batch is read, so that no more than a few batches are held at once."""
         groups: dict[AwsAccess, list[SecretSpec]] = {}
         for spec in specs:
             groups.setdefault(self._stores.access_of(spec.id), []).append(spec)
-        found: dict[str, Known] = {}
         readers = [
-            self._read_store(access, group, found)
+            self._read_store(access, group, deliver)
             for access, group in groups.items()
             if len(group) >= FEWEST
         ]
         await asyncio.gather(*readers)
-        return found
 
     async def _read_store(
-        self, access: AwsAccess, specs: list[SecretSpec], found: dict[str, Known]
+        self, access: AwsAccess, specs: list[SecretSpec], deliver: Callable[[str, Known], None]
     ) -> None:
+        found: set[str] = set()  # listed
+        counts = {"with_value": 0}
+
+        def delivered(secret_id: str, known: Known) -> None:
+            counts["with_value"] += known.value is not None
+            deliver(secret_id, known)
+
         wanted: dict[str, SecretSpec] = {}
         for spec in specs:
             wanted.setdefault(spec.id, spec)
@@ -96,19 +110,30 @@ class Survey:
         denied = False
         try:
             store = await self._stores.store_for(access)
-            prefix = shared_prefix([spec.name for spec in specs])
-            pages = 2 * math.ceil(len(specs) / PAGE) + 2  # a prefix others share too
-            async for page in store.list_descriptions([prefix] if prefix else [], max_pages=pages):
-                for description in page:
-                    match = wanted.get(description.arn) or wanted.get(description.name)
-                    if match is not None and match.id not in found:
-                        found[match.id] = Known(description)
-                        listed.append((match, description))
-                while len(listed) >= BATCH:
-                    chunk, listed = listed[:BATCH], listed[BATCH:]
-                    batches.append(asyncio.create_task(self._values(store, chunk, found, slots)))
+            # A page's worth of names at a time, filtered on the prefix they share: a page
+            # lists about those, where one prefix of every name may list far more secrets.
+            # A prefix that others share too costs pages: never more than twice the least.
+            names = sorted(wanted[spec.id].name for spec in specs)
+            budget = 2 * math.ceil(len(specs) / PAGE) + 2
+            for start in range(0, len(names), PAGE):
+                part = names[start : start + PAGE]
+                if budget <= 0 or all(wanted[name].id in found for name in part):
+                    continue
+                prefix = shared_prefix(part)
+                filters = [prefix] if prefix else []
+                async for page in store.list_descriptions(filters, max_pages=budget):
+                    budget -= 1
+                    for description in page:
+                        match = wanted.get(description.arn) or wanted.get(description.name)
+                        if match is not None and match.id not in found:
+                            found.add(match.id)
+                            listed.append((match, description))
+                    while len(listed) >= BATCH:
+                        chunk, listed = listed[:BATCH], listed[BATCH:]
+                        task = asyncio.create_task(self._values(store, chunk, delivered, slots))
+                        batches.append(task)
             if listed:
-                batches.append(asyncio.create_task(self._values(store, listed, found, slots)))
+                batches.append(asyncio.create_task(self._values(store, listed, delivered, slots)))
         except StoreError as exc:
             denied = self._failed(access, exc)
         finally:
@@ -123,24 +148,29 @@ class Survey:
             account=access.account or "base",
             region=access.region or "",
             secrets=len(specs),
-            listed=sum(1 for spec in specs if spec.id in found),
-            with_value=sum(1 for spec in specs if (k := found.get(spec.id)) and k.value),
+            listed=len(found),
+            with_value=counts["with_value"],
         )
 
     async def _values(
         self,
         store: AwsSecretStore,
         chunk: Sequence[tuple[SecretSpec, SecretDescription]],
-        found: dict[str, Known],
+        deliver: Callable[[str, Known], None],
         slots: asyncio.Semaphore,
     ) -> None:
-        async with slots:
-            values = await store.current_values([description.arn for _, description in chunk])
+        """Read the values of ``chunk`` and deliver each secret; without its value when the
+        batch failed (its description still saves a call)."""
+        try:
+            async with slots:
+                values = await store.current_values([d.arn for _, d in chunk])
+        except StoreError:
+            for spec, description in chunk:
+                deliver(spec.id, Known(description))
+            raise
         by_arn = {value.arn: value for value in values}
         for spec, description in chunk:
-            value = by_arn.get(description.arn)
-            if value is not None:
-                found[spec.id] = Known(description, value)
+            deliver(spec.id, Known(description, by_arn.get(description.arn)))
 
     def _failed(self, access: AwsAccess, exc: StoreError) -> bool:
         """Say why a batch read failed (a refusal once per store and permission); True for a
