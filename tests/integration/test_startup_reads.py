@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from rotd.inventory import load
 from rotd.notify import Notifier
 from rotd.protocol import inspect, inspection_of
 from rotd.survey import Survey
+from tests.faults.proxy import HttpFaultProxy
 from tests.fixtures.aws import MotoServer
 from tests.fixtures.deadlines import until
 from tests.fixtures.iam import IamMoto
@@ -243,3 +245,28 @@ async def test_with_listing_allowed_but_not_batch_values_each_value_is_read_alon
     assert calls == {"ListSecrets": 1, "BatchGetSecretValue": 1, "GetSecretValue": 10}
     (denied,) = named(logs, "startup.batch_reads_denied")
     assert denied["permission"] == "secretsmanager:BatchGetSecretValue"
+
+
+async def test_throttled_batch_reads_are_retried_and_still_read_in_batches(
+    made: Made, moto: MotoServer, tmp_path: Path
+) -> None:
+    names = await made.create(40)
+    proxy = HttpFaultProxy(moto.endpoint_url, rng=random.Random(0), enabled=False)
+    await proxy.start()
+    try:
+        proxy.on("ListSecrets", "throttle", times=1)
+        proxy.on("BatchGetSecretValue", "throttle", times=2)
+        through = MotoServer(proxy.url, moto.region)
+        path = write_inventory(tmp_path / "inv.yaml", through, [{"id": n} for n in names])
+        async with ready(path) as (daemon, logs):
+            calls = dict(calls_of(daemon))
+            planned = {i: s.status.next_due for i, s in daemon.secrets.items()}
+    finally:
+        await proxy.close()
+
+    assert proxy.counts["throttle"] == 3
+    # Retried by botocore (each counted once by the store, again at the proxy), never read alone.
+    assert calls == {"ListSecrets": 1, "BatchGetSecretValue": 2}
+    assert proxy.calls["BatchGetSecretValue"] == 2 + 2
+    assert all(planned[n] is not None for n in names)
+    assert not named(logs, "startup.batch_reads_failed")
