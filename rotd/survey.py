@@ -100,10 +100,9 @@ class Survey:
             counts["with_value"] += known.value is not None
             deliver(secret_id, known)
 
-        wanted: dict[str, SecretSpec] = {}
-        for spec in specs:
-            wanted.setdefault(spec.id, spec)
-            wanted.setdefault(spec.name, spec)
+        # By id: a name matches a listed secret's name, an ARN its ARN (only: a secret of
+        # another account may have the name of one listed here).
+        wanted = {spec.id: spec for spec in specs}
         listed: list[tuple[SecretSpec, SecretDescription]] = []
         batches: list[asyncio.Task[None]] = []
         slots = asyncio.Semaphore(BATCH_CONCURRENCY)
@@ -113,13 +112,13 @@ class Survey:
             # A page's worth of names at a time, filtered on the prefix they share: a page
             # lists about those, where one prefix of every name may list far more secrets.
             # A prefix that others share too costs pages: never more than twice the least.
-            names = sorted(wanted[spec.id].name for spec in specs)
+            by_name = sorted(specs, key=lambda spec: spec.name)
             budget = 2 * math.ceil(len(specs) / PAGE) + 2
-            for start in range(0, len(names), PAGE):
-                part = names[start : start + PAGE]
-                if budget <= 0 or all(wanted[name].id in found for name in part):
+            for start in range(0, len(by_name), PAGE):
+                part = by_name[start : start + PAGE]
+                if budget <= 0 or all(spec.id in found for spec in part):
                     continue
-                prefix = shared_prefix(part)
+                prefix = shared_prefix([spec.name for spec in part])
                 filters = [prefix] if prefix else []
                 async for page in store.list_descriptions(filters, max_pages=budget):
                     budget -= 1

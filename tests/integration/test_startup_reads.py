@@ -169,11 +169,14 @@ async def test_a_batch_read_plans_each_secret_as_reading_it_alone_does(
             SecretString=value("pending"),
             VersionStages=["AWSPENDING"],
         )
-    inventory = load(write_inventory(tmp_path / "inv.yaml", moto, [{"id": n} for n in names]))
+        # A secret named by its ARN is found by its ARN.
+        by_arn = (await client.describe_secret(SecretId=names[2]))["ARN"]
+    ids = [by_arn if n == names[2] else n for n in names]
+    inventory = load(write_inventory(tmp_path / "inv.yaml", moto, [{"id": i} for i in ids]))
 
     async with Stores(inventory) as stores:
         known = await Survey(stores).read(inventory.secrets)
-        assert set(known) == set(names)
+        assert set(known) == set(ids)
         assert known[moved].value is not None
         assert known[moved].value.version_id == old
         before = dict(stores.calls)
