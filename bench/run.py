@@ -17,8 +17,10 @@ then measures, each figure as the median [min-max] of ``--runs`` runs:
   (``--sm-latency-ms``, default 25, per Secrets Manager call; ``--db-rtt-ms``, default 2, per
   database round trip);
 * inventory scale (``--scales``, default 100,1000,10000 secrets, which exist in moto but have no
-  login): ``rotd validate`` time, ``rotd run`` time from start to ``READY=1`` (sd_notify), its
-  RSS then, and the time from a SIGHUP that changes one secret to ``reload.applied``.
+  login): ``rotd validate`` time, ``rotd run`` time from start to ``READY=1`` (sd_notify), the
+  Secrets Manager calls it made until then (counted at the proxy), its RSS then, and the time
+  from a SIGHUP that changes one secret to ``reload.applied``; ``rotd run`` bare and, with
+  ``--latency``, with ``--sm-latency-ms`` added to every Secrets Manager call.
 
 It prints a table with the targets marked met or missed, and writes the same figures to
 ``bench-results/results.json``. It drops every login it made; its secrets die with its moto.
@@ -78,6 +80,8 @@ TARGET_CPU_MS = 5.0
 TARGET_VALIDATE_S = 2.0
 TARGET_RSS_MB = 150.0
 TARGET_SIGHUP_S = 1.0
+TARGET_READY_S = 10.0  # rotd run to READY=1 at 10,000 secrets, with latency added
+TARGET_SECRETS_PER_STARTUP_CALL = 10  # at most one Secrets Manager call per 10 secrets
 ROTATION_EVENTS = ("rotation.succeeded", "rotation.resumed", "rotation.failed", "rotation.skipped")
 
 
@@ -398,8 +402,16 @@ class Bench:
             raise RuntimeError(f"rotd validate failed ({done.code}): {done.stderr[-2000:]}")
         return done
 
-    async def daemon(self, inventory: Path, n: int) -> dict[str, Any]:
-        """``rotd run``: start to READY=1, RSS then, and a one-secret SIGHUP's time to apply."""
+    def sm_calls(self) -> dict[str, int]:
+        """Secrets Manager calls since the last reset, by operation."""
+        found: dict[str, int] = defaultdict(int)
+        for (operation, _), calls in self.sm.calls.items():
+            found[operation] += calls
+        return dict(sorted(found.items()))
+
+    async def daemon(self, inventory: Path, n: int, label: str) -> dict[str, Any]:
+        """``rotd run``: start to READY=1, the Secrets Manager calls until then, RSS then, and a
+        one-secret SIGHUP's time to apply."""
         sock_path = str(self.workdir / f"notify-{secrets.token_hex(3)}.sock")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(sock_path)
@@ -407,7 +419,8 @@ class Bench:
         argv = [sys.executable, "-m", "rotd", "run", "-c", str(inventory)]
         events: list[tuple[float, dict[str, Any]]] = []
         changed = threading.Condition()
-        err_path = self.workdir / f"{self._name(f'run-{n}')}.err"
+        err_path = self.workdir / f"{self._name(f'run-{n}-{label}')}.err"
+        self.sm.reset()
         started = time.monotonic()
         proc = await asyncio.to_thread(
             subprocess.Popen,
@@ -456,23 +469,30 @@ class Bench:
         try:
             ready_at = await asyncio.to_thread(wait_ready, self.args.ready_timeout_s)
             ready_s = ready_at - started
+            startup_calls = self.sm_calls()
+            self.sm.reset()
             rss = vm_rss_mb(proc.pid)
             with changed:
                 seen_before = len(events)
             # The SIGHUP: one secret gets a different window.
             target = self.fixture.scale_ids[n // 2]
-            self.fixture.scale_inventory(inventory, n, self.moto_url, changed=target)
+            self.fixture.scale_inventory(inventory, n, self.sm.url, changed=target)
             sent = time.time()
             proc.send_signal(signal.SIGHUP)
             seen, event = await asyncio.to_thread(wait_event, "reload.applied", seen_before, 300)
             applied_s = epoch(event["timestamp"]) - sent
             rss_after = vm_rss_mb(proc.pid)
-            self.fixture.scale_inventory(inventory, n, self.moto_url)  # back as it was
+            sighup_calls = self.sm_calls()
+            self.fixture.scale_inventory(inventory, n, self.sm.url)  # back as it was
             ready_events = [e for _, e in events if e.get("event") == "daemon.ready"]
             return {
                 "secrets": n,
+                "mode": label,
                 "ready_s": ready_s,
                 "planning_s": ready_events[0].get("duration_s") if ready_events else None,
+                "startup_calls": startup_calls,
+                "startup_calls_total": sum(startup_calls.values()),
+                "sighup_calls_total": sum(sighup_calls.values()),
                 "rss_ready_mb": rss,
                 "rss_after_reload_mb": rss_after,
                 "sighup_applied_s": applied_s,
@@ -679,22 +699,28 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             results["scale_fixture_s"] = time.monotonic() - started
         for n in args.scales:
             inventory = workdir / f"scale-{n}.json"
-            fixture.scale_inventory(inventory, n, moto_url)
-            runs_v, runs_d = [], []
+            fixture.scale_inventory(inventory, n, sm.url)
+            runs_v: list[dict[str, Any]] = []
+            runs_d: dict[str, list[dict[str, Any]]] = {"run": [], "latency": []}
             for run in range(args.runs):
                 say(f"[scale {n}] run {run + 1}/{args.runs}: validate, run, SIGHUP ...")
                 done = await bench.validate(inventory, f"validate-{n}")
                 runs_v.append(
                     {"wall_s": done.wall_s, "cpu_s": done.cpu_s, "peak_rss_mb": done.maxrss_mb}
                 )
-                runs_d.append(await bench.daemon(inventory, n))
-                save_partial(args, {**results, "scale": {**scale, str(n): {"run": runs_d}}})
-                say(
-                    f"    validate {done.wall_s:.2f} s; READY after {runs_d[-1]['ready_s']:.2f} s;"
-                    f" RSS {runs_d[-1]['rss_ready_mb']:.0f} MB;"
-                    f" SIGHUP applied in {runs_d[-1]['sighup_applied_s']:.3f} s"
-                )
-            scale[str(n)] = {"validate": runs_v, "run": runs_d}
+                for mode in ["run"] + (["latency"] if args.latency else []):
+                    bench.set_latency(mode == "latency")
+                    runs_d[mode].append(await bench.daemon(inventory, n, mode))
+                    bench.set_latency(False)
+                    save_partial(args, {**results, "scale": {**scale, str(n): runs_d}})
+                    d = runs_d[mode][-1]
+                    say(
+                        f"    {mode}: validate {done.wall_s:.2f} s; READY after"
+                        f" {d['ready_s']:.2f} s with {d['startup_calls_total']} Secrets Manager"
+                        f" calls; RSS {d['rss_ready_mb']:.0f} MB;"
+                        f" SIGHUP applied in {d['sighup_applied_s']:.3f} s"
+                    )
+            scale[str(n)] = {"validate": runs_v, **runs_d}
         results["scale"] = scale
     finally:
         try:
@@ -764,7 +790,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "ready_s": spread([r["ready_s"] for r in runs["run"]]),
             "rss_ready_mb": spread([r["rss_ready_mb"] for r in runs["run"]]),
             "sighup_applied_s": spread([r["sighup_applied_s"] for r in runs["run"]]),
+            # Figures of runs made before the bench counted start-up calls have none.
+            "startup_calls": spread([r.get("startup_calls_total") for r in runs["run"]]),
         }
+        latency = runs.get("latency") or []
+        if latency:
+            summary["scale"][n] |= {
+                "ready_latency_s": spread([r["ready_s"] for r in latency]),
+                "startup_calls_latency": spread([r["startup_calls_total"] for r in latency]),
+                "sighup_applied_latency_s": spread([r["sighup_applied_s"] for r in latency]),
+                "rss_ready_latency_mb": spread([r["rss_ready_mb"] for r in latency]),
+            }
     summary["targets"] = targets(results, summary)
     return summary
 
@@ -848,10 +884,30 @@ def targets(results: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, 
                     f"{limit} rotation(s) per host x {SESSIONS_PER_ROTATION} sessions each",
                 )
     scale = summary["scale"]
+    for n_, figs in scale.items():
+        calls = _median(figs.get("startup_calls_latency") or figs.get("startup_calls"))
+        if calls is not None:
+            bound = int(n_) / TARGET_SECRETS_PER_STARTUP_CALL
+            check(
+                f"Secrets Manager calls to READY <= 1 per {TARGET_SECRETS_PER_STARTUP_CALL}"
+                f" secrets at {n_} secrets",
+                round(calls),
+                calls <= bound,
+                f"at most {bound:g}",
+            )
     largest = max(scale, key=int) if scale else None
     if largest is not None:
         figs = scale[largest]
         label = f"at {largest} secrets" + ("" if largest == "10000" else " (target: 10000)")
+        ready = _median(figs.get("ready_latency_s"))
+        if ready is not None:
+            check(
+                f"rotd run READY < {TARGET_READY_S:g} s with"
+                f" +{results['sm_latency_ms']:g} ms per call {label}",
+                round(ready, 2),
+                ready < TARGET_READY_S,
+                "",
+            )
         v, r, h = (
             _median(figs["validate_s"]),
             _median(figs["rss_ready_mb"]),
@@ -984,16 +1040,25 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
             add(f"  {label:34} " + "; ".join(parts))
     if summary["scale"]:
         add("")
-        add("== inventory scale (bare loopback, straight to moto) ==")
+        add("== inventory scale (through the counting proxy) ==")
         add(
-            f"{'secrets':>8} {'validate s':>22} {'run: READY s':>24} {'RSS MB':>18}"
-            f" {'SIGHUP applied s':>24}"
+            f"{'secrets':>8} {'mode':>8} {'validate s':>22} {'run: READY s':>24}"
+            f" {'SM calls to READY':>18} {'RSS MB':>18} {'SIGHUP applied s':>24}"
         )
         for n_, f in summary["scale"].items():
             add(
-                f"{n_:>8} {fmt(f['validate_s']):>22} {fmt(f['ready_s']):>24}"
-                f" {fmt(f['rss_ready_mb'], 0):>18} {fmt(f['sighup_applied_s'], 3):>24}"
+                f"{n_:>8} {'bare':>8} {fmt(f['validate_s']):>22} {fmt(f['ready_s']):>24}"
+                f" {fmt(f.get('startup_calls'), 0):>18} {fmt(f['rss_ready_mb'], 0):>18}"
+                f" {fmt(f['sighup_applied_s'], 3):>24}"
             )
+            if "ready_latency_s" in f:
+                latency = f"+{results['sm_latency_ms']:g}ms"
+                add(
+                    f"{'':>8} {latency:>8} {'':>22} {fmt(f['ready_latency_s']):>24}"
+                    f" {fmt(f['startup_calls_latency'], 0):>18}"
+                    f" {fmt(f['rss_ready_latency_mb'], 0):>18}"
+                    f" {fmt(f['sighup_applied_latency_s'], 3):>24}"
+                )
     if summary["targets"]:
         add("")
         add("== targets ==")

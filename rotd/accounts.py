@@ -6,7 +6,8 @@ whom rotd reaches them (:class:`rotd.inventory.AwsAccess`). :class:`Stores` open
 call to the store of the secret it names, so the protocol, the runner and hooks keep speaking
 of secrets only. Stores of one account and region share one write limiter: Secrets Manager
 counts its write quota per account and region, so ``aws.max_write_tps`` applies to each pair
-and two accounts never wait on each other.
+and two accounts never wait on each other; their batch reads (:mod:`rotd.survey`) share one
+read limiter the same way.
 
 A master secret resolves where its database's secrets live; a master named by an ARN in
 another region is read in that region, and one in another account with the role the inventory
@@ -27,6 +28,7 @@ from rotd.secretstore import (
     RateLimit,
     SecretDescription,
     SecretValue,
+    batch_read_limits,
     connection_for,
 )
 
@@ -93,6 +95,7 @@ class Stores:
         self._by_account = _by_account(inventory)
         self._stores: dict[AwsAccess, AwsSecretStore] = {}
         self._limits: dict[_LimitKey, RateLimit] = {}
+        self._read_limits: dict[_LimitKey, dict[str, RateLimit]] = {}
         self._stack = AsyncExitStack()
         self._lock = asyncio.Lock()
         self._keep = False
@@ -144,10 +147,10 @@ class Stores:
             store = self._stores.get(access)
             if store is None:
                 connection = self._connection.to(access)
-                writes = self._limits.setdefault(
-                    limit_key(access), RateLimit(connection.max_write_tps)
-                )
-                store = AwsSecretStore(connection, writes=writes)
+                key = limit_key(access)
+                writes = self._limits.setdefault(key, RateLimit(connection.max_write_tps))
+                reads = self._read_limits.setdefault(key, batch_read_limits())
+                store = AwsSecretStore(connection, writes=writes, reads=reads)
                 await self._stack.enter_async_context(store)
                 if self._keep:
                     store.keep_versions()

@@ -18,7 +18,7 @@ import asyncio
 import random
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,12 +43,13 @@ from rotd.observability import (
     log_unexpected,
     serve_http,
 )
-from rotd.protocol import Outcome, inspect
+from rotd.protocol import Outcome, inspect, inspection_of
 from rotd.render import Renderer
 from rotd.replication import ReplicaCheck
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
 from rotd.schedule import plan_start
 from rotd.secretstore import SecretStore
+from rotd.survey import Known, Survey
 
 log = get_logger("rotd.daemon")
 
@@ -132,6 +133,7 @@ class Daemon:
         self.renderer: Renderer | None = None
         self._events: EventPublisher | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
+        self._survey_reader: Survey | None = None
         # The logins each secret holds, as last read; a rotation waits until planning has read
         # every secret (``_settled``), so that a pair holding one login is refused in time.
         self._claims: dict[str, Claim] = {}
@@ -466,8 +468,13 @@ class Daemon:
     # --- planning -------------------------------------------------------------------------------
 
     async def _track(self, specs: Iterable[SecretSpec]) -> None:
-        """Plan each secret (concurrently, bounded) and wait until all have a schedule."""
+        """Plan each secret (concurrently, bounded) and wait until all have a schedule.
+
+        The secrets' state is read in batches first where there are enough of them
+        (:mod:`rotd.survey`); each secret's planning reads alone what the batches left out."""
+        specs = list(specs)
         tasks = []
+        unplanned: dict[str, _Secret] = {}
         databases: dict[str, set[str]] = {}  # database -> the kinds of hooks its secrets run
         for spec in specs:
             secret = self.secrets.get(spec.id)
@@ -481,12 +488,22 @@ class Daemon:
             secret.status.account = spec.aws.account or "base"
             secret.status.region = spec.aws.region or ""
             secret.parked = False
-            tasks.append(self._spawn_planning(secret))
+            unplanned[spec.id] = secret
         for database, hook_kinds in databases.items():
             self.metrics.watch_database(database, hook_kinds)
         self._tracking += 1
         self._settled.clear()
+
+        def plan(secret_id: str, known: Known | None) -> None:
+            secret = unplanned.pop(secret_id, None)
+            if secret is not None:
+                tasks.append(self._spawn_planning(secret, known))
+
         try:
+            # Each secret the batch reads found is planned as its batch arrives, then the rest.
+            await self._survey(specs, plan)
+            for secret_id in list(unplanned):
+                plan(secret_id, None)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -519,19 +536,34 @@ class Daemon:
         if self._scheduler is not None and self._scheduler.get_job(secret_id) is not None:
             self._scheduler.remove_job(secret_id)
 
-    def _spawn_planning(self, secret: _Secret) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._plan(secret), name=f"plan:{secret.spec.id}")
+    async def _survey(
+        self, specs: list[SecretSpec], plan: Callable[[str, Known | None], None]
+    ) -> None:
+        """The batch reads' head start, handed to ``plan`` secret by secret; when they fail,
+        the secrets they did not reach are read alone."""
+        if not isinstance(self.store, Stores):
+            return
+        if self._survey_reader is None:
+            self._survey_reader = Survey(self.store)
+        try:
+            await self._survey_reader.stream(specs, plan)
+        except Exception as exc:
+            log_unexpected(log, "survey", exc, secrets=len(specs))
+
+    def _spawn_planning(self, secret: _Secret, known: Known | None = None) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._plan(secret, known), name=f"plan:{secret.spec.id}")
         self._planning.add(task)
         task.add_done_callback(self._planning.discard)
         task.add_done_callback(lambda done: self._task_done(done, secret))
         return task
 
-    async def _plan(self, secret: _Secret) -> None:
-        """Read the secret's state in Secrets Manager and schedule its next rotation.
+    async def _plan(self, secret: _Secret, known: Known | None = None) -> None:
+        """Read the secret's state in Secrets Manager (starting from what the batch reads
+        ``known``) and schedule its next rotation.
 
         Never raises but ``CancelledError``: the secret's planning boundary."""
         try:
-            await self._plan_once(secret)
+            await self._plan_once(secret, known)
         except Exception as exc:
             self._planning_faults += 1
             self._planning_faulty.add(secret.spec.id)
@@ -540,12 +572,15 @@ class Daemon:
             self._planning_faults = 0
             self._planning_faulty.clear()
 
-    async def _plan_once(self, secret: _Secret) -> None:
+    async def _plan_once(self, secret: _Secret, known: Known | None) -> None:
         spec = secret.spec
         now = utcnow()
         try:
             async with self._planning_slots:
-                state = await inspect(spec, self.store)
+                if known is not None:
+                    state = await inspection_of(spec, self.store, known.description, known.value)
+                else:
+                    state = await inspect(spec, self.store)
         except StoreError as exc:
             self._after_failure(secret, exc.category, str(exc), now, planning=True)
             return

@@ -61,6 +61,7 @@ from rotd.secretstore import (
     Replica,
     SecretDescription,
     SecretStore,
+    SecretValue,
 )
 
 log = get_logger("rotd.rotation")
@@ -238,11 +239,24 @@ class Inspection:
 
 async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
     """Read a secret's state: two calls, describe and the AWSCURRENT value."""
-    description = await store.describe(spec.id)
+    return await inspection_of(spec, store, await store.describe(spec.id))
+
+
+async def inspection_of(
+    spec: SecretSpec,
+    store: SecretStore,
+    description: SecretDescription,
+    value: SecretValue | None = None,
+) -> Inspection:
+    """A secret's state from its ``description`` and, when already read, the ``value`` of its
+    AWSCURRENT version (a batch read's); reads what is missing: the value, when not given or
+    of another version than the description's AWSCURRENT, and whether an unfinished
+    rotation's pending version has a value."""
     current_version = description.version_with(CURRENT)
     if current_version is None:
         raise StoreError(spec.id, "describe_secret", Category.BAD_SECRET, "no AWSCURRENT version")
-    value = await store.get_value(spec.id, version_id=current_version)
+    if value is None or value.version_id != current_version:
+        value = await store.get_value(spec.id, version_id=current_version)
     try:
         credentials: Credentials | None = Credentials.parse(value.string, engine=spec.engine)
     except BadSecret:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -244,12 +244,20 @@ class AwsClients:
 class AwsSecretStore(AwsClients):
     """Secrets Manager over aioboto3. Use as ``async with AwsSecretStore(conn) as store``."""
 
-    def __init__(self, connection: AwsConnection, *, writes: RateLimit | None = None) -> None:
+    def __init__(
+        self,
+        connection: AwsConnection,
+        *,
+        writes: RateLimit | None = None,
+        reads: Mapping[str, RateLimit] | None = None,
+    ) -> None:
         """``writes`` paces this store's writes together with other stores' (those of one
-        account and region); by default the store has a limiter of its own."""
+        account and region), and ``reads`` its batch reads (a limiter per operation); by
+        default the store has limiters of its own."""
         super().__init__(connection)
         self._client: Any = None
         self._writes = writes or RateLimit(connection.max_write_tps)
+        self._reads = reads or batch_read_limits()
         self.calls: dict[str, int] = {}
         self._kept: dict[tuple[str, str], SecretValue] | None = None
 
@@ -277,8 +285,11 @@ class AwsSecretStore(AwsClients):
         return self
 
     async def _pace(self, event_name: str, **_: Any) -> None:
-        if event_name.rpartition(".")[2] in _WRITES:
+        operation = event_name.rpartition(".")[2]
+        if operation in _WRITES:
             await self._writes.acquire()
+        elif operation in self._reads:
+            await self._reads[operation].acquire()
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] = self.calls.get(model.name, 0) + 1
@@ -325,23 +336,48 @@ class AwsSecretStore(AwsClients):
         region = self._client.meta.region_name
         if primary and primary != region:
             raise replica_refused(secret_id, str(r["ARN"]), region, str(primary))
-        versions = {
-            vid: frozenset(stages)
-            for vid, stages in (r.get("VersionIdsToStages") or {}).items()
-            if stages
-        }
-        return SecretDescription(
-            arn=r["ARN"],
-            name=r["Name"],
-            rotation_enabled=bool(r.get("RotationEnabled")),
-            rotation_lambda=r.get("RotationLambdaARN") or None,
-            kms_key_id=r.get("KmsKeyId") or None,
-            versions=versions,
-            replicas=tuple(
-                Replica(str(x["Region"]), str(x.get("Status", "")), str(x.get("StatusMessage", "")))
-                for x in r.get("ReplicationStatus") or ()
-            ),
-        )
+        return description_of(r, r.get("VersionIdsToStages"))
+
+    async def list_descriptions(
+        self, names: Sequence[str] = (), *, max_pages: int
+    ) -> AsyncIterator[list[SecretDescription]]:
+        """ListSecrets, page by page (100 secrets a page), at most ``max_pages`` pages: the
+        secrets whose name starts with one of ``names`` (at most 10), or every secret.
+
+        Replicas of a primary in another region are left out (:meth:`describe` says why)."""
+        kwargs: dict[str, Any] = {"MaxResults": 100}
+        if names:
+            kwargs["Filters"] = [{"Key": "name", "Values": list(names)}]
+        region = self._client.meta.region_name
+        for _ in range(max_pages):
+            try:
+                r = await self._client.list_secrets(**kwargs)
+            except (BotoCoreError, ClientError) as exc:
+                raise translate(exc, "-", "list_secrets") from None
+            except AwsError as exc:
+                raise StoreError("-", "list_secrets", exc.category, exc.reason) from None
+            yield [
+                description_of(entry, entry.get("SecretVersionsToStages"))
+                for entry in r.get("SecretList") or ()
+                if entry.get("PrimaryRegion") in (None, "", region)
+            ]
+            if not r.get("NextToken"):
+                return
+            kwargs["NextToken"] = r["NextToken"]
+
+    async def current_values(self, secret_ids: Sequence[str]) -> list[SecretValue]:
+        """BatchGetSecretValue: the AWSCURRENT values of up to 20 secrets in one call.
+
+        A secret it could not read, or one that holds binary data, is left out: read it alone
+        to learn why. The version returned is the one the service calls current; compare it
+        with a description's (moto returns the first version once AWSCURRENT has moved)."""
+        try:
+            r = await self._client.batch_get_secret_value(SecretIdList=list(secret_ids))
+        except (BotoCoreError, ClientError) as exc:
+            raise translate(exc, "-", "batch_get_secret_value") from None
+        except AwsError as exc:
+            raise StoreError("-", "batch_get_secret_value", exc.category, exc.reason) from None
+        return [value_of(v) for v in r.get("SecretValues") or () if "SecretString" in v]
 
     async def get_value(
         self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
@@ -372,14 +408,7 @@ class AwsSecretStore(AwsClients):
                 Category.BAD_SECRET,
                 "the secret holds binary data, not a JSON string",
             )
-        value = SecretValue(
-            arn=r["ARN"],
-            name=r["Name"],
-            version_id=r["VersionId"],
-            stages=frozenset(r.get("VersionStages") or ()),
-            created=r["CreatedDate"],
-            string=r["SecretString"],
-        )
+        value = value_of(r)
         if self._kept is not None:
             self._kept[(secret_id, value.version_id)] = value
         return value
@@ -426,6 +455,35 @@ class AwsSecretStore(AwsClients):
         )
 
 
+def description_of(r: Mapping[str, Any], versions: Mapping[str, Any] | None) -> SecretDescription:
+    """A secret's description from a DescribeSecret answer or a ListSecrets entry (which name
+    the versions' labels differently: pass them as ``versions``)."""
+    return SecretDescription(
+        arn=r["ARN"],
+        name=r["Name"],
+        rotation_enabled=bool(r.get("RotationEnabled")),
+        rotation_lambda=r.get("RotationLambdaARN") or None,
+        kms_key_id=r.get("KmsKeyId") or None,
+        versions={vid: frozenset(stages) for vid, stages in (versions or {}).items() if stages},
+        replicas=tuple(
+            Replica(str(x["Region"]), str(x.get("Status", "")), str(x.get("StatusMessage", "")))
+            for x in r.get("ReplicationStatus") or ()
+        ),
+    )
+
+
+def value_of(r: Mapping[str, Any]) -> SecretValue:
+    """One version's value from a GetSecretValue answer or a BatchGetSecretValue entry."""
+    return SecretValue(
+        arn=r["ARN"],
+        name=r["Name"],
+        version_id=r["VersionId"],
+        stages=frozenset(r.get("VersionStages") or ()),
+        created=r["CreatedDate"],
+        string=r["SecretString"],
+    )
+
+
 def replica_refused(secret_id: str, arn: str, region: str, primary: str) -> StoreError:
     """Why rotd will not rotate the replica ``arn`` (in ``region``) of a secret whose primary
     is in ``primary``: Secrets Manager makes replicas read-only and copies the primary's
@@ -444,6 +502,17 @@ def replica_refused(secret_id: str, arn: str, region: str, primary: str) -> Stor
 
 # The calls aws.max_write_tps limits (the rotation protocol's only writes).
 _WRITES = frozenset({"PutSecretValue", "UpdateSecretVersionStage"})
+# The batch reads of start-up and reload (rotd.survey), each paced per account and region at
+# BATCH_READS_TPS: their quotas (100 per second each) are far below the 10,000 of DescribeSecret
+# and GetSecretValue, and a burst must not trip them for the applications.
+BATCH_READS = ("ListSecrets", "BatchGetSecretValue")
+BATCH_READS_TPS = 80.0
+
+
+def batch_read_limits() -> dict[str, RateLimit]:
+    """A limiter for each batch read, for one account and region."""
+    return {operation: RateLimit(BATCH_READS_TPS) for operation in BATCH_READS}
+
 
 _ACCESS_CODES = frozenset(
     {
@@ -467,6 +536,8 @@ _PERMISSION_HINT = {
     "put_secret_value": "secretsmanager:PutSecretValue",
     "update_secret_version_stage": "secretsmanager:UpdateSecretVersionStage",
     "list_secret_version_ids": "secretsmanager:ListSecretVersionIds",
+    "list_secrets": "secretsmanager:ListSecrets",
+    "batch_get_secret_value": "secretsmanager:BatchGetSecretValue",
     "create_secret": "secretsmanager:CreateSecret",
     "update_secret": "secretsmanager:UpdateSecret",
     "tag_resource": "secretsmanager:TagResource",

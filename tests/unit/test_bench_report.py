@@ -85,3 +85,26 @@ def test_a_run_with_rotations_reports_every_part() -> None:
         "== targets ==",
     ):
         assert part in text
+
+
+def test_the_scale_runs_report_start_up_calls_and_ready_with_latency() -> None:
+    results = scale_only()
+    bare = {"ready_s": 0.9, "rss_ready_mb": 70.0, "sighup_applied_s": 0.05}
+    results["scale"]["100"]["run"] = [bare | {"startup_calls_total": 7}]
+    results["scale"]["100"]["latency"] = [bare | {"ready_s": 1.4, "startup_calls_total": 12}]
+    summary = summarize(results)
+    text = report(results, summary)
+
+    assert "SM calls to READY" in text
+    assert "+25ms" in text
+    verdicts = {t["target"]: (t["value"], t["verdict"]) for t in summary["targets"]}
+    assert verdicts["Secrets Manager calls to READY <= 1 per 10 secrets at 100 secrets"] == (
+        12,
+        "missed",
+    )
+    assert verdicts[
+        "rotd run READY < 10 s with +25 ms per call at 100 secrets (target: 10000)"
+    ] == (
+        1.4,
+        "met",
+    )
