@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import pytest
 from structlog.testing import capture_logs
 
@@ -29,7 +28,7 @@ from rotd.notify import Notifier
 from rotd.protocol import inspect, inspection_of
 from rotd.survey import Survey
 from tests.faults.proxy import HttpFaultProxy
-from tests.fixtures.aws import MotoServer
+from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.deadlines import until
 from tests.fixtures.iam import IamMoto
 from tests.fixtures.inventory import write_inventory
@@ -45,24 +44,11 @@ def value(user: str) -> str:
     )
 
 
-class Made:
-    """Secrets made in one moto server under a prefix of their own, removed at the end."""
+class Made(Secrets):
+    """Many secrets made at once in one moto server, removed at the end."""
 
-    def __init__(self, server: MotoServer) -> None:
-        self.server = server
-        self.prefix = f"rotd-test/startup-{uuid.uuid4().hex[:8]}"
-        self.names: list[str] = []
-
-    @asynccontextmanager
-    async def client(self) -> AsyncIterator[Any]:
-        session = aioboto3.Session(region_name=self.server.region)
-        async with session.client(
-            "secretsmanager", endpoint_url=self.server.endpoint_url
-        ) as client:
-            yield client
-
-    async def create(self, n: int) -> list[str]:
-        names = [f"{self.prefix}/s{len(self.names) + k:04d}" for k in range(n)]
+    async def create_many(self, n: int) -> list[str]:
+        names = [self.name(f"s{len(self.created) + k:04d}") for k in range(n)]
         slots = asyncio.Semaphore(16)
         async with self.client() as client:
 
@@ -71,13 +57,8 @@ class Made:
                     await client.create_secret(Name=name, SecretString=value(name[-5:]))
 
             await asyncio.gather(*(one(name) for name in names))
-        self.names += names
+        self.created += names
         return names
-
-    async def cleanup(self) -> None:
-        async with self.client() as client:
-            for name in self.names:
-                await client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
 
 
 @pytest.fixture
@@ -123,7 +104,7 @@ def named(logs: list[Event], name: str) -> list[Event]:
 async def test_start_reads_200_secrets_with_at_most_one_call_per_10_secrets(
     made: Made, moto: MotoServer, tmp_path: Path
 ) -> None:
-    names = await made.create(200)
+    names = await made.create_many(200)
     path = write_inventory(tmp_path / "inv.yaml", moto, [{"id": n} for n in names])
 
     async with ready(path) as (daemon, logs):
@@ -144,7 +125,7 @@ async def test_a_batch_read_plans_each_secret_as_reading_it_alone_does(
     """The two ways to read a secret build the same Inspection, including for what the batch
     cannot settle: AWSCURRENT moved off the first version (moto's BatchGetSecretValue still
     returns the first), and an unfinished rotation whose pending version needs its own read."""
-    names = await made.create(12)
+    names = await made.create_many(12)
     moved, unfinished = names[0], names[1]
     async with made.client() as client:
         first = (await client.describe_secret(SecretId=moved))["VersionIdsToStages"]
@@ -198,7 +179,7 @@ async def test_a_batch_read_plans_each_secret_as_reading_it_alone_does(
 async def test_without_batch_permissions_each_secret_is_read_alone_and_it_is_said_once(
     iam_moto: IamMoto, iam_made: Made, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    names = await iam_made.create(10)
+    names = await iam_made.create_many(10)
     path = write_inventory(tmp_path / "inv.yaml", iam_moto.server, [{"id": n} for n in names])
     _, env = await iam_moto.user([*SINGLE_READS])
     for key, val in env.items():
@@ -229,7 +210,7 @@ async def test_without_batch_permissions_each_secret_is_read_alone_and_it_is_sai
 async def test_with_listing_allowed_but_not_batch_values_each_value_is_read_alone(
     iam_moto: IamMoto, iam_made: Made, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    names = await iam_made.create(10)
+    names = await iam_made.create_many(10)
     path = write_inventory(tmp_path / "inv.yaml", iam_moto.server, [{"id": n} for n in names])
     _, env = await iam_moto.user([*SINGLE_READS, BATCH_READS[0]])
     for key, val in env.items():
@@ -253,7 +234,7 @@ async def test_with_listing_allowed_but_not_batch_values_each_value_is_read_alon
 async def test_throttled_batch_reads_are_retried_and_still_read_in_batches(
     made: Made, moto: MotoServer, tmp_path: Path
 ) -> None:
-    names = await made.create(40)
+    names = await made.create_many(40)
     proxy = HttpFaultProxy(moto.endpoint_url, rng=random.Random(0), enabled=False)
     await proxy.start()
     try:
