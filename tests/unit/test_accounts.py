@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
-
-import pytest
-
 from rotd.accounts import Stores, limit_key, routes
-from rotd.errors import ConfigErrors
 from rotd.iampolicy import Grant, policy_document
-from rotd.inventory import AwsAccess, Inventory, loads
+from rotd.inventory import AwsAccess
 from rotd.rolepolicies import build_policies, merge
+from tests.fixtures.inventory import errors, parse
 
 ROLE_A = "arn:aws:iam::111111111111:role/rotd"
 ROLE_B = "arn:aws:iam::222222222222:role/rotd"
 MASTER_B = "arn:aws:secretsmanager:eu-west-1:222222222222:secret:master-AbCdEf"
-
-
-def parse(text: str) -> Inventory:
-    return loads(textwrap.dedent(text).lstrip("\n"), "inv.yaml")
-
-
-def errors(text: str) -> list[str]:
-    with pytest.raises(ConfigErrors) as caught:
-        parse(text)
-    return [str(e) for e in caught.value.errors]
 
 
 def test_aws_settings_layer_top_level_then_defaults_then_database() -> None:

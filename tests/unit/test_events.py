@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from rotd.errors import Category, ConfigErrors, SecretError
+from rotd.errors import Category, SecretError
 from rotd.events import EventPublisher, hook_failed_event, parked_event, rotation_event
-from rotd.inventory import EventBridge, Inventory, Strategy, loads
+from rotd.inventory import EventBridge, Strategy
 from rotd.observability import redactor
 from rotd.protocol import Outcome
 from rotd.testing.kit import processed_events
+from tests.fixtures.inventory import errors, parse
 
 ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/app-AbC123"
-
-
-def parse(text: str) -> Inventory:
-    return loads(textwrap.dedent(text).lstrip("\n"), "inv.yaml")
-
-
-def errors(text: str) -> list[str]:
-    with pytest.raises(ConfigErrors) as caught:
-        parse(text)
-    return [str(e) for e in caught.value.errors]
 
 
 def test_the_events_section_takes_region_and_endpoint_from_the_bus_or_the_aws_section() -> None:

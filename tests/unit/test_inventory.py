@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,10 @@ import yaml
 
 from rotd.engines import TlsMode
 from rotd.errors import ConfigErrors
-from rotd.inventory import Inventory, Strategy, load, loads, secret_name
+from rotd.inventory import Strategy, load, loads, secret_name
+from tests.fixtures.inventory import errors, parse
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
-
-
-def parse(text: str) -> Inventory:
-    return loads(textwrap.dedent(text).lstrip("\n"), "inv.yaml")
-
-
-def errors(text: str) -> list[str]:
-    with pytest.raises(ConfigErrors) as caught:
-        parse(text)
-    return [str(e) for e in caught.value.errors]
 
 
 def test_the_example_inventory_is_valid() -> None:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 from rotd.credentials import Credentials
-from rotd.inventory import Inventory, loads
+from rotd.inventory import Inventory
 from rotd.logins import Claim, claim_from, find_shared
-
-
-def parse(text: str) -> Inventory:
-    return loads(textwrap.dedent(text).lstrip("\n"), "inv.yaml")
+from tests.fixtures.inventory import parse
 
 
 def login(

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import timedelta
 
 import pytest
 
-from rotd.errors import ConfigErrors
-from rotd.inventory import Inventory, loads
 from rotd.render import fill
-
-
-def parse(text: str) -> Inventory:
-    return loads(textwrap.dedent(text).lstrip("\n"), "inv.yaml")
-
-
-def errors(text: str) -> list[str]:
-    with pytest.raises(ConfigErrors) as caught:
-        parse(text)
-    return [str(e) for e in caught.value.errors]
+from tests.fixtures.inventory import errors, parse
 
 
 def test_an_entry_takes_its_defaults_and_counts_in_the_summary() -> None:
