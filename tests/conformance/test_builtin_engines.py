@@ -11,8 +11,6 @@ suite would get it.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,7 +19,7 @@ import pytest
 from rotd.testing import Conformance
 from tests.conformance.targets import DatabaseTarget, RabbitmqTarget, RedisTarget
 from tests.fixtures.databases import Mariadb, Postgres
-from tests.fixtures.redis import ADMIN_PASSWORD, RedisServer
+from tests.fixtures.redis import RedisServer
 
 
 class TestPostgres(Conformance):
@@ -52,16 +50,7 @@ class TestRedisReplica(Conformance):
     @pytest.fixture
     async def target(self, redis_servers: Callable[..., RedisServer]) -> RedisTarget:
         primary, replica = redis_servers("aclfile"), redis_servers("aclfile")
-        with primary.admin() as admin:  # no 5 s wait before the first full sync
-            admin.execute_command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
-        with replica.admin() as admin:
-            admin.execute_command("CONFIG", "SET", "masteruser", "admin")
-            admin.execute_command("CONFIG", "SET", "masterauth", ADMIN_PASSWORD)
-            admin.execute_command("REPLICAOF", "127.0.0.1", primary.port)
-            deadline = time.monotonic() + 30
-            while admin.info("replication")["master_link_status"] != "up":
-                assert time.monotonic() < deadline, "the replica did not connect"
-                await asyncio.sleep(0.05)
+        await replica.replicate(primary)
         return RedisTarget(primary, replica)
 
 

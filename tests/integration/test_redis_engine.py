@@ -671,14 +671,7 @@ async def test_a_primary_and_its_replica_both_get_the_password(
     user, name = await make_app(primary, secrets)
     replica.create_user(user, INITIAL, *APP_RULES)
     master = await make_master(primary, secrets, replica)
-    with replica.admin() as admin:
-        admin.execute_command("CONFIG", "SET", "masteruser", "admin")
-        admin.execute_command("CONFIG", "SET", "masterauth", ADMIN_PASSWORD)
-        admin.execute_command("REPLICAOF", "127.0.0.1", primary.port)
-        deadline = time.monotonic() + 30
-        while admin.info("replication")["master_link_status"] != "up":
-            assert time.monotonic() < deadline, "the replica did not connect"
-            await asyncio.sleep(0.05)
+    await replica.replicate(primary)
 
     assert_ok(
         await rotd.rotate_one(one_secret(moto, name, master=master, nodes=[primary, replica]))
