@@ -180,3 +180,18 @@ class Stores:
 
     async def unlabelled_versions(self, secret_id: str) -> list[str]:
         return await (await self._of(secret_id)).unlabelled_versions(secret_id)
+
+    async def move_stage(
+        self, secret_id: str, stage: str, to_version: str, from_version: str | None
+    ) -> None:
+        store = await self._of(secret_id)
+        await store.move_stage(secret_id, stage, to_version, from_version)
+
+    async def tag(self, secret_id: str, key: str, value: str) -> None:
+        await (await self._of(secret_id)).tag(secret_id, key, value)
+
+    async def untag(self, secret_id: str, key: str) -> None:
+        await (await self._of(secret_id)).untag(secret_id, key)
+
+    async def start_rotation(self, secret_id: str) -> str:
+        return await (await self._of(secret_id)).start_rotation(secret_id)

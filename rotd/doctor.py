@@ -24,12 +24,6 @@ from typing import Any
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ReadTimeoutError,
 )
 from botocore.parsers import ResponseParserError
 
@@ -69,11 +63,11 @@ from rotd.render import examine, reads
 from rotd.runner import HostLimits
 from rotd.secretstore import (
     CURRENT,
-    NO_REGION,
     AwsClients,
     AwsConnection,
     SecretDescription,
     SecretStore,
+    aws_error,
     open_client,
 )
 from rotd.strategies import CLONE_SUFFIX, login
@@ -219,14 +213,14 @@ class AwsAccount(AwsClients):
             )
         except (BotoCoreError, ClientError) as exc:
             await self._stack.aclose()
-            raise _translate(exc, "sts:GetCallerIdentity") from None
+            raise aws_error(exc, "sts:GetCallerIdentity") from None
         return self
 
     async def identity(self) -> Identity:
         try:
             r = await self._sts.get_caller_identity()
         except (BotoCoreError, ClientError, ResponseParserError) as exc:
-            raise _translate(exc, "sts:GetCallerIdentity") from None
+            raise aws_error(exc, "sts:GetCallerIdentity") from None
         return Identity(arn=str(r["Arn"]), account=str(r["Account"]))
 
     async def simulate(
@@ -254,48 +248,7 @@ class AwsAccount(AwsClients):
                     return decisions
                 kwargs["Marker"] = r["Marker"]
         except (BotoCoreError, ClientError, ResponseParserError) as exc:
-            raise _translate(exc, SIMULATE) from None
-
-
-def _translate(exc: Exception, operation: str) -> AwsError:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        message = str(error.get("Message", "")).strip()
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if "AccessDenied" in code or code in ("UnauthorizedOperation", "AuthorizationError"):
-            return AwsError(operation, Category.PERMISSION, f"access denied ({code}): {message}")
-        if code in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken"):
-            return AwsError(
-                operation, Category.AUTH, f"AWS does not accept the credentials ({code})"
-            )
-        if code == "NoSuchEntity":
-            return AwsError(operation, Category.NOT_FOUND, f"IAM has no such entity: {message}")
-        if code in ("Throttling", "ThrottlingException", "TooManyRequestsException"):
-            return AwsError(operation, Category.THROTTLED, f"throttled ({code})")
-        if status >= 500:
-            return AwsError(operation, Category.SERVER, f"AWS failed ({code or status})")
-        return AwsError(operation, Category.UNSUPPORTED, f"refused ({code}): {message}")
-    if isinstance(exc, ResponseParserError):
-        return AwsError(
-            operation,
-            Category.UNSUPPORTED,
-            "the endpoint did not answer as the API does (an emulator that lacks it?)",
-        )
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return AwsError(
-            operation,
-            Category.AUTH,
-            "no AWS credentials found: set aws.profile in the inventory, "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
-        )
-    if isinstance(exc, NoRegionError):
-        return AwsError(operation, Category.UNSUPPORTED, NO_REGION)
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
-        return AwsError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
-    if isinstance(exc, EndpointConnectionError):
-        return AwsError(operation, Category.UNREACHABLE, f"cannot reach AWS: {exc}")
-    return AwsError(operation, Category.UNREACHABLE, f"the call failed: {exc}")
+            raise aws_error(exc, SIMULATE) from None
 
 
 class _Simulator:

@@ -54,6 +54,14 @@ DEFAULT_WINDOW = "1h"
 SHORT_SCHEDULE = timedelta(minutes=10)
 
 
+class Rotation(StrEnum):
+    """Who starts a secret's rotations: rotd's own schedule (``daemon``), or Secrets Manager's
+    rotation rules through the bridge function (``bridge``, docs/bridge.md)."""
+
+    DAEMON = "daemon"
+    BRIDGE = "bridge"
+
+
 class Strategy(StrEnum):
     SINGLE_USER = "single_user"
     ALTERNATING_USERS = "alternating_users"
@@ -114,6 +122,24 @@ def _check_role_arn(value: Any) -> Any:
 def _check_endpoint_url(value: Any) -> Any:
     if isinstance(value, str) and not re.match(r"^https?://[^/\s]+", value):
         raise ValueError("endpoint_url must be an http:// or https:// URL")
+    return value
+
+
+def _check_queue_url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^/\s]+/\d{12}/[\w-]{1,80}$", value):
+        raise ValueError(
+            f"{value!r} is not an SQS queue URL; it looks like "
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/rotd-bridge"
+        )
+    return value
+
+
+def _check_function_arn(value: Any) -> Any:
+    if isinstance(value, str) and not _FUNCTION_ARN.match(value):
+        raise ValueError(
+            f"{value!r} is not a Lambda function ARN; it looks like "
+            "arn:aws:lambda:eu-west-1:123456789012:function:rotd-bridge"
+        )
     return value
 
 
@@ -214,9 +240,19 @@ class ExecModel(_Model):
         return value
 
 
+class BridgeModel(_Model):
+    """Where the bridge function's messages arrive, and which function it is (docs/bridge.md)."""
+
+    queue_url: Annotated[str, BeforeValidator(_check_queue_url)]
+    function_arn: Annotated[str, BeforeValidator(_check_function_arn)]
+    # How often the daemon looks for bridged rotations whose messages were lost.
+    scan_every: DurationText = "5m"
+
+
 class SettingsModel(_Model):
     """The settings that may stand in ``defaults``, on a database or on a secret."""
 
+    rotation: Rotation | None = None
     strategy: Strategy | None = None
     schedule: ScheduleText | None = None
     window: DurationText | None = None
@@ -270,11 +306,13 @@ class AccessModel(_Model):
 
 class DefaultsModel(SettingsModel):
     aws: AccessModel | None = None
+    bridge: BridgeModel | None = None
 
 
 class DatabaseModel(SettingsModel):
     name: str = Field(min_length=1)
     aws: AccessModel | None = None
+    bridge: BridgeModel | None = None
     host: str | None = Field(default=None, min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
     dbname: str | None = None
@@ -457,6 +495,7 @@ class InventoryModel(_Model):
     limits: LimitsModel = LimitsModel()
     daemon: DaemonModel = DaemonModel()
     events: EventsModel = EventsModel()
+    bridge: BridgeModel | None = None
     databases: list[DatabaseModel] = Field(default_factory=list)
     render: list[RenderModel] = Field(default_factory=list)
 
@@ -493,6 +532,28 @@ class EventBridge:
     role_arn: str | None
     endpoint_url: str | None
     source: str
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A resolved ``bridge`` block: the queue the function sends each step to, the function
+    Secrets Manager must invoke for the bridged secrets, and how often lost steps are sought."""
+
+    queue_url: str
+    function_arn: str
+    scan_every: timedelta
+
+    @property
+    def region(self) -> str | None:
+        """The function's region: Secrets Manager invokes a function of its own region only."""
+        match = _FUNCTION_ARN.match(self.function_arn)
+        return match.group("region") if match else None
+
+    @property
+    def queue_region(self) -> str | None:
+        """The queue's region, from an AWS queue URL (None for an emulator's)."""
+        match = re.match(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com", self.queue_url)
+        return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
@@ -554,7 +615,13 @@ class SecretSpec:
     # (key, template) pairs rendered into each new version before it is written.
     derived_keys: tuple[tuple[str, str], ...] = ()
     aws: AwsAccess = field(default_factory=AwsAccess)
+    rotation: Rotation = Rotation.DAEMON
+    bridge: Bridge | None = None  # set for ``rotation: bridge`` only
     line: int = field(default=0, compare=False)
+
+    @property
+    def bridged(self) -> bool:
+        return self.rotation is Rotation.BRIDGE
 
     @property
     def name(self) -> str:
@@ -628,6 +695,10 @@ _ARN = re.compile(
     r"^arn:aws[\w-]*:secretsmanager:(?P<region>[\w-]+):(?P<account>\d{12}):secret:(?P<name>.+)$"
 )
 _ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::(?P<account>\d{12}):role/[\w+=,.@/-]{1,512}$")
+_FUNCTION_ARN = re.compile(
+    r"^arn:aws[\w-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
+    r"(?P<name>[\w-]{1,64})(:(?P<qualifier>[\w$-]{1,128}))?$"
+)
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 
 
@@ -1162,6 +1233,7 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
         where_db: Path_ = ("databases", d)
         names.database(database.name, d)
         access = _access(model.aws, model.defaults.aws, database.aws)
+        bridge = database.bridge or model.defaults.bridge or model.bridge
         for s, secret in enumerate(database.secrets):
             where: Path_ = (*where_db, "secrets", s)
             if not names.secret(secret.id, where):
@@ -1172,11 +1244,17 @@ def _resolve(model: InventoryModel, located: _Located) -> Inventory:
             if settings.problems:
                 continue
             unreachable = _access_problem(secret.id, access)
+            bridged = settings.fields["rotation"] is Rotation.BRIDGE
+            if bridged:
+                unreachable = unreachable or _bridge_problem(database.name, access, bridge)
             if unreachable:
                 located.add((*where, "id"), f"secret {secret.id!r}: {unreachable}")
                 continue
             line, column = located.locate((*where, "id"))
-            specs.append(SecretSpec(id=secret.id, line=line, aws=access, **settings.fields))
+            spec = SecretSpec(id=secret.id, line=line, aws=access, **settings.fields)
+            if bridged and bridge is not None:
+                spec = replace(spec, bridge=_bridge(bridge))
+            specs.append(spec)
             wheres[secret.id] = where
             if settings.short:
                 warnings.append(
@@ -1280,6 +1358,31 @@ def _access(*levels: AccessModel | None) -> AwsAccess:
     keys = {f for f in AccessModel.model_fields if f in merged}
     access = AwsAccess(**{k: merged[k] for k in keys})
     return replace(access, region=aws_region(access.region))
+
+
+def _bridge(model: BridgeModel) -> Bridge:
+    return Bridge(
+        queue_url=model.queue_url,
+        function_arn=model.function_arn,
+        scan_every=parse_duration(model.scan_every),
+    )
+
+
+def _bridge_problem(database: str, access: AwsAccess, bridge: BridgeModel | None) -> str | None:
+    """Why a secret of ``database`` cannot be rotated through the bridge."""
+    if bridge is None:
+        return (
+            "rotation: bridge needs a bridge: block (queue_url, function_arn) at the top level, "
+            f"in defaults or on database {database!r}"
+        )
+    region = _bridge(bridge).region
+    if access.region is not None and region != access.region:
+        return (
+            f"the bridge function is in region {region} but the secret in {access.region}: "
+            "Secrets Manager invokes a rotation function of the secret's own region; deploy "
+            f"one there and set bridge.function_arn on database {database!r}"
+        )
+    return None
 
 
 def _access_problem(secret_id: str, access: AwsAccess) -> str | None:
@@ -1515,6 +1618,7 @@ def _settings(settings: dict[str, Any], database: DatabaseModel) -> _Settings:
         )
     fields = dict(
         database=database.name,
+        rotation=Rotation(settings.get("rotation") or Rotation.DAEMON),
         strategy=Strategy(strategy),
         schedule=schedule,
         window=window,

@@ -15,6 +15,12 @@ the version id is the fence that Secrets Manager's lack of conditional writes ot
 A rotation that Secrets Manager started (RotateSecret staged AWSPENDING on a version id of its
 own) but whose function never wrote the value is taken over under that staged id: the same
 fence holds, since every process that takes it over writes the same version.
+
+A bridged secret (``rotation: bridge``) is rotated by Secrets Manager through the bridge
+function, which asks rotd for one step at a time (:class:`Bridged`): the guard inverts (its
+rotation must be enabled with the bridge function), rotd never starts a rotation of its own,
+only continues the one Secrets Manager staged, and stops after the step asked for, marking a
+version it set and tested with the label :data:`rotd.bridge.wire.TESTED`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from enum import StrEnum
 from typing import Any, NoReturn, Protocol
 
 from rotd import passwords, strategies, templates
+from rotd.bridge.wire import FAILURE_TAG, TESTED
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
@@ -91,6 +98,32 @@ class Step(StrEnum):
     SET = "setSecret"
     TEST = "testSecret"
     FINISH = "finishSecret"
+
+
+@dataclass(frozen=True)
+class Bridged:
+    """What the bridge asks of one rotation: continue Secrets Manager's rotation to ``token``
+    (None: whichever version is pending, when a scan finds one stranded) up to ``until``:
+    createSecret, testSecret (setSecret and testSecret are done together) or finishSecret."""
+
+    until: Step
+    token: str | None = None
+
+
+def same_function(configured: str | None, expected: str) -> bool:
+    """Whether the rotation function Secrets Manager invokes is ``expected``, whatever version
+    or alias qualifier either names."""
+    return configured is not None and configured.split(":")[:7] == expected.split(":")[:7]
+
+
+def enable_bridge_command(spec: SecretSpec) -> str:
+    """The command that makes Secrets Manager rotate ``spec`` with its bridge function."""
+    assert spec.bridge is not None
+    return (
+        f"aws secretsmanager rotate-secret --secret-id {spec.id} --rotation-lambda-arn "
+        f"{spec.bridge.function_arn} --rotation-rules "
+        f'\'{{"ScheduleExpression": "{spec.schedule.text}"}}\''
+    )
 
 
 class MasterSecrets(Protocol):
@@ -162,6 +195,16 @@ class Outcome:
     unreplicated: tuple[str, ...] = ()
     # The regions Secrets Manager replicates the secret to (a multi-region secret's primary).
     replica_regions: tuple[str, ...] = ()
+    # A bridged step: the step it stopped after (createSecret, testSecret); None when the
+    # rotation went on to finishSecret.
+    stopped_after: str | None = None
+    # The secret carries a failure report of the bridge's (cleared once a rotation finishes).
+    failure_reported: bool = False
+
+    @property
+    def partial(self) -> bool:
+        """A bridged step that left the rotation unfinished (on purpose)."""
+        return self.stopped_after is not None and self.error is None and not self.skipped
 
     @property
     def ok(self) -> bool:
@@ -174,6 +217,8 @@ class Outcome:
             return "failed"
         if self.skipped:
             return "skipped"
+        if self.partial:
+            return "stepped"
         return "resumed" if self.resumed else "succeeded"
 
 
@@ -297,14 +342,24 @@ async def _has_value(store: SecretStore, secret_id: str, version_id: str) -> boo
     return True
 
 
-async def rotate(spec: SecretSpec, deps: Dependencies, *, attempt: int = 1) -> Outcome:
-    """Rotate one secret now, resuming an unfinished rotation if there is one."""
-    return await _Rotation(spec, deps, attempt).run()
+async def rotate(
+    spec: SecretSpec, deps: Dependencies, *, attempt: int = 1, bridged: Bridged | None = None
+) -> Outcome:
+    """Rotate one secret now, resuming an unfinished rotation if there is one; for a bridged
+    secret, perform what ``bridged`` asks of the rotation Secrets Manager started."""
+    return await _Rotation(spec, deps, attempt, bridged).run()
 
 
 class _Rotation:
-    def __init__(self, spec: SecretSpec, deps: Dependencies, attempt: int) -> None:
+    def __init__(
+        self, spec: SecretSpec, deps: Dependencies, attempt: int, bridged: Bridged | None
+    ) -> None:
         self.spec = spec
+        # A bridged secret is only ever continued, to the end unless a step is asked for.
+        self.bridged = bridged or (Bridged(Step.FINISH) if spec.bridged else None)
+        self.stopped_after: str | None = None
+        self.tested_on: str | None = None  # the version carrying TESTED, as last described
+        self.failure_reported = False
         self.deps = deps
         self.store = deps.store
         self.step = Step.GUARD
@@ -352,12 +407,15 @@ class _Rotation:
             old_username=self.current.username if self.current else None,
             new_username=self.pending.username if self.pending else None,
             version_id=self.token,
-            resumed=self.resumed,
+            # A bridged rotation always continues Secrets Manager's: resumed when stranded.
+            resumed=self.resumed and (self.bridged is None or self.bridged.token is None),
             error=error,
             skipped=self.skipped,
             skip_reason=self.skip_reason,
             unreplicated=tuple(self.unreplicated),
             replica_regions=self.replica_regions,
+            stopped_after=self.stopped_after,
+            failure_reported=self.failure_reported,
         )
 
     @asynccontextmanager
@@ -439,8 +497,14 @@ class _Rotation:
                     self.log.debug("rotation.several_passwords_asked", granted=self.several)
                 if self.resumed:
                     self.pending = await self._recover(current, how)
+                    if self.pending is not None and self._stops_at(Step.CREATE):
+                        self._skip("createSecret was done already: the version has its value")
+                        return
                 if self.pending is None:
                     self.pending = await self._create(session, current, how)
+                if self._stops_at(Step.CREATE):
+                    self.stopped_after = str(Step.CREATE)
+                    return
             pending = self.pending
             assert pending is not None
             rotation.set(Rotation(spec.id, str(spec.strategy), pending.document))
@@ -468,6 +532,12 @@ class _Rotation:
                     await self._verify_at(
                         dataclasses.replace(endpoint, host=host, port=port), pending
                     )
+                if self._stops_at(Step.TEST):
+                    assert self.token is not None
+                    await self._hold_lock(session)
+                    await self.store.move_stage(spec.id, TESTED, self.token, self.tested_on)
+                    self.stopped_after = str(Step.TEST)
+                    return
 
             async with self._step(Step.FINISH):
                 assert self.token is not None
@@ -508,6 +578,15 @@ class _Rotation:
         if spec.strategy is Strategy.ALTERNATING_USERS:
             await session.check_username(username)
         for n in range(_TOKEN_TRIES):
+            if n and self.bridged is not None:
+                raise SecretError(
+                    spec.id,
+                    Step.CREATE,
+                    Category.CONFLICT,
+                    f"version {self.token} that Secrets Manager staged for this rotation holds "
+                    "a value rotd did not write; cancel the rotation (remove its AWSPENDING "
+                    "label) and rotate again",
+                )
             if n:
                 self.token = version_token(self.arn, self.current_version, n)
                 self.log = self.log.bind(version_id=self.token)
@@ -655,9 +734,18 @@ class _Rotation:
                 "twice: hooks must be idempotent",
             )
 
+    def _stops_at(self, step: Step) -> bool:
+        return self.bridged is not None and self.bridged.until is step
+
+    def _skip(self, reason: str) -> None:
+        self.skipped = True
+        self.skip_reason = reason
+
     def _guard(self, description: SecretDescription) -> str | None:
         """Check that rotd may rotate the secret; pick the token. None: nothing to do."""
         spec = self.spec
+        if self.bridged is not None:
+            return self._guard_bridged(description)
         if description.rotation_enabled and description.rotation_lambda:
             raise SecretError(
                 spec.id,
@@ -688,6 +776,56 @@ class _Rotation:
         if self.resumed and self.token != announced:
             under_lock = {"reason": "found under lock"} if self.step is Step.CREATE else {}
             self.log.info("rotation.resuming", step=str(self.step), **under_lock)
+        return current_version
+
+    def _guard_bridged(self, description: SecretDescription) -> str | None:
+        """The guard of a bridged secret: Secrets Manager must rotate it with the bridge
+        function, and rotd only continues the rotation it staged, up to the step asked."""
+        spec, bridged = self.spec, self.bridged
+        assert spec.bridge is not None
+        assert bridged is not None
+        self.tested_on = description.version_with(TESTED)
+        self.failure_reported = FAILURE_TAG in description.tags
+        if not (
+            description.rotation_enabled
+            and same_function(description.rotation_lambda, spec.bridge.function_arn)
+        ):
+            now = (
+                f"its rotation function is {description.rotation_lambda}"
+                if description.rotation_enabled and description.rotation_lambda
+                else "its rotation is not enabled in Secrets Manager"
+            )
+            raise SecretError(
+                spec.id,
+                Step.GUARD,
+                Category.CONFLICT,
+                f"the inventory says rotation: bridge, but {now}; enable it with the bridge "
+                f"function: {enable_bridge_command(spec)}",
+            )
+        current_version = description.version_with(CURRENT)
+        if current_version is None:
+            raise SecretError(
+                spec.id, Step.GUARD, Category.BAD_SECRET, "the secret has no AWSCURRENT version"
+            )
+        unfinished = description.unfinished_pending()
+        if unfinished is None:
+            if CURRENT in description.versions.get(bridged.token or "", ()):
+                self._skip("finished already: the version is AWSCURRENT")
+            else:
+                self._skip("no rotation in progress: Secrets Manager starts bridged rotations")
+            return None
+        if bridged.token is not None and unfinished != bridged.token:
+            self._skip(f"version {bridged.token} is no longer the pending one ({unfinished} is)")
+            return None
+        if bridged.until is Step.TEST and self.tested_on == unfinished:
+            self._skip("setSecret and testSecret were done already: the version is ROTD_TESTED")
+            return None
+        announced = self.token if self.resumed else None
+        self.resumed = True
+        self.token = unfinished
+        self.log = self.log.bind(version_id=self.token)
+        if self.token != announced:
+            self.log.info("rotation.resuming", step=str(self.step), bridged=str(bridged.until))
         return current_version
 
     async def _changed_under_lock(self, current_version: str) -> bool:
@@ -850,7 +988,8 @@ class _Rotation:
         # rotd knows: the current (or previous) login worked, or the pending user is not the
         # one applications use (alternating users).
         # With several passwords, setSecret never removes AWSCURRENT's: it still logs in.
-        if alternating or how in strategies.OWN or self.several:
+        # Never for a bridged secret: Secrets Manager rotates to its own version id.
+        if (alternating or how in strategies.OWN or self.several) and self.bridged is None:
             await self.store.remove_stage(self.spec.id, PENDING, self.token)
             self.log.warning(
                 "rotation.recovering",

@@ -32,7 +32,7 @@ from rotd.hooks import HookRunner
 from rotd.inventory import SecretSpec
 from rotd.logins import SharedLogin
 from rotd.observability import get_logger, log_unexpected, redactor
-from rotd.protocol import Dependencies, Outcome, Progress, Step, rotate
+from rotd.protocol import Bridged, Dependencies, Outcome, Progress, Step, rotate
 from rotd.replication import Replication
 from rotd.secretstore import CURRENT, SecretStore
 
@@ -381,9 +381,13 @@ class Runner:
     def is_busy(self, secret_id: str) -> bool:
         return secret_id in self._busy
 
-    async def rotate_one(self, spec: SecretSpec, *, attempt: int = 1) -> Outcome:
+    async def rotate_one(
+        self, spec: SecretSpec, *, attempt: int = 1, bridged: Bridged | None = None
+    ) -> Outcome:
         """Rotate ``spec`` once, waiting for room; refuse if this process is already on it,
-        or if another secret holds the same login (changing nothing for either).
+        or if another secret holds the same login (changing nothing for either). ``bridged``:
+        the steps the bridge asks for; a step that leaves the rotation unfinished runs no
+        hooks and sends no event (the rotation has not happened yet).
 
         Never raises but ``CancelledError``: see the module's description.
         """
@@ -396,7 +400,7 @@ class Runner:
             return outcome
         if spec.id in self._busy:
             error = SecretError(
-                spec.id, Step.GUARD, Category.CONFLICT, "a rotation of this secret is in flight"
+                spec.id, Step.GUARD, Category.LOCKED, "a rotation of this secret is in flight"
             )
             return Outcome(spec.id, spec.database, spec.strategy, 0.0, error=error)
         self._busy.add(spec.id)
@@ -412,7 +416,9 @@ class Runner:
                     self.on_start(spec)
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
-                outcome = await rotate(spec, self.deps(lease, progress), attempt=attempt)
+                outcome = await rotate(
+                    spec, self.deps(lease, progress), attempt=attempt, bridged=bridged
+                )
             except UnexpectedError as exc:
                 self.caught(spec, "rotation", exc.cause)
                 outcome = _unexpected_outcome(spec, exc.cause, exc.step, time.monotonic() - started)
@@ -430,6 +436,8 @@ class Runner:
         with self.contained(spec, "metrics"):
             if self.on_finish is not None:
                 self.on_finish(outcome)
+        if outcome.partial:
+            return outcome
         self._publish(spec, outcome, attempt)
         if outcome.ok and spec.hooks:
             # A failing hook undoes nothing: the rotation stays succeeded whatever happens here.
@@ -503,7 +511,9 @@ def report(outcome: Outcome, *, attempt: int) -> None:
         "old_username": outcome.old_username,
         "new_username": outcome.new_username,
     }
-    if outcome.skipped:
+    if outcome.partial:
+        log.info("bridge.step_done", **fields, step=outcome.stopped_after)
+    elif outcome.skipped:
         log.info("rotation.skipped", **fields, reason=outcome.skip_reason)
     elif outcome.error is None:
         event = "rotation.resumed" if outcome.resumed else "rotation.succeeded"

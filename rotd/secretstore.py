@@ -29,6 +29,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
 
 from rotd.errors import AwsError, Category, Missing, StoreError
 from rotd.inventory import AwsAccess, Inventory, aws_region, every_service_endpoint
@@ -63,6 +64,10 @@ class SecretDescription:
     # Only versions that carry at least one label (moto also lists unlabelled ones).
     versions: Mapping[str, frozenset[str]]
     replicas: tuple[Replica, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # Secrets Manager's own rotation record (a bridged secret's schedule and history).
+    last_rotated: datetime | None = None
+    next_rotation: datetime | None = None
 
     def version_with(self, stage: str) -> str | None:
         for version_id, stages in self.versions.items():
@@ -112,6 +117,12 @@ class SecretStore(Protocol):
 
     async def remove_stage(self, secret_id: str, stage: str, version_id: str) -> None:
         """Take ``stage`` off ``version_id``."""
+
+    async def move_stage(
+        self, secret_id: str, stage: str, to_version: str, from_version: str | None
+    ) -> None:
+        """Put ``stage`` on ``to_version``, taking it off ``from_version`` (where it is now;
+        None when no version has it)."""
 
     async def unlabelled_versions(self, secret_id: str) -> list[str]:
         """Ids of the versions that carry no label, newest first as far as AWS says."""
@@ -454,6 +465,30 @@ class AwsSecretStore(AwsClients):
             RemoveFromVersionId=version_id,
         )
 
+    async def move_stage(
+        self, secret_id: str, stage: str, to_version: str, from_version: str | None
+    ) -> None:
+        moved = {"RemoveFromVersionId": from_version} if from_version else {}
+        await self._call(
+            "update_secret_version_stage",
+            secret_id,
+            VersionStage=stage,
+            MoveToVersionId=to_version,
+            **moved,
+        )
+
+    async def tag(self, secret_id: str, key: str, value: str) -> None:
+        await self._call("tag_resource", secret_id, Tags=[{"Key": key, "Value": value}])
+
+    async def untag(self, secret_id: str, key: str) -> None:
+        await self._call("untag_resource", secret_id, TagKeys=[key])
+
+    async def start_rotation(self, secret_id: str) -> str:
+        """RotateSecret with the secret's configured function and rules: Secrets Manager
+        stages AWSPENDING on a new version and invokes the function. Returns that version."""
+        r = await self._call("rotate_secret", secret_id)
+        return str(r.get("VersionId") or "")
+
 
 def description_of(r: Mapping[str, Any], versions: Mapping[str, Any] | None) -> SecretDescription:
     """A secret's description from a DescribeSecret answer or a ListSecrets entry (which name
@@ -464,12 +499,19 @@ def description_of(r: Mapping[str, Any], versions: Mapping[str, Any] | None) -> 
         rotation_enabled=bool(r.get("RotationEnabled")),
         rotation_lambda=r.get("RotationLambdaARN") or None,
         kms_key_id=r.get("KmsKeyId") or None,
+        tags={str(t["Key"]): str(t.get("Value", "")) for t in r.get("Tags") or ()},
+        last_rotated=_moment(r.get("LastRotatedDate")),
+        next_rotation=_moment(r.get("NextRotationDate")),
         versions={vid: frozenset(stages) for vid, stages in (versions or {}).items() if stages},
         replicas=tuple(
             Replica(str(x["Region"]), str(x.get("Status", "")), str(x.get("StatusMessage", "")))
             for x in r.get("ReplicationStatus") or ()
         ),
     )
+
+
+def _moment(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
 
 
 def value_of(r: Mapping[str, Any]) -> SecretValue:
@@ -501,7 +543,10 @@ def replica_refused(secret_id: str, arn: str, region: str, primary: str) -> Stor
 
 
 # The calls aws.max_write_tps limits (the rotation protocol's only writes).
-_WRITES = frozenset({"PutSecretValue", "UpdateSecretVersionStage"})
+# TagResource and UntagResource: the bridge's failure reports (docs/bridge.md).
+_WRITES = frozenset(
+    {"PutSecretValue", "UpdateSecretVersionStage", "TagResource", "UntagResource", "RotateSecret"}
+)
 # The batch reads of start-up and reload (rotd.survey), each paced per account and region at
 # BATCH_READS_TPS: their quotas (100 per second each) are far below the 10,000 of DescribeSecret
 # and GetSecretValue, and a burst must not trip them for the applications.
@@ -541,6 +586,8 @@ _PERMISSION_HINT = {
     "create_secret": "secretsmanager:CreateSecret",
     "update_secret": "secretsmanager:UpdateSecret",
     "tag_resource": "secretsmanager:TagResource",
+    "untag_resource": "secretsmanager:UntagResource",
+    "rotate_secret": "secretsmanager:RotateSecret",
 }
 
 
@@ -633,3 +680,46 @@ def _translate(exc: Exception, secret_id: str, operation: str) -> StoreError:
     return StoreError(
         secret_id, operation, Category.UNREACHABLE, f"call to Secrets Manager failed: {exc}"
     )
+
+
+def aws_error(exc: Exception, operation: str) -> AwsError:
+    """A botocore failure of a call to an AWS service other than Secrets Manager (STS, IAM,
+    SQS, Lambda), as rotd's :class:`AwsError` saying what is wrong."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")).strip()
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if "AccessDenied" in code or code in ("UnauthorizedOperation", "AuthorizationError"):
+            return AwsError(operation, Category.PERMISSION, f"access denied ({code}): {message}")
+        if code in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken"):
+            return AwsError(
+                operation, Category.AUTH, f"AWS does not accept the credentials ({code})"
+            )
+        if code == "NoSuchEntity":
+            return AwsError(operation, Category.NOT_FOUND, f"IAM has no such entity: {message}")
+        if code in ("Throttling", "ThrottlingException", "TooManyRequestsException"):
+            return AwsError(operation, Category.THROTTLED, f"throttled ({code})")
+        if status >= 500:
+            return AwsError(operation, Category.SERVER, f"AWS failed ({code or status})")
+        return AwsError(operation, Category.UNSUPPORTED, f"refused ({code}): {message}")
+    if isinstance(exc, ResponseParserError):
+        return AwsError(
+            operation,
+            Category.UNSUPPORTED,
+            "the endpoint did not answer as the API does (an emulator that lacks it?)",
+        )
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return AwsError(
+            operation,
+            Category.AUTH,
+            "no AWS credentials found: set aws.profile in the inventory, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance or task role",
+        )
+    if isinstance(exc, NoRegionError):
+        return AwsError(operation, Category.UNSUPPORTED, NO_REGION)
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return AwsError(operation, Category.TIMEOUT, f"no answer in time: {exc}")
+    if isinstance(exc, EndpointConnectionError):
+        return AwsError(operation, Category.UNREACHABLE, f"cannot reach AWS: {exc}")
+    return AwsError(operation, Category.UNREACHABLE, f"the call failed: {exc}")

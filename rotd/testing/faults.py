@@ -238,6 +238,12 @@ class CuttingStore:
         await self._store.remove_stage(secret_id, stage, version_id)
         self._check(secret_id, "remove_stage")
 
+    async def move_stage(
+        self, secret_id: str, stage: str, to_version: str, from_version: str | None
+    ) -> None:
+        await self._store.move_stage(secret_id, stage, to_version, from_version)
+        self._check(secret_id, "move_stage")
+
     async def unlabelled_versions(self, secret_id: str) -> list[str]:
         found = await self._store.unlabelled_versions(secret_id)
         self._check(secret_id, "unlabelled_versions")
