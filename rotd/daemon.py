@@ -22,17 +22,18 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rotd import daemonstatus
 from rotd import inventory as inventory_module
 from rotd.accounts import Stores
+from rotd.bridge.worker import BridgeWorker, TagStore
 from rotd.engines import Engine, all_engines
 from rotd.errors import Category, ConfigErrors, StoreError
 from rotd.events import EventPublisher
-from rotd.inventory import Inventory, SecretSpec
+from rotd.inventory import Inventory, SecretSpec, secret_location, secret_name
 from rotd.logins import Claim, claim_of, find_shared
 from rotd.notify import Notifier
 from rotd.observability import (
@@ -43,7 +44,7 @@ from rotd.observability import (
     log_unexpected,
     serve_http,
 )
-from rotd.protocol import Outcome, inspect, inspection_of
+from rotd.protocol import Bridged, Outcome, inspect, inspection_of
 from rotd.render import Renderer
 from rotd.replication import ReplicaCheck
 from rotd.runner import BREAKER_BASE_S, BREAKER_CAP_S, Runner
@@ -126,12 +127,13 @@ class Daemon:
         self.metrics = Metrics()
         self.secrets: dict[str, _Secret] = {}
         self.started = False
-        self._rotations: set[asyncio.Task[None]] = set()
+        self._rotations: set[asyncio.Task[Any]] = set()
         self._planning: set[asyncio.Task[None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._runner: Runner | None = None
         self.renderer: Renderer | None = None
         self._events: EventPublisher | None = None
+        self._bridge: BridgeWorker | None = None
         self._planning_slots = asyncio.Semaphore(PLANNING_CONCURRENCY)
         self._survey_reader: Survey | None = None
         # The logins each secret holds, as last read; a rotation waits until planning has read
@@ -235,6 +237,13 @@ class Daemon:
                 self._events.on_result = self.metrics.events_result
                 self._runner.events = self._events
             self._runner.replication.on_result = self._replicated
+            # Bridged secrets: Secrets Manager starts their rotations; the bridge function
+            # hands rotd the steps through a queue (consumed once planning knows the ARNs).
+            bridge = self._bridge = await stack.enter_async_context(
+                BridgeWorker(
+                    self.inventory, cast(TagStore, store), self.bridged_secret, self.bridged_step
+                )
+            )
             if self.inventory.listen is not None:
                 host, port = self.inventory.listen
                 await stack.enter_async_context(
@@ -250,6 +259,7 @@ class Daemon:
             await self.renderer.render_all()
             self.renderer.start()
             await self._track(self.inventory.secrets)
+            bridge.start(self.inventory)
             self.started = True
             log.info(
                 "daemon.ready",
@@ -295,15 +305,20 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
         for task in self._planning:
             task.cancel()
+        if self._bridge is not None:
+            await self._bridge.stop()
         # Stage 2: let rotations in flight finish, up to the grace period (a second SIGINT
         # cuts it short).
         finished = await self._drain(grace) if self._rotations else 0
         # Stage 3: cancel what is left and wait for it, so its finally blocks run. Its state
-        # is in Secrets Manager: the next start resumes it.
+        # is in Secrets Manager: the next start resumes it (a bridge message not answered is
+        # received again).
         left = [t for t in (*self._rotations, *self._planning) if not t.done()]
         for task in left:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
+        if self._bridge is not None:
+            await self._bridge.abandon()
         if self._runner is not None:
             await self._runner.hosts.close_idle()
         # Stage 4: send the events still queued, in what is left of the grace period (at least
@@ -323,6 +338,8 @@ class Daemon:
     async def _drain(self, grace: float) -> int:
         """Wait for the rotations in flight, up to ``grace`` seconds or a second SIGINT."""
         tasks: set[asyncio.Future[Any]] = set(self._rotations)
+        if self._bridge is not None:
+            tasks |= self._bridge.handling  # their answers to the bridge function
         deadline = time.monotonic() + grace
         force = asyncio.ensure_future(self._force.wait())
         pending = set(tasks)
@@ -454,6 +471,8 @@ class Daemon:
             self.renderer.replace(new.renders)
         self.inventory_loaded = loaded
         await self._track([*added, *changed, *retry])
+        if self._bridge is not None:
+            self._bridge.start(new)
         self.metrics.reloads.labels("applied").inc()
         log.info(
             "reload.applied",
@@ -604,6 +623,13 @@ class Daemon:
         if state.conflict is not None:
             self._after_failure(secret, Category.CONFLICT, state.conflict, now, planning=True)
             return
+        if spec.bridged:
+            # Secrets Manager's rotation rules start its rotations, and the bridge function
+            # hands over their steps; the bridge's scan finishes one whose messages were lost.
+            secret.status.next_due = (
+                state.next_rotation.timestamp() if state.next_rotation is not None else None
+            )
+            return
         if state.unfinished is not None:
             # An unfinished rotation: resume it promptly, whatever the schedule says.
             log.info("schedule.resume", secret_id=spec.id, version_id=state.unfinished)
@@ -709,6 +735,62 @@ class Daemon:
         await self._plan(secret)
         self._refuse_shared_logins()
 
+    # --- the bridge -----------------------------------------------------------------------------
+
+    def bridged_secret(self, arn: str) -> SecretSpec | None:
+        """The inventory's secret a bridge message names by ARN: as Secrets Manager named it
+        when it was planned, else by id, else by name in the ARN's region."""
+        for secret in self.secrets.values():
+            if secret.arn == arn:
+                return secret.spec
+        located = secret_location(arn)
+        for spec in self.inventory.secrets:
+            if spec.id == arn:
+                return spec
+            if (
+                located is not None
+                and spec.name == secret_name(arn)
+                and spec.aws.region in (None, located[1])
+                and spec.aws.account in (None, located[0])
+            ):
+                return spec
+        return None
+
+    async def bridged_step(self, spec: SecretSpec, bridged: Bridged) -> Outcome:
+        """Perform what the bridge asks of ``spec``'s rotation, as a rotation task of the
+        daemon's (drained on stop like any rotation); the daemon's view of the secret follows."""
+        task = asyncio.create_task(self._bridged(spec, bridged), name=f"bridge:{spec.id}")
+        self._rotations.add(task)
+        task.add_done_callback(self._rotations.discard)
+        # Shielded: stopping the queue's consumer must not cut a step short.
+        return await asyncio.shield(task)
+
+    async def _bridged(self, spec: SecretSpec, bridged: Bridged) -> Outcome:
+        assert self._runner is not None
+        await self._settled.wait()  # planning in progress: which logins are shared?
+        secret = self.secrets.get(spec.id)
+        attempt = secret.failures + 1 if secret is not None else 1
+        outcome = await self._runner.rotate_one(spec, attempt=attempt, bridged=bridged)
+        if secret is None or self.secrets.get(spec.id) is not secret or outcome.partial:
+            return outcome
+        now = utcnow()
+        secret.arn = outcome.arn or secret.arn
+        if outcome.error is not None:
+            secret.last = daemonstatus.LastRun.of(outcome, attempt, now)
+            secret.failures += 1
+            secret.status.consecutive_failures = secret.failures
+            if not outcome.error.category.transient:
+                secret.status.problem = str(outcome.error.category)
+                secret.problem_reason = outcome.error.reason
+            return outcome
+        if not outcome.skipped:
+            secret.last = daemonstatus.LastRun.of(outcome, attempt, now)
+            secret.status.last_success = now.timestamp()
+            secret.failures = secret.status.consecutive_failures = 0
+            secret.status.problem = secret.problem_reason = None
+            await self._plan(secret)
+        return outcome
+
     def _caught(self, secret: _Secret, stage: str, exc: Exception) -> None:
         """The boundary of one secret: log and count ``exc``, then plan the secret again with
         backoff. A secret that cannot even be given a retry fails the health check."""
@@ -813,6 +895,8 @@ class Daemon:
 
     def _observe(self, outcome: Outcome) -> None:
         self.metrics.in_flight.dec()
+        if outcome.partial:
+            return  # a bridged step: the rotation is counted when it finishes
         label = outcome.label
         category = outcome.error.category if outcome.error is not None else None
         self.metrics.rotation_finished(

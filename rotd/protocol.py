@@ -280,6 +280,9 @@ class Inspection:
     conflict: str | None  # why rotd must not rotate it (native rotation enabled)
     unwritten: bool = False  # the unfinished rotation's pending version was never given a value
     replicas: tuple[Replica, ...] = ()  # of a multi-region secret, as its primary reports them
+    # Secrets Manager's own rotation record (what a bridged secret's schedule is).
+    next_rotation: datetime | None = None
+    last_rotated: datetime | None = None
 
 
 async def inspect(spec: SecretSpec, store: SecretStore) -> Inspection:
@@ -308,8 +311,8 @@ async def inspection_of(
         credentials = None
     unfinished = description.unfinished_pending()
     unwritten = unfinished is not None and not await _has_value(store, spec.id, unfinished)
-    conflict = None
-    if description.rotation_enabled and description.rotation_lambda:
+    conflict = bridge_conflict(spec, description)
+    if spec.bridge is None and description.rotation_enabled and description.rotation_lambda:
         conflict = f"Secrets Manager's own rotation is enabled with {description.rotation_lambda}"
     return Inspection(
         arn=description.arn,
@@ -322,6 +325,28 @@ async def inspection_of(
         unwritten=unwritten,
         conflict=conflict,
         replicas=description.replicas,
+        next_rotation=description.next_rotation,
+        last_rotated=description.last_rotated,
+    )
+
+
+def bridge_conflict(spec: SecretSpec, description: SecretDescription) -> str | None:
+    """Why a bridged secret's rotation would not reach rotd: its rotation is not enabled, or
+    with another function than the bridge's; None when it would (or it is not bridged)."""
+    if spec.bridge is None:
+        return None
+    if description.rotation_enabled and same_function(
+        description.rotation_lambda, spec.bridge.function_arn
+    ):
+        return None
+    now = (
+        f"its rotation function is {description.rotation_lambda}"
+        if description.rotation_enabled and description.rotation_lambda
+        else "its rotation is not enabled in Secrets Manager"
+    )
+    return (
+        f"the inventory says rotation: bridge, but {now}; enable it with the bridge function: "
+        f"{enable_bridge_command(spec)}"
     )
 
 
@@ -786,22 +811,9 @@ class _Rotation:
         assert bridged is not None
         self.tested_on = description.version_with(TESTED)
         self.failure_reported = FAILURE_TAG in description.tags
-        if not (
-            description.rotation_enabled
-            and same_function(description.rotation_lambda, spec.bridge.function_arn)
-        ):
-            now = (
-                f"its rotation function is {description.rotation_lambda}"
-                if description.rotation_enabled and description.rotation_lambda
-                else "its rotation is not enabled in Secrets Manager"
-            )
-            raise SecretError(
-                spec.id,
-                Step.GUARD,
-                Category.CONFLICT,
-                f"the inventory says rotation: bridge, but {now}; enable it with the bridge "
-                f"function: {enable_bridge_command(spec)}",
-            )
+        conflict = bridge_conflict(spec, description)
+        if conflict is not None:
+            raise SecretError(spec.id, Step.GUARD, Category.CONFLICT, conflict)
         current_version = description.version_with(CURRENT)
         if current_version is None:
             raise SecretError(
