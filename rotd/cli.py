@@ -539,6 +539,7 @@ async def rotate_batch(
 ) -> list[Outcome]:
     """``rotd rotate``: refuse the secrets that share a login, rotate the others."""
     from rotd.logins import shared_logins
+    from rotd.protocol import start_bridged
     from rotd.runner import Runner
 
     runner = Runner(
@@ -552,7 +553,17 @@ async def rotate_batch(
     # rotation then reads the version this survey read: from memory, not again from AWS.
     store.keep_versions()
     runner.shared_logins = await shared_logins(loaded.secrets, store)
-    return await runner.rotate_all(specs)
+    # A bridged secret's rotation is Secrets Manager's to start: rotd asks it to.
+    outcomes = dict(
+        zip(
+            [spec.id for spec in specs if spec.bridged],
+            await asyncio.gather(*(start_bridged(s, store) for s in specs if s.bridged)),
+            strict=True,
+        )
+    )
+    rotated = await runner.rotate_all([spec for spec in specs if not spec.bridged])
+    outcomes.update((outcome.secret_id, outcome) for outcome in rotated)
+    return [outcomes[spec.id] for spec in specs]
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
@@ -582,6 +593,11 @@ def outcome_line(outcome: Outcome) -> str:
     if outcome.error is not None:
         error = outcome.error
         return f"{head}  {error.step}: {error.reason} [{error.category}]  {outcome.duration_s:.2f}s"
+    if outcome.started:
+        return (
+            f"{head}  rotation started by Secrets Manager: version {outcome.version_id}; its "
+            "bridge function hands the steps to `rotd run`"
+        )
     users = f"{outcome.old_username} -> {outcome.new_username}"
     resumed = "  (resumed)" if outcome.resumed else ""
     if outcome.skip_reason is not None:

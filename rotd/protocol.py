@@ -200,6 +200,8 @@ class Outcome:
     stopped_after: str | None = None
     # The secret carries a failure report of the bridge's (cleared once a rotation finishes).
     failure_reported: bool = False
+    # `rotd rotate` on a bridged secret: Secrets Manager was asked to rotate it (RotateSecret).
+    started: bool = False
 
     @property
     def partial(self) -> bool:
@@ -219,6 +221,8 @@ class Outcome:
             return "skipped"
         if self.partial:
             return "stepped"
+        if self.started:
+            return "started"
         return "resumed" if self.resumed else "succeeded"
 
 
@@ -373,6 +377,45 @@ async def rotate(
     """Rotate one secret now, resuming an unfinished rotation if there is one; for a bridged
     secret, perform what ``bridged`` asks of the rotation Secrets Manager started."""
     return await _Rotation(spec, deps, attempt, bridged).run()
+
+
+class RotationStarter(Protocol):
+    async def describe(self, secret_id: str) -> SecretDescription: ...
+    async def start_rotation(self, secret_id: str) -> str: ...
+
+
+async def start_bridged(spec: SecretSpec, store: RotationStarter) -> Outcome:
+    """``rotd rotate`` on a bridged secret: ask Secrets Manager to rotate it (RotateSecret),
+    so that the console, the CLI and rotd take one path; its bridge function then hands the
+    steps to ``rotd run``. Refused, changing nothing, when the rotation would not reach rotd."""
+    started = time.monotonic()
+
+    def outcome(**fields: Any) -> Outcome:
+        duration_s = round(time.monotonic() - started, 4)
+        return Outcome(spec.id, spec.database, spec.strategy, duration_s, **fields)
+
+    try:
+        description = await store.describe(spec.id)
+        conflict = bridge_conflict(spec, description)
+        if conflict is not None:
+            raise SecretError(spec.id, Step.GUARD, Category.CONFLICT, conflict)
+        unfinished = description.unfinished_pending()
+        if unfinished is not None:
+            raise SecretError(
+                spec.id,
+                Step.GUARD,
+                Category.LOCKED,
+                f"a rotation to version {unfinished} is in progress; `rotd run` finishes it "
+                "(see `rotd status`)",
+            )
+        token = await store.start_rotation(spec.id)
+    except StoreError as exc:
+        error = SecretError(spec.id, Step.GUARD, exc.category, str(exc))
+        return outcome(error=error)
+    except SecretError as exc:
+        return outcome(error=exc, arn=None)
+    log.info("rotation.started", secret_id=spec.id, version_id=token, via="RotateSecret")
+    return outcome(arn=description.arn, version_id=token, started=True)
 
 
 class _Rotation:
