@@ -252,7 +252,6 @@ class BridgeModel(_Model):
 class SettingsModel(_Model):
     """The settings that may stand in ``defaults``, on a database or on a secret."""
 
-    rotation: Rotation | None = None
     strategy: Strategy | None = None
     schedule: ScheduleText | None = None
     window: DurationText | None = None
@@ -266,6 +265,7 @@ class SettingsModel(_Model):
     # Keys rendered from each new version's own keys (docs/inventory.md: Derived keys); merged
     # key by key, and a key set to null removes the one a broader level set.
     derived_keys: dict[str, str | None] | None = None
+    rotation: Rotation | None = None
 
     @field_validator("derived_keys")
     @classmethod

@@ -391,7 +391,7 @@ def test_positions_follow_the_value_that_was_kept_and_aliases_point_at_their_anc
         "inv.yaml:5:3: duplicate key 'max_concurrent'",
         "inv.yaml:12:9: unknown key 'flavour'; allowed here: strategy, schedule, window, "
         "timezone, password, tls, ca_file, master_secret, test_query, on_rotated, "
-        "derived_keys, id",
+        "derived_keys, rotation, id",
     ]
 
 
