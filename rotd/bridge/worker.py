@@ -236,7 +236,7 @@ class BridgeWorker:
             await self._report(spec, message.request, message.step, outcome)
         elif outcome.skipped:
             log.info(
-                "bridge.step_already_done",
+                "bridge.step_skipped",
                 secret_id=spec.id,
                 step=message.step,
                 request=message.request,
