@@ -108,6 +108,7 @@ class Bridged:
 
     until: Step
     token: str | None = None
+    stranded: bool = False  # found by the scan: its messages were lost (reported as resumed)
 
 
 def same_function(configured: str | None, expected: str) -> bool:
@@ -476,7 +477,7 @@ class _Rotation:
             new_username=self.pending.username if self.pending else None,
             version_id=self.token,
             # A bridged rotation always continues Secrets Manager's: resumed when stranded.
-            resumed=self.resumed and (self.bridged is None or self.bridged.token is None),
+            resumed=self.resumed and (self.bridged is None or self.bridged.stranded),
             error=error,
             skipped=self.skipped,
             skip_reason=self.skip_reason,

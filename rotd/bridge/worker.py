@@ -350,7 +350,7 @@ class BridgeWorker:
             plan="no step was done for this pending version since the last scan: rotd "
             "finishes the rotation itself",
         )
-        outcome = await self._perform(spec, Bridged(Step.FINISH, token))
+        outcome = await self._perform(spec, Bridged(Step.FINISH, token, stranded=True))
         self._seen.pop(spec.id, None)
         if outcome.error is not None and outcome.error.category is not Category.LOCKED:
             step = _function_step(outcome.error.step)

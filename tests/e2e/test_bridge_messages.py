@@ -15,7 +15,7 @@ import pytest
 from rotd.bridge import wire
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.bridge_queue import BridgeQueue, enable_bridge
-from tests.fixtures.databases import Database
+from tests.fixtures.databases import Database, pg_quote_ident
 from tests.fixtures.deadlines import until
 from tests.fixtures.inventory import write_inventory
 from tests.fixtures.process import RotdProcess
@@ -138,3 +138,124 @@ async def test_messages_rotd_must_not_act_on_are_dropped(
 
 async def _has(secrets: Secrets, name: str, token: str, label: str) -> bool:
     return label in (await secrets.stages(name)).get(token, [])
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_failed_step_is_reported_on_the_secret_for_its_message(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    bridge_queue: BridgeQueue,
+    tmp_path: Path,
+    rotd_process: Start,
+) -> None:
+    """The password was changed by hand behind rotd's back: setSecret cannot log in."""
+    user, name = await make_login(db, secrets)
+    token = await enable_bridge(secrets, name, bridge_queue.function_arn)
+    path = bridged_inventory(tmp_path, moto, bridge_queue, [{"id": name}])
+    process = rotd_process("run", "-c", str(path))
+    process.wait_for_event("daemon.ready", 60)
+    await bridge_queue.send(name, token, "createSecret")
+    process.wait_for_event("bridge.step_done", 30)
+    await db.execute(f"ALTER ROLE {pg_quote_ident(user)} PASSWORD 'Changed-by-hand-1'")
+    before = await secrets.stages(name)
+
+    request = await bridge_queue.send(name, token, "setSecret")
+    (failed,) = process.wait_for_event("bridge.step_failed", 30)
+    tags = {t["Key"]: t["Value"] for t in (await secrets.describe(name)).get("Tags", [])}
+    failure = wire.decode_failure(tags[wire.FAILURE_TAG])
+    assert failure is not None
+    assert (failure.request, failure.step, failure.category) == (request, "setSecret", "auth")
+    assert f"login refused for user {user} with every password rotd knows" in failure.reason
+    assert failed["request"] == request
+    assert await secrets.stages(name) == before, "a failed step changes no label"
+    await until(bridge_queue.empty, "the failed step's message deleted", 30, 0.2)
+    pending = await secrets.value(name, "AWSPENDING")
+    assert "Changed-by-hand-1" not in tags[wire.FAILURE_TAG]
+    assert pending["password"] not in tags[wire.FAILURE_TAG]
+
+    # Put right by hand, the next attempt succeeds and the report goes.
+    await db.execute(f"ALTER ROLE {pg_quote_ident(user)} PASSWORD 'Initial-pass-1'")
+    await bridge_queue.send(name, token, "setSecret")
+    await until(lambda: _has(secrets, name, token, wire.TESTED), "ROTD_TESTED", 30, 0.1)
+    await bridge_queue.send(name, token, "finishSecret")
+    process.wait_for_event("rotation.succeeded", 30)
+    described = await secrets.describe(name)
+    assert wire.FAILURE_TAG not in {t["Key"] for t in described.get("Tags", [])}
+    process.send(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+
+@pytest.mark.parametrize("db", ["mariadb"], indirect=True)
+async def test_two_daemons_on_one_queue_do_each_step_once(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    bridge_queue: BridgeQueue,
+    tmp_path: Path,
+    rotd_process: Start,
+) -> None:
+    """SQS delivers at least once: every message is sent twice, to two daemons."""
+    names = [(await make_login(db, secrets))[1] for _ in range(3)]
+    tokens = {name: await enable_bridge(secrets, name, bridge_queue.function_arn) for name in names}
+    path = bridged_inventory(tmp_path, moto, bridge_queue, [{"id": n} for n in names])
+    processes = [rotd_process("run", "-c", str(path)) for _ in range(2)]
+    for process in processes:
+        process.wait_for_event("daemon.ready", 60)
+
+    for step, label in (("createSecret", None), ("setSecret", wire.TESTED), ("finishSecret", None)):
+        for name, token in tokens.items():
+            for _ in range(2):
+                await bridge_queue.send(name, token, step)
+        await until(bridge_queue.empty, f"every {step} message answered", 60, 0.2)
+        if label is not None:
+            for name, token in tokens.items():
+                assert await _has(secrets, name, token, label)
+    for name, token in tokens.items():
+        assert await secrets.version(name) == token
+        current = await secrets.value(name)
+        assert await db.logs_in(current["username"], current["password"])
+    for process in processes:
+        process.send(signal.SIGTERM)
+    for process in processes:
+        assert process.wait(30) == 0
+    done = [(e["secret_id"], e["step"]) for p in processes for e in p.named("bridge.step_done")]
+    assert sorted(done) == sorted((n, s) for n in names for s in ("createSecret", "testSecret"))
+    finished = [e["secret_id"] for p in processes for e in p.named("rotation.succeeded")]
+    assert sorted(finished) == sorted(names), "each rotation finished once"
+    assert not [e for p in processes for e in p.named("rotation.failed")]
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_the_scan_finishes_a_rotation_whose_messages_were_lost(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    bridge_queue: BridgeQueue,
+    tmp_path: Path,
+    rotd_process: Start,
+) -> None:
+    user, name = await make_login(db, secrets)
+    token = await enable_bridge(secrets, name, bridge_queue.function_arn)
+    path = write_inventory(
+        tmp_path / "inv.yaml",
+        moto,
+        [{"id": name, "rotation": "bridge"}],
+        defaults={
+            "bridge": {
+                "queue_url": bridge_queue.url,
+                "function_arn": bridge_queue.function_arn,
+                "scan_every": "1s",
+            }
+        },
+    )
+    process = rotd_process("run", "-c", str(path))
+    (stranded,) = process.wait_for_event("bridge.stranded", 60)
+    (resumed,) = process.wait_for_event("rotation.resumed", 60)
+    assert stranded["version_id"] == resumed["version_id"] == token
+    assert await secrets.version(name) == token
+    current = await secrets.value(name)
+    assert await db.logs_in(user, current["password"])
+    assert not await db.logs_in(user, "Initial-pass-1")
+    process.send(signal.SIGTERM)
+    assert process.wait(30) == 0
