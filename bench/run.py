@@ -66,6 +66,7 @@ import asyncpg
 from bench.fixture import ENGINES, MARIADB, PG, Fixture, start_moto
 from bench.proxy import SecretsManagerProxy, TcpProxy
 from rotd import inventory as inventory_module
+from rotd.protocol import WRITES_PER_BRIDGED_ROTATION, WRITES_PER_ROTATION
 
 RESULTS_DIR = Path("bench-results")
 # Database sessions one rotation may hold open at once: the lock session (the master's for
@@ -969,8 +970,11 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
         add(
             f"limits: max_concurrent {limits['max_concurrent']}, max_concurrent_per_host"
             f" {limits['max_concurrent_per_host']} (2 hosts); aws.max_write_tps {tps:g}"
-            f"{' (default)' if limits['max_write_tps_is_default'] else ''}: 2 writes per"
-            f" rotation, so at most {tps / 2:g} rotations/s after a burst of {tps:g} writes"
+            f"{' (default)' if limits['max_write_tps_is_default'] else ''}:"
+            f" {WRITES_PER_ROTATION} writes per rotation, so at most"
+            f" {tps / WRITES_PER_ROTATION:g} rotations/s after a burst of {tps:g} writes"
+            f" ({tps / WRITES_PER_BRIDGED_ROTATION:.1f}/s for bridged secrets:"
+            f" {WRITES_PER_BRIDGED_ROTATION} writes each, the ROTD_TESTED label included)"
         )
     if "pbkdf2_4096_cpu_ms" in results:
         add(
@@ -1069,13 +1073,13 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
 
 
 def _speedup_bounds(one_wall: float, n: int, limits: dict[str, Any]) -> str:
-    """The most any process could gain over one rotation at a time: two writes per rotation
+    """The most any process could gain over one rotation at a time: its writes per rotation
     within the write cap, and within Secrets Manager's own quota."""
     tps = limits.get("max_write_tps")
     if not tps:
         return ""
-    at_cap = one_wall / (2 * n / tps)
-    at_quota = one_wall / (2 * n / AWS_WRITE_QUOTA_TPS)
+    at_cap = one_wall / (WRITES_PER_ROTATION * n / tps)
+    at_quota = one_wall / (WRITES_PER_ROTATION * n / AWS_WRITE_QUOTA_TPS)
     return (
         f"; at most {at_cap:.1f}x within the write cap ({tps:g}/s), {at_quota:.1f}x within"
         f" Secrets Manager's quota ({AWS_WRITE_QUOTA_TPS}/s)"

@@ -76,6 +76,11 @@ log = get_logger("rotd.rotation")
 # The namespace of rotd's version ids (uuid5); changing it would let processes of two rotd
 # releases start the same rotation under two version ids.
 _TOKENS = uuid.UUID("6c1b8a3e-2f4d-5a7b-9e0c-1d2f3a4b5c6d")
+# Secrets Manager writes per rotation, counted against its write quota and aws.max_write_tps:
+# createSecret's PutSecretValue and finishSecret's label move; a bridged rotation also moves
+# the ROTD_TESTED label (tests/integration/test_call_counts.py counts them).
+WRITES_PER_ROTATION = 2
+WRITES_PER_BRIDGED_ROTATION = 3
 # How many version ids a rotation tries before giving up: each one taken means AWSCURRENT was
 # moved back to this version by hand that many times.
 _TOKEN_TRIES = 8
@@ -940,6 +945,10 @@ class _Rotation:
             # The user keeps its passwords while the master adds and removes them: an
             # application login is rarely allowed to manage users (Redis's ACL SETUSER).
             candidates.insert(0, candidates.pop())
+        elif self.resumed and self.tested_on == self.token:
+            # Set and tested already (a bridged finishSecret): the database holds the pending
+            # password, so it goes first; no refused login, no read of AWSPREVIOUS.
+            candidates.insert(0, candidates.pop(2))
         try:
             how, session = await strategies.first_login(
                 opened, endpoint, current.username, candidates

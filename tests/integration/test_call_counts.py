@@ -16,8 +16,12 @@ from contextlib import suppress
 from types import TracebackType
 
 from rotd.cli import rotate_batch
+from rotd.engines import all_engines
 from rotd.inventory import Inventory
+from rotd.protocol import WRITES_PER_BRIDGED_ROTATION, WRITES_PER_ROTATION, Bridged, Step
+from rotd.runner import Runner
 from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.bridge_queue import enable_bridge
 from tests.fixtures.databases import Database
 from tests.fixtures.rotation import Rotd, assert_ok, inventory, make_login, make_master
 
@@ -208,3 +212,55 @@ async def test_the_rotate_command_finds_shared_logins_without_reading_twice(
     assert_ok(outcome)
     calls = calls_since(before, rotd.store.calls)
     assert calls == {**SINGLE_USER_CALLS, "GetSecretValue": 1 + 1}  # and the other's survey
+
+
+# A bridged rotation, step by step as the bridge function asks for them (createSecret, then
+# setSecret and testSecret at once, then finishSecret): each step looks at the secret and
+# again under the lock and reads AWSCURRENT; the label ROTD_TESTED costs one write.
+BRIDGED_CALLS = {
+    # Each of the 3 steps: its guard, and again under the lock; createSecret once more, to
+    # learn that the version Secrets Manager staged has no value yet.
+    "DescribeSecret": 7,
+    # Each step: AWSCURRENT and the pending version (createSecret: found without a value);
+    # finishSecret reads the pending one twice (its login, then the recovery's check).
+    "GetSecretValue": 7,
+    "PutSecretValue": 1,  # createSecret
+    "UpdateSecretVersionStage": 2,  # testSecret: ROTD_TESTED; finishSecret: AWSCURRENT
+}
+
+
+async def test_a_bridged_rotation_costs_one_more_write_for_its_label(
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+) -> None:
+    _, name = await make_login(db, secrets)
+    function_arn = f"arn:aws:lambda:{moto.region}:123456789012:function:rotd-bridge-counted"
+    token = await enable_bridge(secrets, name, function_arn)
+    inv = inventory(
+        moto,
+        f"""
+        bridge:
+          queue_url: {moto.endpoint_url}/123456789012/rotd-bridge
+          function_arn: {function_arn}
+        databases:
+          - name: testdb
+            secrets:
+              - id: {json.dumps(name)}
+                rotation: bridge
+        """,
+    )
+    runner = Runner(rotd.store, all_engines(), max_concurrent=4, max_concurrent_per_host=4)
+    (spec,) = inv.secrets
+    before = dict(rotd.store.calls)
+    for until in (Step.CREATE, Step.TEST, Step.FINISH):
+        outcome = await runner.rotate_one(spec, bridged=Bridged(until, token))
+        assert outcome.error is None, outcome.error
+        assert outcome.version_id == token
+    calls = calls_since(before, rotd.store.calls)
+    assert calls == BRIDGED_CALLS
+    writes = calls["PutSecretValue"] + calls["UpdateSecretVersionStage"]
+    assert writes == WRITES_PER_BRIDGED_ROTATION
+    assert (
+        SINGLE_USER_CALLS["PutSecretValue"] + SINGLE_USER_CALLS["UpdateSecretVersionStage"]
+        == WRITES_PER_ROTATION
+    )
+    assert await secrets.version(name) == token
