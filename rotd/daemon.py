@@ -259,6 +259,8 @@ class Daemon:
             await self.renderer.render_all()
             self.renderer.start()
             await self._track(self.inventory.secrets)
+            bridge.on_message = self.metrics.bridge_message
+            bridge.on_queue = self.metrics.bridge_queue
             bridge.start(self.inventory)
             self.started = True
             log.info(
@@ -776,18 +778,17 @@ class Daemon:
         now = utcnow()
         secret.arn = outcome.arn or secret.arn
         if outcome.error is not None:
+            # Not parked whatever the category: Secrets Manager retries the rotation, and
+            # the scan finishes it once the cause is fixed.
             secret.last = daemonstatus.LastRun.of(outcome, attempt, now)
             secret.failures += 1
             secret.status.consecutive_failures = secret.failures
-            if not outcome.error.category.transient:
-                secret.status.problem = str(outcome.error.category)
-                secret.problem_reason = outcome.error.reason
             return outcome
         if not outcome.skipped:
             secret.last = daemonstatus.LastRun.of(outcome, attempt, now)
             secret.status.last_success = now.timestamp()
             secret.failures = secret.status.consecutive_failures = 0
-            secret.status.problem = secret.problem_reason = None
+            secret.status.problem = None
             await self._plan(secret)
         return outcome
 

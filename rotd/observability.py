@@ -338,6 +338,9 @@ class DaemonSample:
     inventory_loaded: float  # Unix time
 
 
+BRIDGE_RESULTS = ("done", "skipped", "postponed", "failed", "dropped")
+
+
 class Metrics:
     """rotd's Prometheus metrics, in a registry of their own."""
 
@@ -424,6 +427,21 @@ class Metrics:
         )
         for result in ("sent", "retried", "dropped"):
             self.events.labels(result)  # at 0 from the start, as watch_database does
+        self.bridge_messages = Counter(
+            "rotd_bridge_messages",
+            "Bridge function messages answered, by queue and result: done (its step "
+            "performed), skipped (done already, or no longer pending), postponed (another "
+            "rotation held the secret), failed (reported to the function), dropped (not to "
+            "be acted on).",
+            ["queue", "result"],
+            registry=self.registry,
+        )
+        self.bridge_queue_up = Gauge(
+            "rotd_bridge_queue_up",
+            "1 while the last read of a bridge queue succeeded, 0 while reading it fails.",
+            ["queue"],
+            registry=self.registry,
+        )
         self.secrets: dict[str, SecretStatus] = {}
         self.registry.register(_SecretCollector(self.secrets))
         # Set by the daemon: what it says of itself at each scrape.
@@ -455,6 +473,15 @@ class Metrics:
                 self.render_writes.labels(result.path).inc()
         else:
             self.render_failures.labels(result.path).inc()
+
+    def bridge_queue(self, queue: str, up: bool) -> None:
+        self.bridge_queue_up.labels(queue).set(1 if up else 0)
+        if up:
+            for result in BRIDGE_RESULTS:
+                self.bridge_messages.labels(queue, result)  # at 0, for alerts on increase
+
+    def bridge_message(self, queue: str, result: str) -> None:
+        self.bridge_messages.labels(queue, result).inc()
 
     def events_result(self, result: str, count: int) -> None:
         self.events.labels(result).inc(count)

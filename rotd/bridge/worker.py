@@ -90,7 +90,9 @@ class BridgeWorker:
         self._handling: set[asyncio.Task[None]] = set()
         self._scanner: asyncio.Task[None] | None = None
         self._seen: dict[str, tuple[str, frozenset[str]]] = {}
-        self.counts: dict[str, int] = {}
+        # Told of each message's result and each read of a queue (the daemon's metrics).
+        self.on_message: Callable[[str, str], None] = lambda queue, result: None
+        self.on_queue: Callable[[str, bool], None] = lambda queue, up: None
 
     async def __aenter__(self) -> BridgeWorker:
         return self
@@ -151,6 +153,7 @@ class BridgeWorker:
                     while True:
                         received = await queue.receive()
                         failures = 0
+                        self.on_queue(queue.url, True)
                         for message in received:
                             task = asyncio.create_task(self._handle(queue, message))
                             self._handling.add(task)
@@ -159,6 +162,7 @@ class BridgeWorker:
                 raise
             except Exception as exc:
                 failures += 1
+                self.on_queue(bridge.queue_url, False)
                 delay = min(_RECEIVE_BACKOFF_S[1], _RECEIVE_BACKOFF_S[0] * 2 ** (failures - 1))
                 if isinstance(exc, RotdError):
                     log.warning(
@@ -217,7 +221,6 @@ class BridgeWorker:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        self._count("performed" if outcome.ok else "failed")
         error = outcome.error
         if error is not None and error.category is Category.LOCKED:
             # Another rotation of the secret is at work (in this process or another): show
@@ -230,8 +233,10 @@ class BridgeWorker:
                 reason=error.reason,
                 retry_in_s=RETRY_SOON_S,
             )
+            self.on_message(queue.url, "postponed")
             await queue.hide(received, RETRY_SOON_S)
             return
+        self.on_message(queue.url, "failed" if error else "skipped" if outcome.skipped else "done")
         if error is not None:
             await self._report(spec, message.request, message.step, outcome)
         elif outcome.skipped:
@@ -248,7 +253,7 @@ class BridgeWorker:
     async def _drop(
         self, queue: Queue, received: Received, reason: str, message: wire.Message | None = None
     ) -> None:
-        self._count("dropped")
+        self.on_message(queue.url, "dropped")
         log.warning(
             "bridge.message_dropped",
             message_id=received.message_id,
@@ -292,9 +297,6 @@ class BridgeWorker:
         """After a rotation finished: the failure report of an earlier attempt goes."""
         if outcome.ok and not outcome.skipped and not outcome.partial and outcome.failure_reported:
             await self._store.untag(spec.id, wire.FAILURE_TAG)
-
-    def _count(self, result: str) -> None:
-        self.counts[result] = self.counts.get(result, 0) + 1
 
     # --- the scan -------------------------------------------------------------------------------
 
