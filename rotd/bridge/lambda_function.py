@@ -187,7 +187,7 @@ def run_step(
         left_s = deadline - time.monotonic()
         if left_s <= 0:
             raise TimeoutError(
-                f"rotd did not complete {step} for {secret_id} within {max(wait_s, 0):.0f} s: "
+                f"rotd did not complete {step} for {secret_id} within {round(max(wait_s, 0), 1):g} s: "
                 f"check that `rotd run` with the bridge configured is consuming "
                 f"{settings.queue_url}, and look at rotd's logs and the secret's tag "
                 f"{wire.FAILURE_TAG}"
