@@ -186,8 +186,9 @@ def run_step(
             raise StepFailed(secret_id, failure)
         left_s = deadline - time.monotonic()
         if left_s <= 0:
+            waited = f"{round(max(wait_s, 0), 1):g} s"
             raise TimeoutError(
-                f"rotd did not complete {step} for {secret_id} within {round(max(wait_s, 0), 1):g} s: "
+                f"rotd did not complete {step} for {secret_id} within {waited}: "
                 f"check that `rotd run` with the bridge configured is consuming "
                 f"{settings.queue_url}, and look at rotd's logs and the secret's tag "
                 f"{wire.FAILURE_TAG}"

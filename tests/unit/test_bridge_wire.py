@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from typing import Any
 
@@ -62,9 +63,8 @@ def test_a_message_reads_back_as_it_was_sent() -> None:
     ],
 )
 def test_a_malformed_message_is_refused_with_its_reason(text: str, reason: str) -> None:
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
         wire.decode_message(text)
-    assert str(refused.value) == reason
 
 
 def test_tag_safe_keeps_what_a_tag_value_may_hold() -> None:
@@ -114,7 +114,7 @@ def test_the_function_settings_have_defaults_and_say_what_is_wrong() -> None:
     }
     assert Settings.from_environ(given) == Settings("https://q", 0.5, 0.0, 120.0)
 
-    with pytest.raises(SettingsError, match="^ROTD_BRIDGE_QUEUE_URL is not set"):
+    with pytest.raises(SettingsError, match=r"^ROTD_BRIDGE_QUEUE_URL is not set"):
         Settings.from_environ({})
     for name, text in [
         ("ROTD_BRIDGE_POLL_S", "soon"),
