@@ -105,8 +105,12 @@ def lambda_handler(event: Mapping[str, Any], context: Context) -> None:
     secret_id = str(event.get("SecretId", ""))
     token = str(event.get("ClientRequestToken", ""))
     step = str(event.get("Step", ""))
-    line: dict[str, Any] = {"event": "bridge.step", "secret": secret_id, "token": token}
-    line["step"] = step
+    line: dict[str, Any] = {
+        "event": "bridge.step",
+        "secret": secret_id,
+        "token": token,
+        "step": step,
+    }
     try:
         outcome = run_step(
             Settings.from_environ(),
@@ -118,13 +122,9 @@ def lambda_handler(event: Mapping[str, Any], context: Context) -> None:
             context,
         )
     except Exception as exc:
-        line["outcome"] = _failed_outcome(exc)
-        # The function's own errors and rotd's scrubbed reason hold no secret values; an AWS
-        # library error is named by its type only.
-        if isinstance(exc, SettingsError | StepFailed | TimeoutError | ValueError):
-            line["error"] = str(exc)
-        else:
-            line["error_type"] = type(exc).__name__
+        # No error here carries a secret value: the function never holds one (it only asks
+        # whether the pending value exists), and rotd's reason in the failure tag is scrubbed.
+        line.update(outcome=_failed_outcome(exc), error_type=type(exc).__name__, error=str(exc))
         raise
     else:
         line["outcome"] = outcome

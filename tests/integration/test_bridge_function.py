@@ -184,8 +184,9 @@ async def test_a_rotation_stops_at_the_first_step_rotd_fails(
 
 
 async def test_a_failure_reported_for_this_request_fails_the_step_at_once(
-    bridge_function: BridgeFunction, secrets: Secrets
+    bridge_function: BridgeFunction, secrets: Secrets, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="rotd.bridge")
     arn, token = await rotating_secret(bridge_function, secrets)
     invocation = asyncio.create_task(
         invoke_step(bridge_function, arn, token, "createSecret", timeout_s=60)
@@ -203,6 +204,9 @@ async def test_a_failure_reported_for_this_request_fails_the_step_at_once(
     assert result.exception.category == "database"
     assert result.exception.reason == "cannot log in as app"
     assert result.error == f"rotd failed createSecret for {arn}: cannot log in as app [database]"
+    (line,) = outcomes(caplog)
+    assert (line["outcome"], line["error_type"]) == ("failed", "StepFailed")
+    assert line["error"] == result.error
 
 
 async def test_a_failure_reported_for_another_request_is_ignored(
@@ -229,8 +233,9 @@ async def test_a_failure_reported_for_another_request_is_ignored(
 
 
 async def test_the_wait_ends_before_the_function_would_be_stopped(
-    bridge_function: BridgeFunction, secrets: Secrets
+    bridge_function: BridgeFunction, secrets: Secrets, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="rotd.bridge")
     arn, token = await rotating_secret(bridge_function, secrets)
 
     # 3 s left, 1 s kept in hand (the fixture's ROTD_BRIDGE_MARGIN_S): it waits 2 s.
@@ -246,6 +251,8 @@ async def test_the_wait_ends_before_the_function_would_be_stopped(
     assert bridge_function.queue_url in result.error
     assert wire.FAILURE_TAG in result.error
     assert len(await receive_messages(bridge_function)) == 1
+    (line,) = outcomes(caplog)
+    assert (line["outcome"], line["error_type"]) == ("timed_out", "TimeoutError")
 
 
 async def test_a_step_timeout_caps_the_wait(
