@@ -1,7 +1,8 @@
 """The ``rotd`` commands, and the only place that exits the process.
 
 Exit codes: 0 everything asked for succeeded; 1 a rotation (or check) failed; 2 the command
-line is wrong (unknown option or secret id); 78 (EX_CONFIG) the inventory is invalid.
+line is wrong (unknown option or secret id); 73 (EX_CANTCREAT) an output file cannot be
+written; 78 (EX_CONFIG) the inventory is invalid.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE from sysexits.h: the daemon asked cannot be reached
+EXIT_CANTCREAT = 73  # EX_CANTCREAT from sysexits.h: an output file cannot be written
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 CONFIG_OPTION = click.option(
@@ -603,6 +605,36 @@ def outcome_line(outcome: Outcome) -> str:
     if outcome.skip_reason is not None:
         resumed = f"  (skipped: {outcome.skip_reason})"
     return f"{head}  {users}  version {outcome.version_id}  {outcome.duration_s:.2f}s{resumed}"
+
+
+@cli.group()
+def bridge() -> None:
+    """The bridge: Secrets Manager's native rotation, with rotd doing the steps."""
+
+
+@bridge.command(name="package")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Where to write the rotation function's archive (a .zip, replaced if it exists).",
+)
+def bridge_package(output: str) -> None:
+    """Build the bridge rotation function's deployment archive; print its CodeSha256."""
+    from rotd.bridge import package
+
+    try:
+        archive = package.build(output)
+    except OSError as exc:
+        click.echo(f"cannot write {output}: {exc.strerror or exc}", err=True)
+        _exit(EXIT_CANTCREAT)
+    click.echo(f"archive     {archive.path.resolve()}")
+    click.echo(f"size        {archive.size} bytes")
+    click.echo(f"CodeSha256  {archive.code_sha256}")
+    click.echo(f"handler     {package.HANDLER}")
+    click.echo(f"runtime     {package.RUNTIME}")
+    _exit(EXIT_OK)
 
 
 def main() -> None:
