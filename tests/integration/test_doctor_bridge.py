@@ -1,0 +1,281 @@
+"""``rotd doctor`` on bridged secrets, against a queue and a function made in moto's server:
+the bridge's queue and function, and each secret's rotation settings in Secrets Manager."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass
+
+import aioboto3
+import pytest
+
+from rotd.doctor import Check, Level, diagnose
+from rotd.inventory import Inventory
+from rotd.secretstore import connection_for
+from tests.fixtures.aws import MotoServer, Secrets, free_port
+from tests.fixtures.rotation import inventory
+
+HANDLER = "rotd.bridge.lambda_function.lambda_handler"
+ACCOUNT = "123456789012"  # moto's
+
+
+@dataclass
+class Bridge:
+    """A queue, a function and its role in moto, each uniquely named; removed after."""
+
+    server: MotoServer
+    queue_url: str = ""
+    function_arn: str = ""
+    role_arn: str = ""
+
+    def session(self) -> aioboto3.Session:
+        return aioboto3.Session(region_name=self.server.region)
+
+    async def create_queue(self, **attributes: str) -> str:
+        async with self.session().client("sqs", endpoint_url=self.server.endpoint_url) as sqs:
+            name = "rotd-bridge-" + uuid.uuid4().hex[:10]
+            self.queue_url = (await sqs.create_queue(QueueName=name, Attributes=attributes))[
+                "QueueUrl"
+            ]
+        return self.queue_url
+
+    def name_function(self) -> str:
+        name = "rotd-bridge-" + uuid.uuid4().hex[:10]
+        self.function_arn = f"arn:aws:lambda:{self.server.region}:{ACCOUNT}:function:{name}"
+        return self.function_arn
+
+    async def create_function(
+        self, *, handler: str = HANDLER, queue_url: str | None = None, timeout_s: int = 90
+    ) -> None:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr("rotd_bridge_stub.py", "def handler(event, context):\n    return None\n")
+        url = self.server.endpoint_url
+        async with (
+            self.session().client("iam", endpoint_url=url) as iam,
+            self.session().client("lambda", endpoint_url=url) as lam,
+        ):
+            trust = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+            role = await iam.create_role(
+                RoleName="rotd-bridge-" + uuid.uuid4().hex[:10],
+                AssumeRolePolicyDocument=json.dumps(trust),
+            )
+            self.role_arn = role["Role"]["Arn"]
+            await lam.create_function(
+                FunctionName=self.function_arn.rsplit(":", 1)[-1],
+                Runtime="python3.12",
+                Role=self.role_arn,
+                Handler=handler,
+                Code={"ZipFile": archive.getvalue()},
+                Timeout=timeout_s,
+                Environment={"Variables": {"ROTD_BRIDGE_QUEUE_URL": queue_url or self.queue_url}},
+            )
+
+    async def cleanup(self) -> None:
+        url = self.server.endpoint_url
+        async with (
+            self.session().client("iam", endpoint_url=url) as iam,
+            self.session().client("lambda", endpoint_url=url) as lam,
+            self.session().client("sqs", endpoint_url=url) as sqs,
+        ):
+            if self.function_arn:
+                with suppress(lam.exceptions.ResourceNotFoundException):
+                    await lam.delete_function(FunctionName=self.function_arn)
+            if self.role_arn:
+                with suppress(iam.exceptions.NoSuchEntityException):
+                    await iam.delete_role(RoleName=self.role_arn.rsplit("/", 1)[-1])
+            if self.queue_url:
+                with suppress(sqs.exceptions.QueueDoesNotExist):
+                    await sqs.delete_queue(QueueUrl=self.queue_url)
+
+
+@pytest.fixture
+async def bridge(moto: MotoServer) -> AsyncIterator[Bridge]:
+    made = Bridge(moto)
+    yield made
+    await made.cleanup()
+
+
+def credentials() -> dict[str, str]:
+    """A login at an address where nothing listens: the database's checks fail fast, and are
+    not what these tests look at."""
+    return {"engine": "postgres", "host": "127.0.0.1", "port": str(free_port()),
+            "username": "app", "password": "Bridge-pw-1"}  # fmt: skip
+
+
+async def enable_rotation(secrets: Secrets, name: str, function_arn: str) -> None:
+    """RotateSecret with ``function_arn`` before the function exists: moto records the
+    settings (and stages AWSPENDING without a value) instead of invoking it."""
+    async with secrets.client() as client:
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            await client.rotate_secret(
+                SecretId=name,
+                RotationLambdaARN=function_arn,
+                RotationRules={"AutomaticallyAfterDays": 30},
+            )
+
+
+def bridged(moto: MotoServer, queue_url: str, function_arn: str, *secrets: str) -> Inventory:
+    lines = "".join(f"      - id: {s}\n        rotation: bridge\n" for s in secrets)
+    body = (
+        f"bridge:\n  queue_url: {queue_url}\n  function_arn: {function_arn}\n"
+        f"databases:\n  - name: orders\n    secrets:\n{lines}"
+    )
+    return inventory(moto, body)
+
+
+async def doctor(inv: Inventory) -> list[Check]:
+    return await diagnose(inv, inv.secrets, connection_for(inv), db_timeout_s=3.0)
+
+
+def check(checks: list[Check], subject: str, name: str) -> Check:
+    found = [c for c in checks if c.secret_id == subject and c.name == name]
+    assert len(found) == 1, f"{name} for {subject}: {[c.line() for c in checks]}"
+    return found[0]
+
+
+async def test_a_working_bridge_is_ok(bridge: Bridge, secrets: Secrets, moto: MotoServer) -> None:
+    name = await secrets.create("bridged", credentials())
+    queue_url = await bridge.create_queue()
+    function_arn = bridge.name_function()
+    await enable_rotation(secrets, name, function_arn)
+    await bridge.create_function()
+
+    checks = await doctor(bridged(moto, queue_url, function_arn, name))
+
+    queue = check(checks, queue_url, "bridge.queue")
+    assert queue.level is Level.OK, queue.line()
+    assert f"arn:aws:sqs:{moto.region}:{ACCOUNT}:" in queue.detail
+    function = check(checks, function_arn, "bridge.function")
+    assert function.level is Level.OK, function.line()
+    assert HANDLER in function.detail
+    rotation = check(checks, name, "bridge.rotation")
+    assert rotation.level is Level.OK, rotation.line()
+    assert function_arn in rotation.detail
+    # Secrets Manager's rotation is in progress (moto staged AWSPENDING): told, not failed.
+    unfinished = check(checks, name, "secret.unfinished")
+    assert unfinished.level is Level.WARN
+    assert "in progress" in unfinished.detail
+    assert not [c for c in checks if c.name == "secret.native_rotation"]
+    assert "Bridge-pw-1" not in json.dumps([c.as_dict() for c in checks])
+
+
+async def test_a_function_with_another_handler_or_queue_fails(
+    bridge: Bridge, secrets: Secrets, moto: MotoServer
+) -> None:
+    name = await secrets.create("bridged", credentials())
+    queue_url = await bridge.create_queue()
+    function_arn = bridge.name_function()
+    await enable_rotation(secrets, name, function_arn)
+    other_queue = queue_url + "-other"
+    await bridge.create_function(handler="app.handler", queue_url=other_queue, timeout_s=30)
+
+    checks = await doctor(bridged(moto, queue_url, function_arn, name))
+
+    found = [c for c in checks if c.secret_id == function_arn and c.name == "bridge.function"]
+    assert [c.level for c in found] == [Level.FAIL, Level.FAIL], [c.line() for c in found]
+    handler, queue = found
+    assert "'app.handler'" in handler.detail
+    assert f"--handler {HANDLER}" in (handler.fix or "")
+    assert other_queue in queue.detail
+    assert f"ROTD_BRIDGE_QUEUE_URL={queue_url}" in (queue.fix or "")
+
+
+async def test_a_short_timeout_is_a_warning(
+    bridge: Bridge, secrets: Secrets, moto: MotoServer
+) -> None:
+    name = await secrets.create("bridged", credentials())
+    queue_url = await bridge.create_queue(MessageRetentionPeriod="120")
+    function_arn = bridge.name_function()
+    await enable_rotation(secrets, name, function_arn)
+    await bridge.create_function(timeout_s=20)
+
+    checks = await doctor(bridged(moto, queue_url, function_arn, name))
+
+    function = check(checks, function_arn, "bridge.function")
+    assert function.level is Level.WARN
+    assert "20 s" in function.detail
+    queue = check(checks, queue_url, "bridge.queue")
+    assert queue.level is Level.WARN
+    assert "120 s" in queue.detail
+
+
+async def test_rotation_not_enabled_fails_with_the_command_that_enables_it(
+    bridge: Bridge, secrets: Secrets, moto: MotoServer
+) -> None:
+    name = await secrets.create("bridged", credentials())
+    queue_url = await bridge.create_queue()
+    function_arn = bridge.name_function()
+    await bridge.create_function()
+
+    checks = await doctor(bridged(moto, queue_url, function_arn, name))
+
+    rotation = check(checks, name, "bridge.rotation")
+    assert rotation.level is Level.FAIL
+    assert "not enabled" in rotation.detail
+    assert rotation.fix == (
+        f"aws secretsmanager rotate-secret --secret-id {name} --rotation-lambda-arn "
+        f'{function_arn} --rotation-rules \'{{"ScheduleExpression": "rate(30 days)"}}\''
+    )
+    assert check(checks, function_arn, "bridge.function").level is Level.OK
+
+
+async def test_a_daemon_secret_rotated_by_the_bridge_function_is_told_to_say_bridge(
+    bridge: Bridge, secrets: Secrets, moto: MotoServer
+) -> None:
+    bridged_name = await secrets.create("bridged", credentials())
+    daemon_name = await secrets.create("daemon", credentials())
+    queue_url = await bridge.create_queue()
+    function_arn = bridge.name_function()
+    await enable_rotation(secrets, bridged_name, function_arn)
+    await enable_rotation(secrets, daemon_name, function_arn)
+    await bridge.create_function()
+    body = (
+        f"bridge:\n  queue_url: {queue_url}\n  function_arn: {function_arn}\n"
+        f"databases:\n  - name: orders\n    secrets:\n"
+        f"      - id: {bridged_name}\n        rotation: bridge\n"
+        f"      - id: {daemon_name}\n"
+    )
+    inv = inventory(moto, body)
+
+    checks = await doctor(inv)
+
+    native = check(checks, daemon_name, "secret.native_rotation")
+    assert native.level is Level.FAIL
+    assert function_arn in native.detail
+    assert (native.fix or "").startswith("set rotation: bridge")
+    assert check(checks, bridged_name, "bridge.rotation").level is Level.OK
+
+
+async def test_a_missing_queue_and_function_fail(
+    bridge: Bridge, secrets: Secrets, moto: MotoServer
+) -> None:
+    name = await secrets.create("bridged", credentials())
+    function_arn = bridge.name_function()
+    await enable_rotation(secrets, name, function_arn)
+    queue_url = f"{moto.endpoint_url}/{ACCOUNT}/rotd-bridge-absent-{uuid.uuid4().hex[:8]}"
+
+    checks = await doctor(bridged(moto, queue_url, function_arn, name))
+
+    queue = check(checks, queue_url, "bridge.queue")
+    assert queue.level is Level.FAIL
+    assert "no such queue" in queue.detail
+    assert "create-queue" in (queue.fix or "")
+    function = check(checks, function_arn, "bridge.function")
+    assert function.level is Level.FAIL
+    assert "no such function" in function.detail
+    assert not [c for c in checks if c.name == "bridge.permissions"]
