@@ -107,7 +107,7 @@ async def queue_attributes(connection: AwsConnection, url: str) -> dict[str, str
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if "NonExistentQueue" in code or code == "QueueDoesNotExist":
             raise AwsError(operation, Category.NOT_FOUND, "SQS has no such queue") from None
-        raise aws_error(exc, operation) from None
+        raise _refused(exc, operation) from None
     except (BotoCoreError, ResponseParserError) as exc:
         raise aws_error(exc, operation) from None
     return {str(k): str(v) for k, v in (r.get("Attributes") or {}).items()}
@@ -123,7 +123,7 @@ async def function_configuration(connection: AwsConnection, arn: str) -> Functio
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "ResourceNotFoundException":
             raise AwsError(operation, Category.NOT_FOUND, "Lambda has no such function") from None
-        raise aws_error(exc, operation) from None
+        raise _refused(exc, operation) from None
     except (BotoCoreError, ResponseParserError) as exc:
         raise aws_error(exc, operation) from None
     variables = (r.get("Environment") or {}).get("Variables") or {}
@@ -135,6 +135,16 @@ async def function_configuration(connection: AwsConnection, arn: str) -> Functio
         timeout_s=int(timeout) if timeout is not None else None,
         role=r.get("Role"),
     )
+
+
+def _refused(exc: ClientError, operation: str) -> AwsError:
+    """:func:`aws_error`, and an HTTP 403 whose error botocore could not read (an emulator's
+    XML where JSON was expected) as the refusal it is."""
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    # botocore then names the error by the status code itself.
+    if status == 403 and str(exc.response.get("Error", {}).get("Code") or "403") == "403":
+        return AwsError(operation, Category.PERMISSION, "access denied (HTTP 403)")
+    return aws_error(exc, operation)
 
 
 # --- the checks ---------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ import io
 import json
 import uuid
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 import aioboto3
 import pytest
@@ -18,7 +19,11 @@ from rotd.doctor import Check, Level, diagnose
 from rotd.inventory import Inventory
 from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets, free_port
+from tests.fixtures.iam import IamMoto
+from tests.fixtures.process import RotdProcess, run
 from tests.fixtures.rotation import inventory
+
+Start = Callable[..., RotdProcess]
 
 HANDLER = "rotd.bridge.lambda_function.lambda_handler"
 ACCOUNT = "123456789012"  # moto's
@@ -279,3 +284,65 @@ async def test_a_missing_queue_and_function_fail(
     assert function.level is Level.FAIL
     assert "no such function" in function.detail
     assert not [c for c in checks if c.name == "bridge.permissions"]
+
+
+@pytest.fixture
+async def iam_bridge(iam_moto: IamMoto) -> AsyncIterator[tuple[Bridge, Secrets]]:
+    """A bridge and secrets in the moto server that enforces IAM (off outside the test's
+    own calls)."""
+    iam_moto.enforce(False)
+    made, helper = Bridge(iam_moto.server), Secrets(iam_moto.server)
+    yield made, helper
+    iam_moto.enforce(False)
+    await made.cleanup()
+    await helper.cleanup()
+
+
+async def test_rotds_bridge_permissions_are_named_and_a_denied_queue_fails(
+    iam_moto: IamMoto, iam_bridge: tuple[Bridge, Secrets], tmp_path: Path, rotd_process: Start
+) -> None:
+    bridge, secrets = iam_bridge
+    server = iam_moto.server
+    name = await secrets.create("bridged", credentials())
+    queue_url = await bridge.create_queue()
+    function_arn = bridge.name_function()
+    await enable_rotation(secrets, name, function_arn)
+    path = tmp_path / "inv.yaml"
+    path.write_text(
+        f"aws:\n  endpoint_url: {server.endpoint_url}\n  region: {server.region}\n"
+        f"bridge:\n  queue_url: {queue_url}\n  function_arn: {function_arn}\n"
+        f"databases:\n  - name: orders\n    secrets:\n"
+        f"      - id: {name}\n        rotation: bridge\n"
+    )
+    reads = ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
+    reader_arn, reader = await iam_moto.user([*reads, "sqs:GetQueueAttributes"])
+    _, no_queue = await iam_moto.user(reads)
+
+    iam_moto.enforce(True)
+    results = [
+        run(rotd_process, "doctor", "-c", str(path), "--json", env=env)
+        for env in (reader, no_queue)
+    ]
+    iam_moto.enforce(False)
+
+    (_, out, err), (_, denied_out, denied_err) = results
+    checks = {(c["secret_id"], c["check"]): c for c in map(json.loads, out.splitlines())}
+    assert checks[(queue_url, "bridge.queue")]["level"] == "ok", err
+    # moto's server has no SimulatePrincipalPolicy: the actions are named, not checked.
+    queue = checks[(queue_url, "bridge.permissions")]
+    assert queue["level"] == "warn"
+    assert queue["detail"].startswith(
+        "not checked (sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility): "
+        f"{reader_arn} may not call iam:SimulatePrincipalPolicy"
+    )
+    secret = checks[(name, "iam.permissions")]
+    assert secret["detail"].startswith(
+        "not checked (secretsmanager:PutSecretValue, secretsmanager:UpdateSecretVersionStage, "
+        "secretsmanager:RotateSecret, secretsmanager:TagResource, secretsmanager:UntagResource)"
+    )
+    denied = {(c["secret_id"], c["check"]): c for c in map(json.loads, denied_out.splitlines())}
+    queue = denied[(queue_url, "bridge.queue")]
+    assert queue["level"] == "FAIL", denied_err
+    assert "access denied" in queue["detail"]
+    assert queue["fix"].startswith("allow sqs:GetQueueAttributes, sqs:ReceiveMessage")
+    assert (queue_url, "bridge.permissions") not in denied
