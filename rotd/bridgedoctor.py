@@ -60,6 +60,7 @@ class FunctionConfig:
     queue_url: str | None  # its ROTD_BRIDGE_QUEUE_URL
     timeout_s: int | None
     role: str | None
+    code_sha256: str | None  # of its deployed archive, to compare with a packaged one's
 
 
 def bridges_of(specs: Iterable[SecretSpec]) -> dict[Bridge, AwsAccess]:
@@ -134,6 +135,7 @@ async def function_configuration(connection: AwsConnection, arn: str) -> Functio
         queue_url=variables.get(QUEUE_ENV),
         timeout_s=int(timeout) if timeout is not None else None,
         role=r.get("Role"),
+        code_sha256=r.get("CodeSha256"),
     )
 
 
