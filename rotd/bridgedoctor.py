@@ -201,8 +201,11 @@ async def check_queue(connection: AwsConnection, bridge: Bridge, found: Found) -
     return arn
 
 
-async def check_function(connection: AwsConnection, bridge: Bridge, found: Found) -> None:
-    """Whether the bridge function is rotd's, sending to the inventory's queue."""
+async def check_function(
+    connection: AwsConnection, bridge: Bridge, found: Found, code_sha256: str | None = None
+) -> None:
+    """Whether the bridge function is rotd's, sending to the inventory's queue; with
+    ``code_sha256`` (this rotd's archive's), whether it runs this rotd's code."""
     name, arn = "bridge.function", bridge.function_arn
     try:
         config = await function_configuration(connection, arn)
@@ -242,6 +245,15 @@ async def check_function(connection: AwsConnection, bridge: Bridge, found: Found
             "bridge.queue_url",
         )
     if failed:
+        return
+    if code_sha256 is not None and config.code_sha256 != code_sha256:
+        found.warn(
+            name,
+            f"{arn}: its code (CodeSha256 {config.code_sha256}) is not this rotd's bridge "
+            f"function ({code_sha256}): another release's, or changed by hand",
+            "build this rotd's archive (rotd bridge package -o bridge.zip) and deploy it: aws "
+            f"lambda update-function-code --function-name {arn} --zip-file fileb://bridge.zip",
+        )
         return
     if config.timeout_s is not None and config.timeout_s < MIN_TIMEOUT_S:
         found.warn(

@@ -15,6 +15,7 @@ from pathlib import Path
 import aioboto3
 import pytest
 
+from rotd.bridgedoctor import check_function, function_connection
 from rotd.doctor import Check, Level, diagnose
 from rotd.inventory import Inventory
 from rotd.secretstore import connection_for
@@ -346,3 +347,43 @@ async def test_rotds_bridge_permissions_are_named_and_a_denied_queue_fails(
     assert "access denied" in queue["detail"]
     assert queue["fix"].startswith("allow sqs:GetQueueAttributes, sqs:ReceiveMessage")
     assert (queue_url, "bridge.permissions") not in denied
+
+
+class Findings:
+    """The checks one bridgedoctor check reports, as (level, detail, fix)."""
+
+    def __init__(self) -> None:
+        self.checks: list[tuple[Level, str, str | None]] = []
+
+    def ok(self, name: str, detail: str) -> None:
+        self.checks.append((Level.OK, detail, None))
+
+    def warn(self, name: str, detail: str, fix: str | None = None) -> None:
+        self.checks.append((Level.WARN, detail, fix))
+
+    def fail(self, name: str, detail: str, fix: str | None = None) -> None:
+        self.checks.append((Level.FAIL, detail, fix))
+
+
+async def test_a_function_running_other_code_than_expected_is_a_warning(
+    bridge: Bridge, moto: MotoServer
+) -> None:
+    queue_url = await bridge.create_queue()
+    function_arn = bridge.name_function()
+    await bridge.create_function()
+    inv = bridged(moto, queue_url, function_arn, "any-secret")
+    (spec,) = inv.secrets
+    assert spec.bridge is not None
+    found = Findings()
+
+    await check_function(
+        function_connection(connection_for(inv), spec.bridge, spec.aws),
+        spec.bridge,
+        found,
+        code_sha256="not-this-digest",
+    )
+
+    ((level, detail, fix),) = found.checks
+    assert level is Level.WARN
+    assert "(not-this-digest)" in detail
+    assert f"update-function-code --function-name {function_arn}" in (fix or "")
