@@ -284,7 +284,8 @@ def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
     Names are resolved to ARNs, and KMS keys found, when AWS can be reached; otherwise ARN
     patterns are used and a warning says so on standard error. An inventory that assumes
     roles (aws.role_arn) gets one policy per identity: a JSON object keyed "base" (rotd's own
-    identity, with sts:AssumeRole on each role) and by role ARN.
+    identity, with sts:AssumeRole on each role) and by role ARN. Bridged secrets add, keyed
+    "bridge-function:<ARN>", the policy of each bridge function's execution role.
     """
     from rotd.iampolicy import Policy, build_policy
     from rotd.rolepolicies import Policies, build_policies, uses_roles
@@ -300,6 +301,8 @@ def iam_policy_command(config_path: str, offline: bool, log_level: str) -> None:
         policy = asyncio.run(build_policy(loaded, offline=offline))
     for warning in policy.warnings:
         click.echo(f"warning: {warning}", err=True)
+    for note in policy.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(policy.text())
     _exit(EXIT_OK)
 

@@ -5,7 +5,9 @@ AWS identity and region; the secret (described, read, its JSON, no native rotati
 unfinished rotation); the master secret; the database from this host (reachable, TLS, the
 current and master logins); the privileges the strategy uses and the clone's name; and the
 Secrets Manager writes, by IAM policy simulation where the identity may run it; and, when the
-inventory puts rotation events, their bus and events:PutEvents on it. It writes
+inventory puts rotation events, their bus and events:PutEvents on it; for bridged secrets, the
+bridge's queue and function and each secret's rotation settings (:mod:`rotd.bridgedoctor`).
+It writes
 nothing anywhere: no version, no password, no user. Secrets are checked concurrently within
 the inventory's limits, each master secret is read once, and every call has a deadline. Each
 finding is a :class:`Check` (ok, warn or FAIL); a failure says what to do about it.
@@ -27,8 +29,9 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from rotd import templates
+from rotd import bridgedoctor, templates
 from rotd.accounts import Stores
+from rotd.bridge.wire import FAILURE_TAG, TESTED
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
     Endpoint,
@@ -47,6 +50,8 @@ from rotd.errors import AwsError, Category, DatabaseError, EngineError, Missing,
 from rotd.events import describe_bus
 from rotd.iampolicy import Scope, bus_arn
 from rotd.inventory import (
+    AwsAccess,
+    Bridge,
     EventBridge,
     Inventory,
     RenderSpec,
@@ -224,15 +229,25 @@ class AwsAccount(AwsClients):
         return Identity(arn=str(r["Arn"]), account=str(r["Account"]))
 
     async def simulate(
-        self, principal: str, actions: Sequence[str], resource: str
+        self,
+        principal: str,
+        actions: Sequence[str],
+        resource: str,
+        context: Mapping[str, Sequence[str]] | None = None,
     ) -> list[Decision]:
-        """What ``principal``'s policies decide for each action on ``resource``."""
+        """What ``principal``'s policies decide for each action on ``resource``, with the
+        condition keys in ``context`` (string lists) set as the calls would set them."""
         decisions: list[Decision] = []
         kwargs: dict[str, Any] = {
             "PolicySourceArn": principal,
             "ActionNames": list(actions),
             "ResourceArns": [resource],
         }
+        if context:
+            kwargs["ContextEntries"] = [
+                {"ContextKeyName": k, "ContextKeyValues": list(v), "ContextKeyType": "stringList"}
+                for k, v in context.items()
+            ]
         try:
             while True:
                 r = await self._iam.simulate_principal_policy(**kwargs)
@@ -263,25 +278,33 @@ class _Simulator:
         self._slots = asyncio.Semaphore(4)  # IAM's request rate is low
 
     async def decide(
-        self, principal: str, actions: Sequence[str], resource: str
+        self,
+        principal: str,
+        actions: Sequence[str],
+        resource: str,
+        context: Mapping[str, Sequence[str]] | None = None,
     ) -> list[Decision] | str:
         """The decisions, or why they could not be had."""
         if self._proven:
-            return await self._call(principal, actions, resource)
+            return await self._call(principal, actions, resource, context)
         async with self._first:
             if self.unavailable is not None:
                 return self.unavailable
-            result = await self._call(principal, actions, resource)
+            result = await self._call(principal, actions, resource, context)
             self._proven = not isinstance(result, str)
             return result
 
     async def _call(
-        self, principal: str, actions: Sequence[str], resource: str
+        self,
+        principal: str,
+        actions: Sequence[str],
+        resource: str,
+        context: Mapping[str, Sequence[str]] | None,
     ) -> list[Decision] | str:
         assert self._account is not None
         try:
             async with self._slots:
-                return await self._account.simulate(principal, actions, resource)
+                return await self._account.simulate(principal, actions, resource, context)
         except AwsError as exc:
             # One identity for every secret: what failed for one fails for all.
             if exc.category is Category.PERMISSION:
@@ -387,11 +410,16 @@ async def diagnose(
             await shared_logins(inventory.secrets, store),
         )
         async with asyncio.TaskGroup() as group:
+            bridges = [
+                group.create_task(_bridge(bridge, access, connection, who))
+                for bridge, access in bridgedoctor.bridges_of(specs).items()
+            ]
             tasks = [group.create_task(doctor.secret(spec)) for spec in specs]
             renders = [
                 group.create_task(_render(store, entry)) for entry in _renders_of(inventory, specs)
             ]
-    checks = head.checks + [check for task in tasks for check in task.result()]
+    checks = head.checks + [check for task in bridges for check in task.result()]
+    checks += [check for task in tasks for check in task.result()]
     checks += [check for task in renders for check in task.result()]
     return _finish(checks, started)
 
@@ -477,6 +505,90 @@ async def _events(
         )
 
 
+async def _bridge(
+    bridge: Bridge,
+    access: AwsAccess,
+    connection: AwsConnection,
+    who: Mapping[str | None, tuple[Identity | None, _Simulator]],
+) -> list[Check]:
+    """The bridge's queue (readable, and rotd's actions on it by simulation) and function."""
+    queue = _Findings(bridge.queue_url)
+    function = _Findings(bridge.function_arn)
+    async with asyncio.TaskGroup() as group:
+        arn = group.create_task(
+            bridgedoctor.check_queue(
+                bridgedoctor.queue_connection(connection, bridge, access), bridge, queue
+            )
+        )
+        group.create_task(
+            bridgedoctor.check_function(
+                bridgedoctor.function_connection(connection, bridge, access), bridge, function
+            )
+        )
+    queue_arn = arn.result()
+    if queue_arn is not None:
+        identity, simulator = who.get(access.role_arn, (None, _Simulator(None, UNKNOWN_ACCOUNT)))
+        await _simulated(
+            queue, "bridge.permissions", identity, simulator, bridgedoctor.QUEUE_ACTIONS, queue_arn
+        )
+    return queue.checks + function.checks
+
+
+async def _simulated(
+    found: _Findings,
+    name: str,
+    identity: Identity | None,
+    simulator: _Simulator,
+    actions: Sequence[str],
+    resource: str,
+    context: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Whether ``identity`` may make ``actions`` on ``resource``, by IAM policy simulation."""
+    listed = ", ".join(actions)
+    if identity is None:
+        found.warn(name, f"not checked ({listed}): the AWS identity is unknown")
+        return
+    if identity.root:
+        found.warn(
+            name,
+            "rotd runs as the account's root user, which may do everything",
+            "run rotd with an IAM role or user that holds only what it needs",
+        )
+        return
+    principal = identity.principal()
+    if principal is None:
+        found.warn(
+            name,
+            f"not checked ({listed}): the policies of {identity.arn} cannot be simulated "
+            "(only IAM users and roles can)",
+        )
+        return
+    result = await simulator.decide(principal, actions, resource, context)
+    if isinstance(result, str):
+        fix = None
+        if f"may not call {SIMULATE}" in result:
+            fix = f"allow {SIMULATE} on {principal} to let rotd doctor check them"
+        found.warn(name, f"not checked ({listed}): {result}", fix)
+        return
+    denied = [d for d in result if d.decision != "allowed"]
+    if not denied:
+        found.ok(name, f"{listed} allowed on {resource} for {principal} (IAM policy simulation)")
+        return
+    what = "; ".join(
+        f"{d.decision} for {d.action}"
+        + (f" (it depends on {', '.join(d.missing_context)})" if d.missing_context else "")
+        for d in denied
+    )
+    explicit = any(d.decision == "explicitDeny" for d in denied)
+    found.fail(
+        name,
+        f"IAM policy simulation for {principal} on {resource}: {what}",
+        f"allow {', '.join(d.action for d in denied)} on {resource} for {principal}"
+        + (" and remove the Deny" if explicit else "")
+        + " (rotd iam-policy prints the policy)",
+    )
+
+
 def _account(identity: Identity | None) -> str:
     return identity.account if identity is not None else "*"
 
@@ -543,6 +655,9 @@ class _Doctor:
         self.slots = asyncio.Semaphore(inventory.max_concurrent)
         self.hosts = HostLimits(inventory.max_concurrent_per_host)
         self.unreachable: dict[str, DatabaseError] = {}
+        self.bridge_functions = sorted(
+            {s.bridge.function_arn for s in inventory.secrets if s.bridge is not None}
+        )
 
     async def secret(self, spec: SecretSpec) -> list[Check]:
         found = _Findings(spec.id)
@@ -576,23 +691,8 @@ class _Doctor:
             )
             return None, None
         found.ok("secret.describe", description.arn)
-        if description.rotation_enabled and description.rotation_lambda:
-            found.fail(
-                "secret.native_rotation",
-                "Secrets Manager's own rotation is enabled with "
-                f"{description.rotation_lambda}; two rotators would fight",
-                f"aws secretsmanager cancel-rotate-secret --secret-id {description.arn}, "
-                "or remove the secret from the inventory",
-            )
-        elif description.rotation_enabled:
-            found.warn(
-                "secret.native_rotation",
-                "Secrets Manager says rotation is enabled, with no Lambda: another service "
-                "(RDS-managed passwords?) may rotate it too",
-                "let one rotator own the secret",
-            )
-        else:
-            found.ok("secret.native_rotation", "Secrets Manager's own rotation is off")
+        if not bridgedoctor.check_rotation(spec, description, self.bridge_functions, found):
+            _native_rotation(description, found)
         version = description.version_with(CURRENT)
         if version is None:
             found.fail(
@@ -675,6 +775,14 @@ class _Doctor:
                 (await self.store.get_value(spec.id, version_id=token)).string, engine=spec.engine
             )
         except (StoreError, BadSecret) as exc:
+            if isinstance(exc, StoreError) and exc.missing is Missing.VALUE and spec.bridged:
+                found.warn(
+                    "secret.unfinished",
+                    f"Secrets Manager's rotation to version {token} is in progress, its value "
+                    "not yet written (createSecret): the bridge function's steps continue it, "
+                    "or rotd's scan finishes it",
+                )
+                return
             if isinstance(exc, StoreError) and exc.missing is Missing.VALUE:
                 found.warn(
                     "secret.unfinished",
@@ -695,6 +803,16 @@ class _Doctor:
                 f"the unfinished rotation {token} has the same username as AWSCURRENT, which "
                 "alternating_users cannot finish",
                 "finish it with strategy single_user, or remove the AWSPENDING label",
+            )
+            return
+        if spec.bridged:
+            tested = TESTED in description.versions.get(token, ())
+            found.warn(
+                "secret.unfinished",
+                f"Secrets Manager's rotation to version {token} is in progress (user "
+                f"{pending.username!r}, value written, "
+                + ("set and tested" if tested else "not yet tested")
+                + "): the bridge function's steps continue it, or rotd's scan finishes it",
             )
             return
         found.warn(
@@ -1006,7 +1124,10 @@ class _Doctor:
         self, spec: SecretSpec, description: SecretDescription, found: _Findings
     ) -> None:
         name = "iam.permissions"
-        actions = ", ".join(WRITE_ACTIONS)
+        wanted = WRITE_ACTIONS + (bridgedoctor.SECRET_ACTIONS if spec.bridged else ())
+        # rotd tags bridged secrets with its failure tag only (rotd iam-policy's condition).
+        context = {"aws:TagKeys": [FAILURE_TAG]} if spec.bridged else None
+        actions = ", ".join(wanted)
         identity, simulator = self.who[spec.aws.role_arn]
         if identity is None:
             found.warn(name, f"not checked ({actions}): the AWS identity is unknown")
@@ -1026,7 +1147,7 @@ class _Doctor:
                 "simulated (only IAM users and roles can)",
             )
             return
-        result = await simulator.decide(principal, WRITE_ACTIONS, description.arn)
+        result = await simulator.decide(principal, wanted, description.arn, context)
         if isinstance(result, str):
             fix = None
             if f"may not call {SIMULATE}" in result:
@@ -1058,6 +1179,27 @@ class _Doctor:
 
 class _Unreachable(Exception):
     """The server cannot be reached (already reported): stop checking it."""
+
+
+def _native_rotation(description: SecretDescription, found: _Findings) -> None:
+    """A secret rotd rotates itself: Secrets Manager's own rotation must be off."""
+    if description.rotation_enabled and description.rotation_lambda:
+        found.fail(
+            "secret.native_rotation",
+            "Secrets Manager's own rotation is enabled with "
+            f"{description.rotation_lambda}; two rotators would fight",
+            f"aws secretsmanager cancel-rotate-secret --secret-id {description.arn}, "
+            "or remove the secret from the inventory",
+        )
+    elif description.rotation_enabled:
+        found.warn(
+            "secret.native_rotation",
+            "Secrets Manager says rotation is enabled, with no Lambda: another service "
+            "(RDS-managed passwords?) may rotate it too",
+            "let one rotator own the secret",
+        )
+    else:
+        found.ok("secret.native_rotation", "Secrets Manager's own rotation is off")
 
 
 def _one_line(text: str) -> str:

@@ -7,10 +7,13 @@ secrets rendered into files (``render``) that are not rotated get GetSecretValue
 customer-managed KMS keys of those secrets get kms:Decrypt (and kms:GenerateDataKey where rotd
 writes), usable only through Secrets Manager in the secrets' region; an inventory with
 ``events.eventbridge`` adds events:PutEvents on the bus (or sts:AssumeRole on the role that
-puts the events). Names become exact ARNs
-when AWS can be reached; otherwise, or when asked to stay offline, secrets are named by ARN
-patterns (``<name>-??????``) and every guess is reported as a warning. The same facts always
-give the same document. Secret values are read only for their ``masterarn`` and never kept.
+puts the events); bridged secrets (``rotation: bridge``) add rotd's side of the bridge (its
+queue, RotateSecret, the failure tag, the function's configuration) and a policy for each
+bridge function's role (reading the secrets bridged through it, sending to its queue). Names
+become exact ARNs when AWS can be reached; otherwise, or when asked to stay offline, secrets
+are named by ARN patterns (``<name>-??????``) and every guess is reported as a warning. The
+same facts always give the same document. Secret values are read only for their ``masterarn``
+and never kept.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aioboto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rotd.bridge.wire import FAILURE_TAG
 from rotd.credentials import BadSecret, Credentials
 from rotd.errors import AwsError, Category, StoreError
 from rotd.inventory import EventBridge, Inventory, SecretSpec, aws_region
@@ -50,6 +55,19 @@ KMS_READ_ACTIONS = ("kms:Decrypt",)
 EVENTS_ACTIONS = ("events:PutEvents",)
 ASSUME_ACTIONS = ("sts:AssumeRole",)
 CONCURRENCY = 16
+BASE = "base"  # the label of rotd's own identity
+BRIDGE_QUEUE_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+)
+BRIDGE_TAG_ACTIONS = ("secretsmanager:TagResource", "secretsmanager:UntagResource")
+BRIDGE_START_ACTIONS = ("secretsmanager:RotateSecret",)
+BRIDGE_FUNCTION_ACTIONS = ("lambda:GetFunctionConfiguration",)
+FUNCTION_READ_ACTIONS = ("secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue")
+FUNCTION_SEND_ACTIONS = ("sqs:SendMessage",)
+FUNCTION_LABEL = "bridge-function:"
 
 _SECRET_ARN = re.compile(
     r"^arn:(?P<partition>aws[\w-]*):secretsmanager:(?P<region>[\w-]+):(?P<account>\d{12}):"
@@ -89,9 +107,16 @@ class Grant:
 class Policy:
     document: dict[str, Any]
     warnings: tuple[str, ...]
+    # The role policy of each bridge function, by its label (:func:`function_label`).
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def text(self) -> str:
-        return json.dumps(self.document, indent=2)
+        """The document; with bridge functions, an object keyed ``base`` (rotd's identity)
+        and by each function's label."""
+        if not self.functions:
+            return json.dumps(self.document, indent=2)
+        return json.dumps({BASE: self.document, **self.functions}, indent=2)
 
 
 def secret_resource(secret_id: str, scope: Scope) -> str:
@@ -128,15 +153,15 @@ def policy_document(
     read_keys = {k: r for k, r in _keys([*masters, *rendered]).items() if k not in write_keys}
     statements = []
     if rotated_resources:
-        statements.append(_statement("RotateSecrets", ROTATE_ACTIONS, rotated_resources))
+        statements.append(statement("RotateSecrets", ROTATE_ACTIONS, rotated_resources))
     if master_resources:
-        statements.append(_statement("ReadMasterSecrets", READ_ACTIONS, master_resources))
+        statements.append(statement("ReadMasterSecrets", READ_ACTIONS, master_resources))
     if rendered_resources:
-        statements.append(_statement("ReadRenderedSecrets", READ_ACTIONS, rendered_resources))
+        statements.append(statement("ReadRenderedSecrets", READ_ACTIONS, rendered_resources))
     if write_keys:
-        statements.append(_statement("UseSecretKmsKeys", KMS_WRITE_ACTIONS, write_keys))
+        statements.append(statement("UseSecretKmsKeys", KMS_WRITE_ACTIONS, write_keys))
     if read_keys:
-        statements.append(_statement("ReadMasterSecretKmsKeys", KMS_READ_ACTIONS, read_keys))
+        statements.append(statement("ReadMasterSecretKmsKeys", KMS_READ_ACTIONS, read_keys))
     statements.extend(events)
     return {"Version": VERSION, "Statement": statements}
 
@@ -160,12 +185,106 @@ def events_statements(bridge: EventBridge, scope: Scope) -> tuple[list[dict[str,
             "events.eventbridge.bus, or run rotd iam-policy where AWS can be reached"
         )
     if bridge.role_arn is None:
-        return [_statement("PutRotationEvents", EVENTS_ACTIONS, [bus])], warnings
+        return [statement("PutRotationEvents", EVENTS_ACTIONS, [bus])], warnings
     warnings.append(
         f"events: rotd puts its events as the role {bridge.role_arn}; that role needs "
         f"events:PutEvents on {bus}, and a trust policy that lets rotd's identity assume it"
     )
-    return [_statement("AssumeEventsRole", ASSUME_ACTIONS, [bridge.role_arn])], warnings
+    return [statement("AssumeEventsRole", ASSUME_ACTIONS, [bridge.role_arn])], warnings
+
+
+# --- the bridge: rotd's side, and each bridge function's role -----------------------------------
+
+
+def queue_arn(queue_url: str, scope: Scope) -> str:
+    """The ARN of the queue at ``queue_url``: an AWS URL names its region and account; an
+    emulator's names the account in its path and takes the secrets' region."""
+    parts = urlsplit(queue_url)
+    account, name = parts.path.strip("/").split("/")[:2]
+    host = (parts.hostname or "").lower()
+    match = re.match(r"^(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(\.cn)?$", host)
+    if match is None:
+        return f"arn:{scope.partition}:sqs:{scope.region}:{account}:{name}"
+    region = match.group(1) or match.group(2)
+    partition = "aws-cn" if match.group(3) else scope.partition
+    return f"arn:{partition}:sqs:{region}:{account}:{name}"
+
+
+def function_arn(arn: str) -> str:
+    """A function's ARN without its version or alias: IAM names the function by it."""
+    return ":".join(arn.split(":")[:7])
+
+
+def function_label(arn: str) -> str:
+    """The key of a bridge function's role policy in ``rotd iam-policy``'s output."""
+    return FUNCTION_LABEL + function_arn(arn)
+
+
+def bridge_statements(
+    specs: Sequence[SecretSpec], grants: Sequence[Grant], scope: Scope
+) -> list[dict[str, Any]]:
+    """rotd's side of the bridge for these bridged secrets (``grants`` in the same order):
+    reading its queues, starting rotations (``rotd rotate``), the failure tag only, and the
+    functions' configuration (``rotd doctor``)."""
+    assert all(s.bridge is not None for s in specs)
+    bridges = [s.bridge for s in specs if s.bridge is not None]
+    secrets = sorted({g.resource for g in grants})
+    tags = statement("ReportBridgeFailures", BRIDGE_TAG_ACTIONS, secrets)
+    tags["Condition"] = {"ForAllValues:StringEquals": {"aws:TagKeys": [FAILURE_TAG]}}
+    return [
+        statement(
+            "ReadBridgeQueues",
+            BRIDGE_QUEUE_ACTIONS,
+            {queue_arn(b.queue_url, scope) for b in bridges},
+        ),
+        statement("StartBridgedRotations", BRIDGE_START_ACTIONS, secrets),
+        tags,
+        statement(
+            "ReadBridgeFunctions",
+            BRIDGE_FUNCTION_ACTIONS,
+            {function_arn(b.function_arn) for b in bridges},
+        ),
+    ]
+
+
+def function_policies(
+    specs: Sequence[SecretSpec], grants: Sequence[Grant], scope: Scope
+) -> dict[str, dict[str, Any]]:
+    """The policy of each bridge function's role, by :func:`function_label`: reading the
+    secrets bridged through it (and their customer-managed KMS keys), sending to its queue."""
+    by_function: dict[str, list[tuple[SecretSpec, Grant]]] = {}
+    for spec, grant in zip(specs, grants, strict=True):
+        assert spec.bridge is not None
+        by_function.setdefault(function_label(spec.bridge.function_arn), []).append((spec, grant))
+    documents: dict[str, dict[str, Any]] = {}
+    for label in sorted(by_function):
+        pairs = by_function[label]
+        queues = {queue_arn(s.bridge.queue_url, scope) for s, _ in pairs if s.bridge is not None}
+        statements = [
+            statement("ReadBridgedSecrets", FUNCTION_READ_ACTIONS, {g.resource for _, g in pairs}),
+            statement("SendBridgeSteps", FUNCTION_SEND_ACTIONS, queues),
+        ]
+        keys = _keys(g for _, g in pairs)
+        if keys:
+            statements.append(statement("ReadBridgedSecretKmsKeys", KMS_READ_ACTIONS, keys))
+        documents[label] = {"Version": VERSION, "Statement": statements}
+    return documents
+
+
+def function_notes(functions: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """What the function roles' documents cannot say themselves."""
+    if not functions:
+        return ()
+    return (
+        "the documents keyed bridge-function:<ARN> are for the execution role of that bridge "
+        "function, not for rotd; that role also needs the managed policy "
+        "AWSLambdaBasicExecutionRole (CloudWatch Logs), and kms:Decrypt on the KMS key of "
+        "each secret it reads if that key is customer-managed (listed when AWS was reached)",
+        "Secrets Manager must be allowed to invoke each bridge function: aws lambda "
+        "add-permission --function-name <ARN> --statement-id secretsmanager --principal "
+        "secretsmanager.amazonaws.com --action lambda:InvokeFunction --source-account "
+        "<ACCOUNT>",
+    )
 
 
 def _keys(grants: Iterable[Grant]) -> dict[str, set[str]]:
@@ -177,9 +296,11 @@ def _keys(grants: Iterable[Grant]) -> dict[str, set[str]]:
     return keys
 
 
-def _statement(
+def statement(
     sid: str, actions: Sequence[str], resources: Iterable[str] | dict[str, set[str]]
 ) -> dict[str, Any]:
+    """One Allow statement; KMS keys (a dict: key ARN -> the regions of its secrets) are
+    usable only through Secrets Manager in those regions."""
     statement: dict[str, Any] = {
         "Sid": sid,
         "Effect": "Allow",
@@ -214,8 +335,17 @@ async def build_policy(inventory: Inventory, *, offline: bool = False) -> Policy
         scope = resolver.scope([g.resource for g in [*rotated, *masters]])
         events, warnings = events_statements(inventory.eventbridge, scope)
         resolver.warnings.extend(warnings)
+    bridged = [g for spec, g in zip(inventory.secrets, rotated, strict=True) if spec.bridged]
+    functions: dict[str, dict[str, Any]] = {}
+    notes: tuple[str, ...] = ()
+    if bridged:
+        specs = [s for s in inventory.secrets if s.bridged]
+        scope = resolver.scope([g.resource for g in rotated])
+        events.extend(bridge_statements(specs, bridged, scope))
+        functions = function_policies(specs, bridged, scope)
+        notes = function_notes(functions)
     document = policy_document(rotated, masters, rendered, events)
-    return Policy(document, tuple(resolver.warnings))
+    return Policy(document, tuple(resolver.warnings), functions, notes)
 
 
 @dataclass(frozen=True)

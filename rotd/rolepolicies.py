@@ -3,7 +3,8 @@
 Each identity rotd acts as needs its own policy: every role gets the policy for the secrets,
 masters and KMS keys of the databases that use it (built by :mod:`rotd.iampolicy`, once per
 account and region, and merged), and rotd's own (base) identity gets ``sts:AssumeRole`` on
-every role, with the policy for the secrets it reaches itself, if any. :func:`trust_policy` is
+every role, with the policy for the secrets it reaches itself, if any. Each bridge function's
+role gets one policy too, for the bridged secrets of every identity. :func:`trust_policy` is
 what each role must trust: the base identity.
 """
 
@@ -14,18 +15,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rotd.iampolicy import VERSION, Policy, build_policy
+from rotd.iampolicy import BASE, VERSION, Policy, build_policy
 from rotd.inventory import AwsAccess, Inventory
-
-BASE = "base"  # the label of rotd's own identity
 
 
 @dataclass(frozen=True)
 class Policies:
-    """One policy per identity: ``base`` and each role ARN, in that order."""
+    """One policy per identity: ``base``, each role ARN, then each bridge function's role
+    (``bridge-function:<ARN>``), in that order."""
 
     documents: dict[str, dict[str, Any]]
     warnings: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     def text(self) -> str:
         return json.dumps(self.documents, indent=2)
@@ -58,7 +59,12 @@ async def build_policies(inventory: Inventory, *, offline: bool = False) -> Poli
     documents[BASE] = base
     for role in roles:
         documents[role] = merge(p.document for p in by_identity[role])
-    return Policies(documents, tuple(dict.fromkeys(warnings)))
+    policies = [p for identity in by_identity.values() for p in identity]
+    functions = sorted({label for p in policies for label in p.functions})
+    for label in functions:
+        documents[label] = merge(p.functions[label] for p in policies if label in p.functions)
+    notes = tuple(dict.fromkeys(n for p in policies for n in p.notes))
+    return Policies(documents, tuple(dict.fromkeys(warnings)), notes)
 
 
 def trust_policy(base_identity_arn: str) -> dict[str, Any]:
@@ -93,7 +99,7 @@ def merge(documents: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 continue
             into = merged[sid]
             into["Resource"] = sorted(set(into["Resource"]) | set(statement["Resource"]))
-            if "Condition" in statement:
+            if "Condition" in statement and statement["Condition"] != into.get("Condition"):
                 into["Condition"] = _join_conditions(into["Condition"], statement["Condition"])
     return {"Version": VERSION, "Statement": list(merged.values())}
 

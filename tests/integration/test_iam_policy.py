@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -12,7 +13,7 @@ from typing import Any
 import aioboto3
 import pytest
 
-from rotd.iampolicy import Grant, build_policy, policy_document
+from rotd.iampolicy import Grant, Scope, build_policy, policy_document, queue_arn
 from tests.fixtures.aws import MotoServer, Secrets, free_port
 from tests.fixtures.inventory import write_inventory
 from tests.fixtures.process import RotdProcess, run
@@ -424,3 +425,90 @@ async def test_events_add_put_events_on_the_bus_or_assume_role_on_the_role(
     statement = policy.document["Statement"][-1]
     assert statement["Resource"] == [f"arn:aws:events:{moto.region}:*:event-bus/rotations"]
     assert any("write its ARN as events.eventbridge.bus" in w for w in policy.warnings)
+
+
+async def test_bridged_secrets_add_rotds_side_and_a_policy_per_bridge_function(
+    secrets: Secrets, moto: MotoServer, tmp_path: Path, rotd_process: Start
+) -> None:
+    bridged_name, bridged = await create_secret(secrets, "bridged", login("b", "Bridged-pw-1"))
+    plain_name, plain = await create_secret(secrets, "daemon", login("d", "Daemon-pw-2"))
+    account = bridged.split(":")[4]
+    queue = f"{moto.endpoint_url}/{account}/rotd-bridge-q"
+    function = f"arn:aws:lambda:{moto.region}:{account}:function:rotd-bridge"
+    body = f"""\
+        bridge:
+          queue_url: {queue}
+          function_arn: {function}:live
+        databases:
+          - name: orders
+            secrets:
+              - id: {bridged_name}
+                rotation: bridge
+              - id: {plain_name}
+        """
+
+    policy = await build_policy(inventory(moto, body))
+
+    queue_arn = f"arn:aws:sqs:{moto.region}:{account}:rotd-bridge-q"
+    statements = {s["Sid"]: s for s in policy.document["Statement"]}
+    assert list(statements) == [
+        "RotateSecrets",
+        "ReadBridgeQueues",
+        "StartBridgedRotations",
+        "ReportBridgeFailures",
+        "ReadBridgeFunctions",
+    ]
+    assert statements["RotateSecrets"]["Resource"] == sorted([bridged, plain])
+    assert statements["ReadBridgeQueues"]["Resource"] == [queue_arn]
+    assert statements["ReadBridgeQueues"]["Action"] == [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    assert statements["StartBridgedRotations"]["Resource"] == [bridged]
+    assert statements["ReportBridgeFailures"]["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["rotd:bridge:failure"]}
+    }
+    assert statements["ReadBridgeFunctions"]["Resource"] == [function]
+    assert policy.functions == {
+        f"bridge-function:{function}": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ReadBridgedSecrets",
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+                    "Resource": [bridged],
+                },
+                {
+                    "Sid": "SendBridgeSteps",
+                    "Effect": "Allow",
+                    "Action": ["sqs:SendMessage"],
+                    "Resource": [queue_arn],
+                },
+            ],
+        }
+    }
+
+    path = tmp_path / "inv.yaml"
+    head = f"aws:\n  endpoint_url: {moto.endpoint_url}\n  region: {moto.region}\n"
+    path.write_text(head + textwrap.dedent(body))
+    code, out, err = run(rotd_process, "iam-policy", "-c", str(path))
+    assert code == 0, err
+    assert json.loads(out) == {"base": policy.document, **policy.functions}
+    assert "AWSLambdaBasicExecutionRole" in err
+    assert "kms:Decrypt" in err
+    assert "lambda add-permission" in err
+
+
+def test_an_aws_queue_url_names_its_own_region_and_account() -> None:
+    scope = Scope(region="eu-west-1", account="111111111111")
+    assert (
+        queue_arn("https://sqs.us-east-2.amazonaws.com/222222222222/q-1", scope)
+        == "arn:aws:sqs:us-east-2:222222222222:q-1"
+    )
+    assert (
+        queue_arn("http://localhost:5000/333333333333/q-2", scope)
+        == "arn:aws:sqs:eu-west-1:333333333333:q-2"
+    )

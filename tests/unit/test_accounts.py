@@ -209,3 +209,47 @@ def test_merged_policies_join_resources_and_kms_conditions() -> None:
             ]
         }
     }
+
+
+async def test_offline_policies_give_each_identity_its_bridge_part_and_the_function_one() -> None:
+    function = "arn:aws:lambda:us-east-1:111111111111:function:rotd-bridge"
+    queue = "https://sqs.us-east-1.amazonaws.com/111111111111/rotd-bridge"
+    inventory = parse(
+        f"""
+        aws: {{region: us-east-1}}
+        bridge: {{queue_url: "{queue}", function_arn: "{function}"}}
+        defaults: {{rotation: bridge}}
+        databases:
+          - name: one
+            aws: {{role_arn: {ROLE_A}}}
+            secrets: [{{id: app-a}}]
+          - name: two
+            aws: {{role_arn: {ROLE_A}}}
+            secrets: [{{id: app-a2}}]
+          - name: three
+            aws: {{role_arn: {ROLE_B}}}
+            secrets: [{{id: app-b}}]
+        """
+    )
+    policies = await build_policies(inventory, offline=True)
+    label = f"bridge-function:{function}"
+    assert list(policies.documents) == ["base", ROLE_A, ROLE_B, label]
+    role_a = {s["Sid"]: s for s in policies.documents[ROLE_A]["Statement"]}
+    assert role_a["ReadBridgeQueues"]["Resource"] == [
+        "arn:aws:sqs:us-east-1:111111111111:rotd-bridge"
+    ]
+    assert role_a["ReportBridgeFailures"]["Resource"] == [
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:app-a-??????",
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:app-a2-??????",
+    ]
+    assert role_a["ReportBridgeFailures"]["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["rotd:bridge:failure"]}
+    }
+    read, send = policies.documents[label]["Statement"]
+    assert read["Resource"] == [
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:app-a-??????",
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:app-a2-??????",
+        "arn:aws:secretsmanager:us-east-1:222222222222:secret:app-b-??????",
+    ]
+    assert send["Action"] == ["sqs:SendMessage"]
+    assert any("AWSLambdaBasicExecutionRole" in n for n in policies.notes)

@@ -76,3 +76,12 @@ def test_each_row_says_what_the_daemon_is_doing_about_the_secret() -> None:
     assert lines[0].startswith(
         "a  db=orders aws=111111111111/eu-west-1 engine=postgres strategy=single_user user=app "
     )
+
+
+def test_a_bridged_row_says_so_and_has_no_due_time_of_rotds() -> None:
+    (report,) = reports({"secrets": [row("a", rotation="bridge", next_due=None)]})
+    assert report.rotation == "bridge"
+    assert report.line().startswith(
+        "a  db=orders aws=111111111111/eu-west-1 engine=postgres strategy=single_user "
+        "rotation=bridge user=app last=2026-11-01T00:00:00+00:00 next=-  ok"
+    )
