@@ -20,12 +20,12 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from rotd.bridge.package import HANDLER
 from rotd.errors import AwsError, Category
 from rotd.inventory import AwsAccess, Bridge, SecretSpec, every_service_endpoint
 from rotd.protocol import bridge_conflict, enable_bridge_command, same_function
 from rotd.secretstore import AwsConnection, SecretDescription, aws_error, open_client
 
-HANDLER = "rotd.bridge.lambda_function.lambda_handler"
 QUEUE_ENV = "ROTD_BRIDGE_QUEUE_URL"
 # The function waits for rotd within its own timeout: below this, a step that takes a
 # database's login timeout or a replica's catching up fails before rotd is done.
@@ -246,7 +246,9 @@ async def check_function(
         )
     if failed:
         return
+    warned = False
     if code_sha256 is not None and config.code_sha256 != code_sha256:
+        warned = True
         found.warn(
             name,
             f"{arn}: its code (CodeSha256 {config.code_sha256}) is not this rotd's bridge "
@@ -254,7 +256,6 @@ async def check_function(
             "build this rotd's archive (rotd bridge package -o bridge.zip) and deploy it: aws "
             f"lambda update-function-code --function-name {arn} --zip-file fileb://bridge.zip",
         )
-        return
     if config.timeout_s is not None and config.timeout_s < MIN_TIMEOUT_S:
         found.warn(
             name,
@@ -262,6 +263,8 @@ async def check_function(
             "(a slow login, a replica catching up) fails and Secrets Manager retries it",
             f"raise the function's timeout to at least {MIN_TIMEOUT_S} s",
         )
+        return
+    if warned:
         return
     found.ok(
         name,

@@ -31,6 +31,7 @@ from botocore.parsers import ResponseParserError
 
 from rotd import bridgedoctor, templates
 from rotd.accounts import Stores
+from rotd.bridge.package import code_sha256
 from rotd.bridge.wire import FAILURE_TAG, TESTED
 from rotd.credentials import BadSecret, Credentials
 from rotd.engines import (
@@ -522,7 +523,10 @@ async def _bridge(
         )
         group.create_task(
             bridgedoctor.check_function(
-                bridgedoctor.function_connection(connection, bridge, access), bridge, function
+                bridgedoctor.function_connection(connection, bridge, access),
+                bridge,
+                function,
+                code_sha256(),
             )
         )
     queue_arn = arn.result()

@@ -15,6 +15,7 @@ from pathlib import Path
 import aioboto3
 import pytest
 
+from rotd.bridge import package
 from rotd.bridgedoctor import check_function, function_connection
 from rotd.doctor import Check, Level, diagnose
 from rotd.inventory import Inventory
@@ -26,7 +27,7 @@ from tests.fixtures.rotation import inventory
 
 Start = Callable[..., RotdProcess]
 
-HANDLER = "rotd.bridge.lambda_function.lambda_handler"
+HANDLER = package.HANDLER
 ACCOUNT = "123456789012"  # moto's
 
 
@@ -56,11 +57,13 @@ class Bridge:
         return self.function_arn
 
     async def create_function(
-        self, *, handler: str = HANDLER, queue_url: str | None = None, timeout_s: int = 90
+        self,
+        *,
+        handler: str = HANDLER,
+        queue_url: str | None = None,
+        timeout_s: int = 90,
+        code: bytes | None = None,
     ) -> None:
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w") as z:
-            z.writestr("rotd_bridge_stub.py", "def handler(event, context):\n    return None\n")
         url = self.server.endpoint_url
         async with (
             self.session().client("iam", endpoint_url=url) as iam,
@@ -86,7 +89,7 @@ class Bridge:
                 Runtime="python3.12",
                 Role=self.role_arn,
                 Handler=handler,
-                Code={"ZipFile": archive.getvalue()},
+                Code={"ZipFile": package.archive_bytes() if code is None else code},
                 Timeout=timeout_s,
                 Environment={"Variables": {"ROTD_BRIDGE_QUEUE_URL": queue_url or self.queue_url}},
             )
@@ -368,9 +371,14 @@ class Findings:
 async def test_a_function_running_other_code_than_expected_is_a_warning(
     bridge: Bridge, moto: MotoServer
 ) -> None:
+    """Deployed from another release's archive (or edited by hand): doctor compares the
+    function's CodeSha256 with this rotd's archive."""
     queue_url = await bridge.create_queue()
     function_arn = bridge.name_function()
-    await bridge.create_function()
+    other = io.BytesIO()
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("rotd/bridge/lambda_function.py", "def lambda_handler(event, context): ...\n")
+    await bridge.create_function(code=other.getvalue())
     inv = bridged(moto, queue_url, function_arn, "any-secret")
     (spec,) = inv.secrets
     assert spec.bridge is not None
@@ -380,10 +388,10 @@ async def test_a_function_running_other_code_than_expected_is_a_warning(
         function_connection(connection_for(inv), spec.bridge, spec.aws),
         spec.bridge,
         found,
-        code_sha256="not-this-digest",
+        code_sha256=package.code_sha256(),
     )
 
     ((level, detail, fix),) = found.checks
     assert level is Level.WARN
-    assert "(not-this-digest)" in detail
+    assert f"is not this rotd's bridge function ({package.code_sha256()})" in detail
     assert f"update-function-code --function-name {function_arn}" in (fix or "")
