@@ -3,7 +3,6 @@
 from tests.fixtures.accounts import *  # noqa: F403
 from tests.fixtures.aws import *  # noqa: F403
 from tests.fixtures.bridge import *  # noqa: F403
-from tests.fixtures.bridge_queue import *  # noqa: F403
 from tests.fixtures.databases import *  # noqa: F403
 from tests.fixtures.iam import *  # noqa: F403
 from tests.fixtures.mariadb import *  # noqa: F403

@@ -14,7 +14,13 @@ import pytest
 
 from rotd.bridge import wire
 from tests.fixtures.aws import MotoServer, Secrets
-from tests.fixtures.bridge_queue import BridgeQueue, enable_bridge
+from tests.fixtures.bridge import (
+    BridgeFunction,
+    queue_empty,
+    send_raw,
+    send_step,
+    start_rotation,
+)
 from tests.fixtures.databases import Database, pg_quote_ident
 from tests.fixtures.deadlines import until
 from tests.fixtures.inventory import write_inventory
@@ -25,7 +31,7 @@ Start = Callable[..., RotdProcess]
 
 
 def bridged_inventory(
-    tmp_path: Path, moto: MotoServer, queue: BridgeQueue, secrets: list[dict[str, Any]]
+    tmp_path: Path, moto: MotoServer, function: BridgeFunction, secrets: list[dict[str, Any]]
 ) -> Path:
     return write_inventory(
         tmp_path / "inv.yaml",
@@ -33,8 +39,8 @@ def bridged_inventory(
         [{"rotation": "bridge", **s} for s in secrets],
         defaults={
             "bridge": {
-                "queue_url": queue.url,
-                "function_arn": queue.function_arn,
+                "queue_url": function.queue_url,
+                "function_arn": function.function_arn,
                 "scan_every": "1h",
             }
         },
@@ -46,13 +52,13 @@ async def test_each_message_does_its_step_once_and_is_deleted(
     db: Database,
     secrets: Secrets,
     moto: MotoServer,
-    bridge_queue: BridgeQueue,
+    bridge_function: BridgeFunction,
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
     user, name = await make_login(db, secrets)
-    token = await enable_bridge(secrets, name, bridge_queue.function_arn)
-    path = bridged_inventory(tmp_path, moto, bridge_queue, [{"id": name}])
+    token = await start_rotation(bridge_function, name)
+    path = bridged_inventory(tmp_path, moto, bridge_function, [{"id": name}])
     process = rotd_process("run", "-c", str(path))
     process.wait_for_event("daemon.ready", 60)
 
@@ -64,28 +70,28 @@ async def test_each_message_does_its_step_once_and_is_deleted(
                 return False
         return True
 
-    await bridge_queue.send(name, token, "createSecret")
+    await send_step(bridge_function, name, token, "createSecret")
     await until(has_value, "the pending version's value", 30, 0.1)
-    await until(bridge_queue.empty, "the createSecret message deleted", 30, 0.2)
+    await until(lambda: queue_empty(bridge_function), "the createSecret message deleted", 30, 0.2)
     assert await db.logs_in(user, "Initial-pass-1"), "createSecret changes no password"
 
-    await bridge_queue.send(name, token, "setSecret")
+    await send_step(bridge_function, name, token, "setSecret")
     await until(
         lambda: _has(secrets, name, token, wire.TESTED), "ROTD_TESTED on the version", 30, 0.1
     )
     pending = await secrets.value(name, "AWSPENDING")
     assert await db.logs_in(user, pending["password"])
-    await until(bridge_queue.empty, "the setSecret message deleted", 30, 0.2)
+    await until(lambda: queue_empty(bridge_function), "the setSecret message deleted", 30, 0.2)
 
-    await bridge_queue.send(name, token, "testSecret")
+    await send_step(bridge_function, name, token, "testSecret")
     (done,) = process.wait_for_event("bridge.step_skipped", 30)
     assert done["step"] == "testSecret"
 
-    await bridge_queue.send(name, token, "finishSecret")
+    await send_step(bridge_function, name, token, "finishSecret")
     (finished,) = process.wait_for_event("rotation.succeeded", 30)
     assert finished["version_id"] == token
     assert await secrets.version(name) == token
-    await until(bridge_queue.empty, "every message deleted", 30, 0.2)
+    await until(lambda: queue_empty(bridge_function), "every message deleted", 30, 0.2)
     process.send(signal.SIGTERM)
     assert process.wait(30) == 0
     steps = [e["step"] for e in process.named("bridge.step_done")]
@@ -98,30 +104,35 @@ async def test_messages_rotd_must_not_act_on_are_dropped(
     db: Database,
     secrets: Secrets,
     moto: MotoServer,
-    bridge_queue: BridgeQueue,
+    bridge_function: BridgeFunction,
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
     """A message is a hint: rotd checks Secrets Manager's own state and its inventory."""
     user, bridged = await make_login(db, secrets)
     _, daemon_only = await make_login(db, secrets)
-    token = await enable_bridge(secrets, bridged, bridge_queue.function_arn)
+    token = await start_rotation(bridge_function, bridged)
     path = write_inventory(
         tmp_path / "inv.yaml",
         moto,
         [{"id": bridged, "rotation": "bridge"}, {"id": daemon_only}],
         defaults={
-            "bridge": {"queue_url": bridge_queue.url, "function_arn": bridge_queue.function_arn}
+            "bridge": {
+                "queue_url": bridge_function.queue_url,
+                "function_arn": bridge_function.function_arn,
+            }
         },
     )
     process = rotd_process("run", "-c", str(path))
     process.wait_for_event("daemon.ready", 60)
     before = await secrets.stages(bridged)
 
-    await bridge_queue.send_raw("not json")
-    await bridge_queue.send(secrets.name("not-in-inventory"), token, "createSecret")
-    await bridge_queue.send(daemon_only, token, "createSecret")
-    await bridge_queue.send(bridged, str(uuid.uuid4()), "createSecret")  # not the pending one
+    await send_raw(bridge_function, "not json")
+    await send_step(bridge_function, secrets.name("not-in-inventory"), token, "createSecret")
+    await send_step(bridge_function, daemon_only, token, "createSecret")
+    await send_step(
+        bridge_function, bridged, str(uuid.uuid4()), "createSecret"
+    )  # not the pending one
     dropped = process.wait_for_event("bridge.message_dropped", 30, count=3)
     reasons = sorted(e["reason"] for e in dropped)
     assert reasons[0].startswith("no secret of the inventory"), reasons
@@ -129,7 +140,7 @@ async def test_messages_rotd_must_not_act_on_are_dropped(
     assert reasons[2] == "the inventory says rotation: daemon", reasons
     (stale,) = process.wait_for_event("bridge.step_skipped", 30)
     assert "no longer the pending one" in stale["reason"]
-    await until(bridge_queue.empty, "every message deleted", 30, 0.2)
+    await until(lambda: queue_empty(bridge_function), "every message deleted", 30, 0.2)
     assert await secrets.stages(bridged) == before, "nothing may change"
     assert await db.logs_in(user, "Initial-pass-1")
     process.send(signal.SIGTERM)
@@ -145,22 +156,22 @@ async def test_a_failed_step_is_reported_on_the_secret_for_its_message(
     db: Database,
     secrets: Secrets,
     moto: MotoServer,
-    bridge_queue: BridgeQueue,
+    bridge_function: BridgeFunction,
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
     """The password was changed by hand behind rotd's back: setSecret cannot log in."""
     user, name = await make_login(db, secrets)
-    token = await enable_bridge(secrets, name, bridge_queue.function_arn)
-    path = bridged_inventory(tmp_path, moto, bridge_queue, [{"id": name}])
+    token = await start_rotation(bridge_function, name)
+    path = bridged_inventory(tmp_path, moto, bridge_function, [{"id": name}])
     process = rotd_process("run", "-c", str(path))
     process.wait_for_event("daemon.ready", 60)
-    await bridge_queue.send(name, token, "createSecret")
+    await send_step(bridge_function, name, token, "createSecret")
     process.wait_for_event("bridge.step_done", 30)
     await db.execute(f"ALTER ROLE {pg_quote_ident(user)} PASSWORD 'Changed-by-hand-1'")
     before = await secrets.stages(name)
 
-    request = await bridge_queue.send(name, token, "setSecret")
+    request = await send_step(bridge_function, name, token, "setSecret")
     (failed,) = process.wait_for_event("bridge.step_failed", 30)
     tags = {t["Key"]: t["Value"] for t in (await secrets.describe(name)).get("Tags", [])}
     failure = wire.decode_failure(tags[wire.FAILURE_TAG])
@@ -169,16 +180,16 @@ async def test_a_failed_step_is_reported_on_the_secret_for_its_message(
     assert f"login refused for user {user} with every password rotd knows" in failure.reason
     assert failed["request"] == request
     assert await secrets.stages(name) == before, "a failed step changes no label"
-    await until(bridge_queue.empty, "the failed step's message deleted", 30, 0.2)
+    await until(lambda: queue_empty(bridge_function), "the failed step's message deleted", 30, 0.2)
     pending = await secrets.value(name, "AWSPENDING")
     assert "Changed-by-hand-1" not in tags[wire.FAILURE_TAG]
     assert pending["password"] not in tags[wire.FAILURE_TAG]
 
     # Put right by hand, the next attempt succeeds and the report goes.
     await db.execute(f"ALTER ROLE {pg_quote_ident(user)} PASSWORD 'Initial-pass-1'")
-    await bridge_queue.send(name, token, "setSecret")
+    await send_step(bridge_function, name, token, "setSecret")
     await until(lambda: _has(secrets, name, token, wire.TESTED), "ROTD_TESTED", 30, 0.1)
-    await bridge_queue.send(name, token, "finishSecret")
+    await send_step(bridge_function, name, token, "finishSecret")
     process.wait_for_event("rotation.succeeded", 30)
     described = await secrets.describe(name)
     assert wire.FAILURE_TAG not in {t["Key"] for t in described.get("Tags", [])}
@@ -191,14 +202,14 @@ async def test_two_daemons_on_one_queue_do_each_step_once(
     db: Database,
     secrets: Secrets,
     moto: MotoServer,
-    bridge_queue: BridgeQueue,
+    bridge_function: BridgeFunction,
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
     """SQS delivers at least once: every message is sent twice, to two daemons."""
     names = [(await make_login(db, secrets))[1] for _ in range(3)]
-    tokens = {name: await enable_bridge(secrets, name, bridge_queue.function_arn) for name in names}
-    path = bridged_inventory(tmp_path, moto, bridge_queue, [{"id": n} for n in names])
+    tokens = {name: await start_rotation(bridge_function, name) for name in names}
+    path = bridged_inventory(tmp_path, moto, bridge_function, [{"id": n} for n in names])
     processes = [rotd_process("run", "-c", str(path)) for _ in range(2)]
     for process in processes:
         process.wait_for_event("daemon.ready", 60)
@@ -206,8 +217,8 @@ async def test_two_daemons_on_one_queue_do_each_step_once(
     for step, label in (("createSecret", None), ("setSecret", wire.TESTED), ("finishSecret", None)):
         for name, token in tokens.items():
             for _ in range(2):
-                await bridge_queue.send(name, token, step)
-        await until(bridge_queue.empty, f"every {step} message answered", 60, 0.2)
+                await send_step(bridge_function, name, token, step)
+        await until(lambda: queue_empty(bridge_function), f"every {step} message answered", 60, 0.2)
         if label is not None:
             for name, token in tokens.items():
                 assert await _has(secrets, name, token, label)
@@ -231,20 +242,20 @@ async def test_the_scan_finishes_a_rotation_whose_messages_were_lost(
     db: Database,
     secrets: Secrets,
     moto: MotoServer,
-    bridge_queue: BridgeQueue,
+    bridge_function: BridgeFunction,
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
     user, name = await make_login(db, secrets)
-    token = await enable_bridge(secrets, name, bridge_queue.function_arn)
+    token = await start_rotation(bridge_function, name)
     path = write_inventory(
         tmp_path / "inv.yaml",
         moto,
         [{"id": name, "rotation": "bridge"}],
         defaults={
             "bridge": {
-                "queue_url": bridge_queue.url,
-                "function_arn": bridge_queue.function_arn,
+                "queue_url": bridge_function.queue_url,
+                "function_arn": bridge_function.function_arn,
                 "scan_every": "1s",
             }
         },

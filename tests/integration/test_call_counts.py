@@ -21,7 +21,7 @@ from rotd.inventory import Inventory
 from rotd.protocol import WRITES_PER_BRIDGED_ROTATION, WRITES_PER_ROTATION, Bridged, Step
 from rotd.runner import Runner
 from tests.fixtures.aws import MotoServer, Secrets
-from tests.fixtures.bridge_queue import enable_bridge
+from tests.fixtures.bridge import BridgeFunction, start_rotation
 from tests.fixtures.databases import Database
 from tests.fixtures.rotation import Rotd, assert_ok, inventory, make_login, make_master
 
@@ -230,17 +230,16 @@ BRIDGED_CALLS = {
 
 
 async def test_a_bridged_rotation_costs_one_more_write_for_its_label(
-    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer
+    db: Database, secrets: Secrets, rotd: Rotd, moto: MotoServer, bridge_function: BridgeFunction
 ) -> None:
     _, name = await make_login(db, secrets)
-    function_arn = f"arn:aws:lambda:{moto.region}:123456789012:function:rotd-bridge-counted"
-    token = await enable_bridge(secrets, name, function_arn)
+    token = await start_rotation(bridge_function, name)
     inv = inventory(
         moto,
         f"""
         bridge:
-          queue_url: {moto.endpoint_url}/123456789012/rotd-bridge
-          function_arn: {function_arn}
+          queue_url: {bridge_function.queue_url}
+          function_arn: {bridge_function.function_arn}
         databases:
           - name: testdb
             secrets:
