@@ -371,3 +371,20 @@ async def test_the_function_waits_for_the_effect_not_for_the_message_to_be_read(
     await do_step(secrets, arn, token, "finishSecret")
     await until(invocation.done, "the function to return", timeout_s=30)
     assert (await invocation).ok
+
+
+@pytest.mark.parametrize("step", ["setSecret", "testSecret"])
+async def test_a_rotation_finished_while_a_step_waits_ends_the_wait(
+    step: str, bridge_function: BridgeFunction, secrets: Secrets
+) -> None:
+    """rotd's scan finishes a stranded rotation whole, without the label a step waits for:
+    AWSCURRENT on the version ends every step's wait."""
+    arn, token = await rotating_secret(bridge_function, secrets)
+    await do_step(secrets, arn, token, "createSecret")
+
+    invocation = asyncio.create_task(invoke_step(bridge_function, arn, token, step, timeout_s=20))
+    await receive_messages(bridge_function, wait_s=30)
+    await move_stage(secrets, arn, "AWSCURRENT", token)
+    result = await asyncio.wait_for(invocation, 30)
+    assert result.ok, result.error
+    assert result.seconds < 10
