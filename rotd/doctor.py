@@ -546,8 +546,12 @@ async def _simulated(
     actions: Sequence[str],
     resource: str,
     context: Mapping[str, Sequence[str]] | None = None,
+    *,
+    proven: str = "",
+    unseen: str = "",
 ) -> None:
-    """Whether ``identity`` may make ``actions`` on ``resource``, by IAM policy simulation."""
+    """Whether ``identity`` may make ``actions`` on ``resource``, by IAM policy simulation;
+    ``proven`` notes what was shown otherwise, ``unseen`` what a denial may not account for."""
     listed = ", ".join(actions)
     if identity is None:
         found.warn(name, f"not checked ({listed}): the AWS identity is unknown")
@@ -576,7 +580,8 @@ async def _simulated(
         return
     denied = [d for d in result if d.decision != "allowed"]
     if not denied:
-        found.ok(name, f"{listed} allowed on {resource} for {principal} (IAM policy simulation)")
+        detail = f"{listed} allowed on {resource} for {principal} (IAM policy simulation)"
+        found.ok(name, detail + (f"; {proven}" if proven else ""))
         return
     what = "; ".join(
         f"{d.decision} for {d.action}"
@@ -586,7 +591,8 @@ async def _simulated(
     explicit = any(d.decision == "explicitDeny" for d in denied)
     found.fail(
         name,
-        f"IAM policy simulation for {principal} on {resource}: {what}",
+        f"IAM policy simulation for {principal} on {resource}: {what}"
+        + (f" ({unseen})" if unseen and not explicit else ""),
         f"allow {', '.join(d.action for d in denied)} on {resource} for {principal}"
         + (" and remove the Deny" if explicit else "")
         + " (rotd iam-policy prints the policy)",
@@ -1127,57 +1133,20 @@ class _Doctor:
     async def _permissions(
         self, spec: SecretSpec, description: SecretDescription, found: _Findings
     ) -> None:
-        name = "iam.permissions"
         wanted = WRITE_ACTIONS + (bridgedoctor.SECRET_ACTIONS if spec.bridged else ())
         # rotd tags bridged secrets with its failure tag only (rotd iam-policy's condition).
         context = {"aws:TagKeys": [FAILURE_TAG]} if spec.bridged else None
-        actions = ", ".join(wanted)
         identity, simulator = self.who[spec.aws.role_arn]
-        if identity is None:
-            found.warn(name, f"not checked ({actions}): the AWS identity is unknown")
-            return
-        if identity.root:
-            found.warn(
-                name,
-                "rotd runs as the account's root user, which may do everything",
-                "run rotd with an IAM role or user that holds only what it needs",
-            )
-            return
-        principal = identity.principal()
-        if principal is None:
-            found.warn(
-                name,
-                f"not checked ({actions}): the policies of {identity.arn} cannot be "
-                "simulated (only IAM users and roles can)",
-            )
-            return
-        result = await simulator.decide(principal, wanted, description.arn, context)
-        if isinstance(result, str):
-            fix = None
-            if f"may not call {SIMULATE}" in result:
-                fix = f"allow {SIMULATE} on {principal} to let rotd doctor check them"
-            found.warn(name, f"not checked ({actions}): {result}", fix)
-            return
-        denied = [d for d in result if d.decision != "allowed"]
-        if not denied:
-            found.ok(
-                name,
-                f"{actions} allowed on {description.arn} for {principal} (IAM policy "
-                "simulation); DescribeSecret and GetSecretValue were proven by reading",
-            )
-            return
-        what = "; ".join(
-            f"{d.decision} for {d.action}"
-            + (f" (it depends on {', '.join(d.missing_context)})" if d.missing_context else "")
-            for d in denied
-        )
-        explicit = any(d.decision == "explicitDeny" for d in denied)
-        found.fail(
-            name,
-            f"IAM policy simulation for {principal} on {description.arn}: {what}"
-            + ("" if explicit else " (a resource policy on the secret is not seen by it)"),
-            f"allow {', '.join(d.action for d in denied)} on {description.arn} for {principal}"
-            + (" and remove the Deny" if explicit else ""),
+        await _simulated(
+            found,
+            "iam.permissions",
+            identity,
+            simulator,
+            wanted,
+            description.arn,
+            context,
+            proven="DescribeSecret and GetSecretValue were proven by reading",
+            unseen="a resource policy on the secret is not seen by it",
         )
 
 
