@@ -64,13 +64,7 @@ async def move_stage(secrets: Secrets, secret_id: str, stage: str, token: str) -
 async def do_step(secrets: Secrets, secret_id: str, token: str, step: str) -> None:
     """What rotd makes visible when it has done ``step``."""
     if step == "createSecret":
-        async with secrets.client() as client:
-            await client.put_secret_value(
-                SecretId=secret_id,
-                ClientRequestToken=token,
-                SecretString=json.dumps(NEW),
-                VersionStages=["AWSPENDING"],
-            )
+        await secrets.put_pending(secret_id, NEW, token)
     elif step == "finishSecret":
         await move_stage(secrets, secret_id, "AWSCURRENT", token)
     else:

@@ -21,6 +21,7 @@ from rotd.doctor import Check, Level, diagnose
 from rotd.inventory import Inventory
 from rotd.secretstore import connection_for
 from tests.fixtures.aws import MotoServer, Secrets, free_port
+from tests.fixtures.bridge import LAMBDA_TRUST
 from tests.fixtures.iam import IamMoto
 from tests.fixtures.process import RotdProcess, run
 from tests.fixtures.rotation import inventory
@@ -69,24 +70,14 @@ class Bridge:
             self.session().client("iam", endpoint_url=url) as iam,
             self.session().client("lambda", endpoint_url=url) as lam,
         ):
-            trust = {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
             role = await iam.create_role(
                 RoleName="rotd-bridge-" + uuid.uuid4().hex[:10],
-                AssumeRolePolicyDocument=json.dumps(trust),
+                AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST),
             )
             self.role_arn = role["Role"]["Arn"]
             await lam.create_function(
                 FunctionName=self.function_arn.rsplit(":", 1)[-1],
-                Runtime="python3.12",
+                Runtime=package.RUNTIME,
                 Role=self.role_arn,
                 Handler=handler,
                 Code={"ZipFile": package.archive_bytes() if code is None else code},
