@@ -20,6 +20,7 @@ import pytest
 
 from tests.fixtures.accounts import Accounts
 from tests.fixtures.aws import MotoServer, Secrets
+from tests.fixtures.bridge import BridgeFunction, send_raw, start_rotation
 from tests.fixtures.databases import Database
 from tests.fixtures.inventory import write_inventory
 from tests.fixtures.metrics import documented_metrics, scraped
@@ -43,6 +44,7 @@ async def test_every_documented_metric_is_served_with_its_labels(
     secrets: Secrets,
     accounts: Accounts,
     moto: MotoServer,
+    bridge_function: BridgeFunction,
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
@@ -63,6 +65,9 @@ async def test_every_documented_metric_is_served_with_its_labels(
         None, moto.region, replicated, db.secret(replicated_user, PENDING_PASSWORD)
     )
     missing = secrets.name("missing")  # not found: a problem no retry fixes
+    # A bridged secret: its queue is read (and a message there is dropped).
+    _, bridged = await make_login(db, secrets)
+    await start_rotation(bridge_function, bridged)
     listen = free_tcp_port()
     path = write_inventory(
         tmp_path / "inv.yaml",
@@ -82,6 +87,15 @@ async def test_every_documented_metric_is_served_with_its_labels(
                 "port": free_tcp_port(),
                 "secrets": [{"id": stranded}],
             },
+            {
+                "name": "bridgeddb",
+                "rotation": "bridge",
+                "bridge": {
+                    "queue_url": bridge_function.queue_url,
+                    "function_arn": bridge_function.function_arn,
+                },
+                "secrets": [{"id": bridged}],
+            },
         ],
         daemon={"listen": f"127.0.0.1:{listen}"},
     )
@@ -97,6 +111,9 @@ async def test_every_documented_metric_is_served_with_its_labels(
     process.wait_for_event("replication.in_sync", 30)
     process.wait_for_event("rotation.parked", 30)
     process.wait_for_event("rotation.retry_scheduled", 30)
+    process.wait_for_event("bridge.consuming", 30)
+    await send_raw(bridge_function, "not a bridge message")
+    process.wait_for_event("bridge.message_dropped", 30)
     process.send(signal.SIGHUP)
     process.wait_for_event("reload.applied", 30)
     samples = scraped(listen)
