@@ -234,7 +234,13 @@ async def test_two_daemons_on_one_queue_do_each_step_once(
     assert sorted(done) == sorted((n, s) for n in names for s in ("createSecret", "testSecret"))
     finished = [e["secret_id"] for p in processes for e in p.named("rotation.succeeded")]
     assert sorted(finished) == sorted(names), "each rotation finished once"
-    assert not [e for p in processes for e in p.named("rotation.failed")]
+    # A duplicate that found the secret being rotated (by the other daemon: its lock, or by
+    # this one) was shown again later, never reported to the function as a failure.
+    failed = [e for p in processes for e in p.named("rotation.failed")]
+    assert all(e["category"] == "locked" for e in failed), failed
+    postponed = [e for p in processes for e in p.named("bridge.step_postponed")]
+    assert len(postponed) >= len(failed), (postponed, failed)
+    assert not [e for p in processes for e in p.named("bridge.step_failed")]
 
 
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)

@@ -64,8 +64,10 @@ async def test_a_bridged_secret_shows_secrets_managers_schedule_and_the_rotation
     assert report.unfinished == pending
     assert report.progress == "Secrets Manager's; value not yet written (createSecret)"
     assert report.bridge_failure is None
-    # Secrets Manager has not rotated it yet: last is the credential's creation.
-    assert report.last_rotated == created.astimezone(UTC).isoformat(timespec="seconds")
+    # Secrets Manager's LastRotatedDate (moto sets it at RotateSecret), else the credential's
+    # creation.
+    last = described.get("LastRotatedDate") or created
+    assert report.last_rotated == last.astimezone(UTC).isoformat(timespec="seconds")
     next_rotation = described.get("NextRotationDate")
     if next_rotation is not None:
         assert report.next_due == next_rotation.astimezone(UTC).isoformat(timespec="seconds")
