@@ -320,7 +320,7 @@ async def inspection_of(
     except BadSecret:
         credentials = None
     unfinished = description.unfinished_pending()
-    unwritten = unfinished is not None and not await _has_value(store, spec.id, unfinished)
+    unwritten = unfinished is not None and not await has_value(store, spec.id, unfinished)
     conflict = bridge_conflict(spec, description)
     if spec.bridge is None and description.rotation_enabled and description.rotation_lambda:
         conflict = f"Secrets Manager's own rotation is enabled with {description.rotation_lambda}"
@@ -365,7 +365,13 @@ UNWRITTEN = "rotation started elsewhere, pending value never written"
 UNWRITTEN_PLAN = "rotd runs createSecret under its version id, then finishes the rotation"
 
 
-async def _has_value(store: SecretStore, secret_id: str, version_id: str) -> bool:
+class ValueReader(Protocol):
+    async def get_value(
+        self, secret_id: str, *, version_id: str | None = None, stage: str | None = None
+    ) -> SecretValue: ...
+
+
+async def has_value(store: ValueReader, secret_id: str, version_id: str) -> bool:
     """False when ``version_id`` exists without a value (RotateSecret staged it and the
     rotation function never wrote it); other failures to read it are raised."""
     try:

@@ -32,7 +32,7 @@ from rotd.bridge.queue import RETRY_SOON_S, VISIBILITY_S, Queue, Received, open_
 from rotd.errors import Category, RotdError
 from rotd.inventory import AwsAccess, Bridge, Inventory, SecretSpec
 from rotd.observability import get_logger, log_unexpected, redactor
-from rotd.protocol import Bridged, Outcome, Step
+from rotd.protocol import Bridged, Outcome, Step, ValueReader, has_value
 from rotd.secretstore import SecretDescription
 
 log = get_logger("rotd.bridge")
@@ -51,7 +51,7 @@ Perform = Callable[[SecretSpec, Bridged], Awaitable[Outcome]]
 Lookup = Callable[[str], SecretSpec | None]
 
 
-class TagStore(Protocol):
+class TagStore(ValueReader, Protocol):
     """What the worker calls in Secrets Manager itself (:class:`rotd.accounts.Stores`)."""
 
     async def describe(self, secret_id: str) -> SecretDescription: ...
@@ -89,7 +89,7 @@ class BridgeWorker:
         self._consumers: dict[QueueKey, asyncio.Task[None]] = {}
         self._handling: set[asyncio.Task[None]] = set()
         self._scanner: asyncio.Task[None] | None = None
-        self._seen: dict[str, tuple[str, frozenset[str]]] = {}
+        self._seen: dict[str, tuple[str, frozenset[str], bool]] = {}
         # Told of each message's result and each read of a queue (the daemon's metrics).
         self.on_message: Callable[[str, str], None] = lambda queue, result: None
         self.on_queue: Callable[[str, bool], None] = lambda queue, up: None
@@ -341,7 +341,13 @@ class BridgeWorker:
         if token is None:
             self._seen.pop(spec.id, None)
             return None
-        state = (token, description.versions[token])
+        try:
+            written = await has_value(self._store, spec.id, token)
+        except RotdError as exc:
+            log.warning("bridge.scan_failed", secret_id=spec.id, error=str(exc))
+            return None
+        # Each step leaves its mark: the value (createSecret), a label (setSecret, finishSecret).
+        state = (token, description.versions[token], written)
         if self._seen.get(spec.id) != state:
             self._seen[spec.id] = state  # in progress, or stranded: the next scan tells
             return None

@@ -9,6 +9,8 @@ settings as Secrets Manager does, without invoking anything.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,8 +24,9 @@ from tests.conformance.targets import DatabaseTarget, RabbitmqTarget, RedisTarge
 from tests.fixtures.aws import MotoServer, Secrets
 from tests.fixtures.bridge import BridgeFunction, invoke_rotation, invoke_step, receive_messages
 from tests.fixtures.databases import Mariadb, Postgres
+from tests.fixtures.deadlines import until
 from tests.fixtures.inventory import write_inventory
-from tests.fixtures.process import RotdProcess, run
+from tests.fixtures.process import RotdProcess, injected_env, run
 
 Start = Callable[..., RotdProcess]
 Target = DatabaseTarget | RedisTarget | RabbitmqTarget
@@ -273,3 +276,63 @@ async def test_rotate_starts_secrets_managers_rotation_and_refuses_a_disabled_on
     assert await logs_in(target, secrets, name, "AWSCURRENT")
     process.send(signal.SIGTERM)
     assert process.wait(30) == 0
+
+
+# setSecret never returns once the password is set: the process stands as one SIGKILLed there.
+HANG_AFTER_SET = """
+import asyncio
+import rotd.strategies
+
+_set = rotd.strategies.set_single_user
+
+async def set_single_user(*args, **kwargs):
+    await _set(*args, **kwargs)
+    await asyncio.Event().wait()
+
+rotd.strategies.set_single_user = set_single_user
+"""
+
+
+@pytest.mark.parametrize("target", ["postgres"], indirect=True)
+async def test_a_daemon_killed_in_the_middle_of_a_step_strands_nothing(
+    target: DatabaseTarget,
+    secrets: Secrets,
+    moto: MotoServer,
+    bridge_function: BridgeFunction,
+    tmp_path: Path,
+    rotd_process: Start,
+) -> None:
+    """The daemon that received setSecret dies once the database holds the new password; the
+    message stays hidden for minutes. Another daemon's scan finishes the rotation, and the
+    function, still waiting on setSecret, sees it done."""
+    name = await login(target, secrets, "app")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = bridged(tmp_path / "a", moto, bridge_function, target, [{"id": name}])
+    second = bridged(tmp_path / "b", moto, bridge_function, target, [{"id": name}], "1s")
+    dying = started(
+        rotd_process("run", "-c", str(first), env=injected_env(tmp_path, HANG_AFTER_SET))
+    )
+    rotation = asyncio.create_task(invoke_rotation(bridge_function, name, timeout_s=60))
+
+    async def new_password_set() -> bool:
+        async with secrets.client() as client:
+            try:
+                got = await client.get_secret_value(SecretId=name, VersionStage="AWSPENDING")
+            except client.exceptions.ResourceNotFoundException:
+                return False  # not staged yet, or createSecret not done yet
+        value = json.loads(got["SecretString"])
+        return await target.logs_in(value["username"], value["password"])
+
+    await until(new_password_set, "the new password set by the dying daemon", 60, 0.1)
+    dying.kill()
+    survivor = rotd_process("run", "-c", str(second))
+    (stranded,) = survivor.wait_for_event("bridge.stranded", 60)
+    done = await asyncio.wait_for(rotation, 60)
+
+    assert done.ok, done.steps
+    assert stranded["version_id"] == done.token
+    assert await secrets.version(name) == done.token
+    assert await logs_in(target, secrets, name, "AWSCURRENT")
+    survivor.send(signal.SIGTERM)
+    assert survivor.wait(30) == 0
