@@ -47,6 +47,25 @@ def bridged_inventory(
     )
 
 
+async def rotating(
+    db: Database,
+    secrets: Secrets,
+    moto: MotoServer,
+    function: BridgeFunction,
+    tmp_path: Path,
+    start: Start,
+) -> tuple[str, str, str, RotdProcess]:
+    """A login whose secret Secrets Manager has begun rotating through the bridge, and a
+    ready ``rotd run`` consuming the queue: the user, the secret, the pending version, the
+    process."""
+    user, name = await make_login(db, secrets)
+    token = await start_rotation(function, name)
+    path = bridged_inventory(tmp_path, moto, function, [{"id": name}])
+    process = start("run", "-c", str(path))
+    process.wait_for_event("daemon.ready", 60)
+    return user, name, token, process
+
+
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
 async def test_each_message_does_its_step_once_and_is_deleted(
     db: Database,
@@ -56,11 +75,9 @@ async def test_each_message_does_its_step_once_and_is_deleted(
     tmp_path: Path,
     rotd_process: Start,
 ) -> None:
-    user, name = await make_login(db, secrets)
-    token = await start_rotation(bridge_function, name)
-    path = bridged_inventory(tmp_path, moto, bridge_function, [{"id": name}])
-    process = rotd_process("run", "-c", str(path))
-    process.wait_for_event("daemon.ready", 60)
+    user, name, token, process = await rotating(
+        db, secrets, moto, bridge_function, tmp_path, rotd_process
+    )
 
     async def has_value() -> bool:
         async with secrets.client() as client:
@@ -161,11 +178,9 @@ async def test_a_failed_step_is_reported_on_the_secret_for_its_message(
     rotd_process: Start,
 ) -> None:
     """The password was changed by hand behind rotd's back: setSecret cannot log in."""
-    user, name = await make_login(db, secrets)
-    token = await start_rotation(bridge_function, name)
-    path = bridged_inventory(tmp_path, moto, bridge_function, [{"id": name}])
-    process = rotd_process("run", "-c", str(path))
-    process.wait_for_event("daemon.ready", 60)
+    user, name, token, process = await rotating(
+        db, secrets, moto, bridge_function, tmp_path, rotd_process
+    )
     await send_step(bridge_function, name, token, "createSecret")
     process.wait_for_event("bridge.step_done", 30)
     await db.execute(f"ALTER ROLE {pg_quote_ident(user)} PASSWORD 'Changed-by-hand-1'")
