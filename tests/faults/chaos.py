@@ -31,6 +31,7 @@ import aiomysql
 import asyncpg
 import pymysql
 
+from tests.faults.minimums import FLOORS
 from tests.faults.proxy import TcpProxy
 from tests.fixtures.postgres import PgServer
 from tests.fixtures.process import RotdProcess
@@ -46,6 +47,12 @@ _ENDED = frozenset(
 )
 _MYSQL_NO_SUCH_THREAD = 1094
 _AIM_S = 3.0  # how long a fault waits for rotd's traffic to aim at
+# What each kind of connection fault must reach in a run (tests.faults.minimums), as counted.
+_EFFECTS = {
+    "pg_terminate": ("pg_terminate_backends", FLOORS["PostgreSQL backends terminated"]),
+    "mysql_kill": ("mysql_kill_threads", FLOORS["MariaDB threads killed"]),
+    "proxy_cut": ("proxy_cut_connections", FLOORS["proxy resets of live connections"]),
+}
 
 
 @dataclass
@@ -236,10 +243,7 @@ class DatabaseFaults:
                     await asyncio.wait_for(stop.wait(), self.rng.uniform(*interval_s))
                 if stop.is_set():
                     break
-                kinds = list(self.weights)
-                kind = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
-                if self._outage_owed():
-                    kind = "outage"
+                kind = self.next_kind()
                 if kind == "pg_terminate":
                     await self._traffic(stop, self.proxies["postgres"])
                     await self._pg_terminate(pg, stop)
@@ -316,6 +320,24 @@ class DatabaseFaults:
                 self.counts["mysql_kill_threads"] += 1
         self.counts["mysql_kill"] += 1
         self.timeline.append((time.time(), f"KILL x{len(victims)}"))
+
+    def next_kind(self) -> str:
+        """The kind of the next fault: drawn by weight, unless one is owed."""
+        kinds = list(self.weights)
+        drawn = self.rng.choices(kinds, [self.weights[k] for k in kinds])[0]
+        if self._outage_owed():
+            return "outage"
+        return self._owed() or drawn
+
+    def _owed(self) -> str | None:
+        """A kind of connection fault whose effect is still short of its floor and that has
+        had less than its share of every fourth fault: every run cuts connections each way,
+        whatever the dice say (one seed drew no proxy cut in 29 faults)."""
+        injected = sum(self.counts[kind] for kind in self.weights)
+        for kind, (effect, floor) in _EFFECTS.items():
+            if self.counts[effect] < floor and injected >= 4 * (self.counts[kind] + 1):
+                return kind
+        return None
 
     def _outage_owed(self) -> bool:
         """Every run takes each database away: once every fourth fault while one has not been,
