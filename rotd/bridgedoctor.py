@@ -257,13 +257,13 @@ async def check_function(
             f"lambda update-function-code --function-name {arn} --zip-file fileb://bridge.zip",
         )
     if config.timeout_s is not None and config.timeout_s < MIN_TIMEOUT_S:
+        warned = True
         found.warn(
             name,
             f"{arn}: its timeout is {config.timeout_s} s: a step that takes rotd longer "
             "(a slow login, a replica catching up) fails and Secrets Manager retries it",
             f"raise the function's timeout to at least {MIN_TIMEOUT_S} s",
         )
-        return
     if warned:
         return
     found.ok(

@@ -22,7 +22,13 @@ import pytest
 from rotd.bridge import wire
 from tests.conformance.targets import DatabaseTarget, RabbitmqTarget, RedisTarget
 from tests.fixtures.aws import MotoServer, Secrets
-from tests.fixtures.bridge import BridgeFunction, invoke_rotation, invoke_step, receive_messages
+from tests.fixtures.bridge import (
+    BridgeFunction,
+    invoke_rotation,
+    invoke_step,
+    receive_messages,
+    start_rotation,
+)
 from tests.fixtures.databases import Mariadb, Postgres
 from tests.fixtures.deadlines import until
 from tests.fixtures.inventory import write_inventory
@@ -201,13 +207,8 @@ async def test_a_lost_message_is_recovered_by_the_scan(
     the rotation, and Secrets Manager's next attempt finds every step done."""
     name = await login(target, secrets, "app")
     path = bridged(tmp_path, moto, bridge_function, target, [{"id": name}], scan_every="1s")
-    async with bridge_function.client("secretsmanager") as client:
-        rotated = await client.rotate_secret(
-            SecretId=name,
-            RotationLambdaARN=bridge_function.function_arn,
-            RotationRules={"ScheduleExpression": "rate(30 days)"},
-        )
-    arn, token = rotated["ARN"], rotated["VersionId"]
+    token = await start_rotation(bridge_function, name)
+    arn = (await secrets.describe(name))["ARN"]
     timed_out = await invoke_step(bridge_function, arn, token, "createSecret", timeout_s=3)
     assert not timed_out.ok
     assert timed_out.error is not None
